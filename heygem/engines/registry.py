@@ -1,0 +1,41 @@
+"""Engines by name. A name not listed here may be given as `package.module:ClassName`."""
+
+from __future__ import annotations
+
+import importlib
+
+from heygem.config import Config
+from heygem.engines.base import Availability, Engine
+from heygem.errors import EngineUnavailableError
+
+ENGINES: dict[str, str] = {
+    "meshwarp": "heygem.engines.meshwarp:MeshWarpEngine",
+    "wav2lip": "heygem.engines.wav2lip:Wav2LipEngine",
+}
+DEFAULT_ENGINE = "meshwarp"
+
+
+def resolve_engine(name: str) -> type[Engine]:
+    target = ENGINES.get(name, name)
+    module_name, _, attr = target.partition(":")
+    if not attr:
+        raise EngineUnavailableError(
+            f"unknown engine {name!r}: choose one of {', '.join(ENGINES)} or give module:Class")
+    try:
+        engine_cls = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as exc:
+        raise EngineUnavailableError(f"engine {name!r} cannot be loaded: {type(exc).__name__}: {exc}") from None
+    if not (isinstance(engine_cls, type) and issubclass(engine_cls, Engine)):
+        raise EngineUnavailableError(f"engine {name!r} is not an Engine class")
+    return engine_cls
+
+
+def engine_availability(name: str, config: Config) -> Availability:
+    try:
+        return resolve_engine(name).availability(config)
+    except EngineUnavailableError as exc:
+        return Availability(False, str(exc))
+
+
+def list_engines(config: Config) -> dict[str, Availability]:
+    return {name: engine_availability(name, config) for name in ENGINES}

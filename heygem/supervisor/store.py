@@ -1,0 +1,167 @@
+"""The authoritative task record, in SQLite under data_dir: it survives restarts and any number of reads."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from heygem.supervisor.states import TaskRecord, TaskState, can_transition
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS tasks (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    code TEXT NOT NULL UNIQUE,
+    state TEXT NOT NULL,
+    stage TEXT NOT NULL DEFAULT '',
+    progress REAL NOT NULL DEFAULT 0,
+    message TEXT NOT NULL DEFAULT '',
+    warning TEXT NOT NULL DEFAULT '',
+    engine TEXT NOT NULL,
+    audio_path TEXT NOT NULL,
+    video_path TEXT NOT NULL,
+    options TEXT NOT NULL DEFAULT '{}',
+    result_path TEXT,
+    worker_pid INTEGER,
+    created_at REAL NOT NULL,
+    queued_at REAL NOT NULL,
+    started_at REAL,
+    finished_at REAL,
+    updated_at REAL NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    report TEXT NOT NULL DEFAULT '{}'
+);
+CREATE INDEX IF NOT EXISTS tasks_queue ON tasks (state, queued_at, seq);
+"""
+_JSON_FIELDS = ("options", "report")
+_COLUMNS = ("code", "state", "stage", "progress", "message", "warning", "engine", "audio_path", "video_path",
+            "options", "result_path", "worker_pid", "created_at", "started_at", "finished_at", "updated_at",
+            "attempts", "report")
+
+
+class TransitionError(Exception):
+    """A state change the state machine does not allow (e.g. a late update to a cancelled task)."""
+
+
+class TaskStore:
+    """Thread-safe access to the task table. The ops CLI opens the same file from another process."""
+
+    def __init__(self, db_path: Path) -> None:
+        db_path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.RLock()
+        self._db = sqlite3.connect(db_path, check_same_thread=False, timeout=30, isolation_level=None)
+        self._db.row_factory = sqlite3.Row
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.executescript(_SCHEMA)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    def insert(self, code: str, engine: str, audio_path: str, video_path: str, options: dict[str, Any],
+               result_path: str, message: str) -> None:
+        now = time.time()
+        with self._transaction() as db:
+            db.execute(
+                "INSERT INTO tasks (code, state, engine, audio_path, video_path, options, result_path, message,"
+                " created_at, queued_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (code, TaskState.QUEUED.value, engine, audio_path, video_path, json.dumps(options), result_path,
+                 message, now, now, now))
+
+    def exists(self, code: str) -> bool:
+        with self._lock:
+            return self._db.execute("SELECT 1 FROM tasks WHERE code = ?", (code,)).fetchone() is not None
+
+    def get(self, code: str) -> TaskRecord | None:
+        with self._lock:
+            row = self._db.execute("SELECT * FROM tasks WHERE code = ?", (code,)).fetchone()
+            if row is None:
+                return None
+            return self._record(row, self._queue_position(row))
+
+    def list(self, limit: int | None = None) -> list[TaskRecord]:
+        with self._lock:
+            rows = self._db.execute("SELECT * FROM tasks ORDER BY created_at DESC, seq DESC LIMIT ?",
+                                    (-1 if limit is None else limit,)).fetchall()
+            positions = {code: index + 1 for index, code in enumerate(self.queued_codes())}
+            return [self._record(row, positions.get(row["code"])) for row in rows]
+
+    def queued_codes(self) -> list[str]:
+        with self._lock:
+            rows = self._db.execute("SELECT code FROM tasks WHERE state = ? ORDER BY queued_at, seq",
+                                    (TaskState.QUEUED.value,)).fetchall()
+            return [row["code"] for row in rows]
+
+    def codes_in(self, *states: TaskState) -> list[str]:
+        marks = ",".join("?" for _ in states)
+        with self._lock:
+            rows = self._db.execute(f"SELECT code FROM tasks WHERE state IN ({marks}) ORDER BY seq",
+                                    [state.value for state in states]).fetchall()
+            return [row["code"] for row in rows]
+
+    def count_by_state(self) -> dict[TaskState, int]:
+        with self._lock:
+            rows = self._db.execute("SELECT state, COUNT(*) AS n FROM tasks GROUP BY state").fetchall()
+        counts = dict.fromkeys(TaskState, 0)
+        counts.update({TaskState(row["state"]): row["n"] for row in rows})
+        return counts
+
+    def update(self, code: str, state: TaskState | None = None, **fields: Any) -> TaskRecord:
+        """Change fields (and the state, if the state machine allows it) in one transaction."""
+        with self._transaction() as db:
+            row = db.execute("SELECT * FROM tasks WHERE code = ?", (code,)).fetchone()
+            if row is None:
+                raise KeyError(code)
+            if state is not None:
+                old = TaskState(row["state"])
+                if not can_transition(old, state):
+                    raise TransitionError(f"task {code}: {old.value} -> {state.value} is not allowed")
+                fields["state"] = state.value
+                if state is TaskState.QUEUED and old is not TaskState.QUEUED:
+                    fields.setdefault("queued_at", time.time())
+            for name in _JSON_FIELDS:
+                if name in fields:
+                    fields[name] = json.dumps(fields[name])
+            fields["updated_at"] = time.time()
+            assignments = ", ".join(f"{name} = ?" for name in fields)
+            db.execute(f"UPDATE tasks SET {assignments} WHERE code = ?", [*fields.values(), code])
+        record = self.get(code)
+        assert record is not None
+        return record
+
+    def delete(self, code: str) -> None:
+        with self._transaction() as db:
+            db.execute("DELETE FROM tasks WHERE code = ?", (code,))
+
+    def _queue_position(self, row: sqlite3.Row) -> int | None:
+        if row["state"] != TaskState.QUEUED.value:
+            return None
+        ahead = self._db.execute(
+            "SELECT COUNT(*) FROM tasks WHERE state = ? AND (queued_at < ? OR (queued_at = ? AND seq < ?))",
+            (TaskState.QUEUED.value, row["queued_at"], row["queued_at"], row["seq"])).fetchone()[0]
+        return int(ahead) + 1
+
+    @staticmethod
+    def _record(row: sqlite3.Row, queue_position: int | None) -> TaskRecord:
+        values = {name: row[name] for name in _COLUMNS}
+        for name in _JSON_FIELDS:
+            values[name] = json.loads(values[name])
+        values["state"] = TaskState(values["state"])
+        return TaskRecord(queue_position=queue_position, **values)

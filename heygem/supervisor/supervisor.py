@@ -1,0 +1,483 @@
+"""TaskSupervisor: one long-lived thread owns every worker, from admission to the final state."""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import dataclasses
+import multiprocessing
+import re
+import shutil
+import threading
+import time
+import uuid
+from multiprocessing import connection
+from multiprocessing.managers import DictProxy
+from multiprocessing.process import BaseProcess
+from pathlib import Path
+from typing import Any
+
+from loguru import logger
+
+from heygem import __version__
+from heygem.config import Config
+from heygem.engines.registry import DEFAULT_ENGINE, engine_availability, resolve_engine
+from heygem.errors import EngineUnavailableError, InputError, QueueFullError, TaskNotFoundError
+from heygem.logs import task_log_path
+from heygem.supervisor.admission import admit, probe_gpus
+from heygem.supervisor.media_check import is_valid_video, media_duration_s
+from heygem.supervisor.processes import describe_exit, kill_group, kill_leftovers, serve_status_manager
+from heygem.supervisor.protocol import (
+    CONNECTION_ERRORS,
+    LiveStatus,
+    StatusManager,
+    read_outcome,
+    write_manager_address,
+)
+from heygem.supervisor.states import TaskRecord, TaskRequest, TaskState
+from heygem.supervisor.store import TaskStore, TransitionError
+from heygem.supervisor.worker import WorkerSpec, run_worker
+
+CODE_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+QUEUED_MESSAGE = "waiting in queue"
+
+
+@dataclasses.dataclass
+class _Worker:
+    code: str
+    process: BaseProcess
+    work_dir: Path
+    result_path: Path
+    started_at: float
+    deadline_s: float
+    gpu_index: int | None
+    need_gb: float
+    status: LiveStatus
+    error_since: float | None = None
+    # Set when the supervisor has decided the task's end (kill, cancel); the exit then only cleans up.
+    decided: bool = False
+
+    @property
+    def pid(self) -> int:
+        assert self.process.pid is not None
+        return self.process.pid
+
+    def where(self) -> str:
+        return f"stage {self.status['stage']} at {self.status['progress']:.0f} %"
+
+
+class TaskSupervisor:
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self._settings = config.supervisor
+        self._context = multiprocessing.get_context("spawn")
+        for folder in (config.paths.results_dir, config.paths.temp_dir, config.paths.logs_dir,
+                       config.paths.data_dir / "run"):
+            folder.mkdir(parents=True, exist_ok=True)
+        self._store = TaskStore(config.paths.db_path)
+        self._lock = threading.RLock()
+        self._changed = threading.Condition(self._lock)
+        self._workers: dict[str, _Worker] = {}
+        self._wake_reader, self._wake_writer = self._context.Pipe(duplex=False)
+        self._stopping = threading.Event()
+        self._ready = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._manager: StatusManager | None = None
+        self._statuses: DictProxy | None = None
+        self._manager_started_at = 0.0
+        self._address_file = config.paths.data_dir / "run" / "status-manager.json"
+
+    # ----- public API -------------------------------------------------------------------------------
+
+    def start(self) -> TaskSupervisor:
+        self._recover_interrupted()
+        self._thread = threading.Thread(target=self._run, name="task-supervisor", daemon=True)
+        self._thread.start()
+        if not self._ready.wait(60):
+            raise RuntimeError("the task supervisor did not start within 60 s")
+        atexit.register(self.shutdown)
+        logger.info("task supervisor started: max_workers={}, data in {}", self._settings.max_workers,
+                    self.config.paths.data_dir)
+        return self
+
+    def submit(self, request: TaskRequest) -> str:
+        code = request.code or uuid.uuid4().hex
+        if not CODE_PATTERN.fullmatch(code):
+            raise InputError(f"task code {code!r} is invalid: use 1-128 letters, digits, '.', '_' or '-'")
+        engine = request.engine or DEFAULT_ENGINE
+        audio_path, video_path = Path(request.audio_path).resolve(), Path(request.video_path).resolve()
+        for kind, path in (("audio", audio_path), ("video", video_path)):
+            if not path.is_file():
+                raise InputError(f"{kind} file not found: {path}")
+        availability = engine_availability(engine, self.config)
+        if not availability.available:
+            raise InputError(f"engine {engine!r} is unavailable: {availability.reason}")
+        with self._lock:
+            if self._store.exists(code):
+                raise InputError(f"a task with code {code!r} already exists")
+            self._ensure_queue_room()
+            result_path = self.config.paths.results_dir / f"{code}-r.mp4"
+            self._store.insert(code, engine, str(audio_path), str(video_path), dict(request.options),
+                               str(result_path), QUEUED_MESSAGE)
+        logger.info("task {} queued (engine {})", code, engine)
+        self._wake()
+        return code
+
+    def status(self, code: str) -> TaskRecord:
+        record = self._store.get(code)
+        if record is None:
+            raise TaskNotFoundError(f"no task with code {code!r}")
+        return record
+
+    def list_tasks(self, limit: int | None = None) -> list[TaskRecord]:
+        return self._store.list(limit)
+
+    def cancel(self, code: str) -> TaskRecord:
+        with self._lock:
+            record = self.status(code)
+            if record.state.is_final:
+                raise InputError(f"task {code} has already ended ({record.state.value})")
+            worker = self._workers.get(code)
+            if worker is None:
+                self._finalize(code, TaskState.CANCELLED, "cancelled while queued")
+            else:
+                self._end_worker(worker, TaskState.CANCELLED, f"cancelled during {worker.where()}")
+        self._wake()
+        return self.status(code)
+
+    def retry(self, code: str) -> TaskRecord:
+        with self._lock:
+            record = self.status(code)
+            if record.state not in (TaskState.FAILED, TaskState.CANCELLED):
+                raise InputError(f"only failed or cancelled tasks can be retried; task {code} is {record.state.value}")
+            self._ensure_queue_room()
+            if record.result_path:
+                Path(record.result_path).unlink(missing_ok=True)
+            self._store.update(code, TaskState.QUEUED, stage="", progress=0.0, message=QUEUED_MESSAGE, warning="",
+                               worker_pid=None, started_at=None, finished_at=None, report={})
+        self._wake()
+        return self.status(code)
+
+    def delete(self, code: str) -> None:
+        with self._lock:
+            record = self.status(code)
+            if not record.state.is_final:
+                self.cancel(code)
+            self._store.delete(code)
+        uploads = self.config.paths.uploads_dir.resolve()
+        files = [task_log_path(self.config, code)]
+        if record.result_path:
+            files.append(Path(record.result_path))
+        files += [Path(path) for path in (record.audio_path, record.video_path) if Path(path).is_relative_to(uploads)]
+        for path in files:
+            path.unlink(missing_ok=True)
+        shutil.rmtree(self.config.paths.temp_dir / code, ignore_errors=True)
+        logger.info("task {} deleted with its files", code)
+
+    def wait(self, code: str, timeout_s: float) -> TaskRecord:
+        """Block until the task ends or `timeout_s` passes; returns the record either way."""
+        deadline = time.monotonic() + timeout_s
+        with self._changed:
+            while True:
+                record = self.status(code)
+                remaining = deadline - time.monotonic()
+                if record.state.is_final or remaining <= 0:
+                    return record
+                # Short waits: a cancel from the ops CLI (another process) changes the store without notifying.
+                self._changed.wait(min(0.5, remaining))
+
+    def system_info(self) -> dict[str, Any]:
+        gpus = probe_gpus()
+        with self._lock:
+            busy = len(self._workers)
+        counts = self._store.count_by_state()
+        return {
+            "device": ", ".join(gpu.name for gpu in gpus) if gpus else "CPU only",
+            "gpus": [dataclasses.asdict(gpu) for gpu in gpus],
+            "workers_busy": busy,
+            "max_workers": self._settings.max_workers,
+            "queue_length": counts[TaskState.QUEUED],
+            "tasks_by_state": {state.value: count for state, count in counts.items()},
+            "version": __version__,
+        }
+
+    def worker_pids(self) -> dict[str, int]:
+        with self._lock:
+            return {code: worker.pid for code, worker in self._workers.items()}
+
+    def manager_pid(self) -> int | None:
+        with self._lock:
+            process = getattr(self._manager, "_process", None)
+            return process.pid if process is not None else None
+
+    def shutdown(self) -> None:
+        if self._thread is None or self._stopping.is_set():
+            return
+        self._stopping.set()
+        self._wake()
+        self._thread.join(timeout=30)
+        logger.info("task supervisor stopped")
+
+    # ----- the supervisor thread --------------------------------------------------------------------
+
+    def _run(self) -> None:
+        self._start_manager()
+        self._ready.set()
+        next_poll = 0.0
+        try:
+            while not self._stopping.is_set():
+                with self._lock:
+                    sentinels = {worker.process.sentinel: worker for worker in self._workers.values()}
+                timeout = max(0.0, next_poll - time.monotonic())
+                ready = connection.wait([*sentinels, self._wake_reader], timeout)
+                while self._wake_reader.poll():
+                    self._wake_reader.recv_bytes()
+                if self._stopping.is_set():
+                    break
+                try:
+                    with self._lock:
+                        for sentinel in ready:
+                            if sentinel in sentinels:
+                                self._reap(sentinels[sentinel])
+                        if time.monotonic() >= next_poll:
+                            self._poll()
+                            next_poll = time.monotonic() + self._settings.poll_interval_s
+                        self._admit()
+                except Exception:  # the loop must outlive any single bad task
+                    logger.exception("supervisor iteration failed; continuing")
+        finally:
+            self._stop_everything()
+
+    def _wake(self) -> None:
+        with contextlib.suppress(OSError):
+            self._wake_writer.send_bytes(b"!")
+
+    def _start_manager(self) -> None:
+        manager = StatusManager(ctx=self._context)
+        manager.start(initializer=serve_status_manager)
+        self._manager = manager
+        self._statuses = manager.statuses()  # type: ignore[attr-defined]
+        self._manager_started_at = time.time()
+        write_manager_address(self._address_file, str(manager.address))
+
+    def _restart_manager(self) -> None:
+        logger.error("the status Manager process died; starting a new one (workers reconnect)")
+        try:
+            if self._manager is not None:
+                self._manager.shutdown()
+        except Exception as exc:
+            logger.debug("old Manager shutdown: {}", exc)
+        self._start_manager()
+        assert self._statuses is not None
+        for code, worker in self._workers.items():
+            self._statuses[code] = worker.status
+
+    def _read_statuses(self) -> dict[str, LiveStatus]:
+        assert self._statuses is not None
+        try:
+            return self._statuses.copy()
+        except CONNECTION_ERRORS:
+            self._restart_manager()
+            return {}
+
+    def _poll(self) -> None:
+        statuses = self._read_statuses()
+        now = time.time()
+        for worker in list(self._workers.values()):
+            if worker.decided:
+                continue
+            worker.status = statuses.get(worker.code, worker.status)
+            self._judge(worker, now)
+
+    def _judge(self, worker: _Worker, now: float) -> None:
+        """Apply deadlines and the error-confirmation window to one live worker."""
+        settings, status = self._settings, worker.status
+        elapsed = now - worker.started_at
+        silent_for = now - max(status["heartbeat"], worker.started_at, self._manager_started_at)
+        if elapsed > worker.deadline_s:
+            self._end_worker(worker, TaskState.FAILED, f"timed out after {worker.deadline_s:.0f} s in {worker.where()}")
+            return
+        if silent_for > settings.heartbeat_timeout_s:
+            self._end_worker(worker, TaskState.FAILED,
+                             f"no heartbeat for {silent_for:.0f} s (worker frozen) in {worker.where()}")
+            return
+        if status["phase"] == "init" and elapsed > settings.init_grace_s:
+            cause = f": {status['error']}" if status["error"] else ""
+            self._end_worker(worker, TaskState.FAILED, f"initialisation did not finish within "
+                             f"{settings.init_grace_s:.0f} s (stage {status['stage']}){cause}")
+            return
+        if status["error"]:
+            worker.error_since = worker.error_since or now
+            # Errors during the init grace period only start counting once it is over.
+            confirm_from = max(worker.error_since, worker.started_at + settings.init_grace_s)
+            if now - confirm_from >= settings.error_confirm_s:
+                self._end_worker(worker, TaskState.FAILED, f"{status['stage']}: {status['error']} (reported for "
+                                 f"{now - worker.error_since:.0f} s without recovery)", rescue_result=True)
+                return
+        else:
+            worker.error_since = None
+        state = TaskState.INITIALIZING if status["phase"] == "init" else TaskState.RUNNING
+        message = f"recovering from: {status['error']}" if status["error"] else ""
+        try:
+            self._store.update(worker.code, state, stage=status["stage"], progress=status["progress"],
+                               message=message, warning=status["warning"])
+        except TransitionError:  # ended from outside, e.g. `python -m heygem tasks cancel`
+            kill_group(worker.pid)
+            worker.decided = True
+
+    def _admit(self) -> None:
+        while len(self._workers) < self._settings.max_workers and not self._stopping.is_set():
+            queued = self._store.queued_codes()
+            if not queued:
+                return
+            record = self.status(queued[0])
+            try:
+                need_gb = resolve_engine(record.engine).gpu_memory_gb
+            except EngineUnavailableError as exc:
+                self._finalize(record.code, TaskState.FAILED, f"init: {exc}")
+                continue
+            pending: dict[int, float] = {}
+            for worker in self._workers.values():
+                if worker.gpu_index is not None and worker.status["phase"] == "init":
+                    pending[worker.gpu_index] = pending.get(worker.gpu_index, 0.0) + worker.need_gb
+            decision = admit(need_gb, self._settings.gpu_reserve_gb, probe_gpus() if need_gb > 0 else [], pending)
+            if not decision.admitted:
+                if record.message != decision.reason:
+                    self._store.update(record.code, message=decision.reason)
+                return
+            self._launch(record, decision.gpu_index, need_gb)
+
+    def _launch(self, record: TaskRecord, gpu_index: int | None, need_gb: float) -> None:
+        work_dir = self.config.paths.temp_dir / record.code
+        shutil.rmtree(work_dir, ignore_errors=True)
+        work_dir.mkdir(parents=True)
+        result_path = Path(record.result_path or self.config.paths.results_dir / f"{record.code}-r.mp4")
+        spec = WorkerSpec(code=record.code, engine=record.engine, audio_path=record.audio_path,
+                          video_path=record.video_path, result_path=str(result_path), work_dir=str(work_dir),
+                          options=record.options, config=self.config.to_dict(), address_file=str(self._address_file),
+                          gpu_index=gpu_index)
+        process = self._context.Process(target=run_worker, args=(spec,), name=f"heygem-worker-{record.code}",
+                                        daemon=True)
+        process.start()
+        now = time.time()
+        worker = _Worker(code=record.code, process=process, work_dir=work_dir, result_path=result_path,
+                         started_at=now, deadline_s=self._deadline_s(record), gpu_index=gpu_index, need_gb=need_gb,
+                         status={"phase": "init", "stage": "init", "progress": 0.0, "error": "", "warning": "",
+                                 "heartbeat": now, "pid": process.pid or 0})
+        self._workers[record.code] = worker
+        self._store.update(record.code, TaskState.INITIALIZING, stage="init", progress=0.0, message="", warning="",
+                           worker_pid=process.pid, started_at=now, finished_at=None, attempts=record.attempts + 1)
+        logger.info("task {} started in worker {} (gpu {})", record.code, process.pid, gpu_index)
+
+    def _deadline_s(self, record: TaskRecord) -> float:
+        deadline = self._settings.task_timeout_s
+        if self._settings.timeout_per_media_s > 0:
+            duration = media_duration_s(Path(record.audio_path)) or 0.0
+            deadline = max(deadline, self._settings.timeout_per_media_s * duration)
+        return deadline
+
+    def _end_worker(self, worker: _Worker, state: TaskState, message: str, rescue_result: bool = False) -> None:
+        """Kill a live worker's whole process group and record the task's end at once."""
+        kill_group(worker.pid)
+        worker.decided = True
+        if rescue_result and is_valid_video(worker.result_path):
+            self._finalize(worker.code, TaskState.SUCCEEDED, "", warning=f"{message}; its result is a valid video "
+                           "and was kept")
+        else:
+            self._finalize(worker.code, state, message)
+
+    def _reap(self, worker: _Worker) -> None:
+        """A worker exited: final at once, from its outcome file, its last status or its exit code."""
+        worker.process.join(timeout=1)
+        exitcode = worker.process.exitcode
+        kill_group(worker.pid)  # ffmpeg children left behind by a crashed worker
+        del self._workers[worker.code]
+        if not worker.decided:
+            try:
+                worker.status = self._statuses[worker.code] if self._statuses is not None else worker.status
+            except (KeyError, *CONNECTION_ERRORS):
+                pass
+            self._classify_exit(worker, exitcode)
+        try:
+            if self._statuses is not None:
+                self._statuses.pop(worker.code, None)
+        except CONNECTION_ERRORS:
+            pass
+        if not self._settings.keep_temp:
+            shutil.rmtree(worker.work_dir, ignore_errors=True)
+
+    def _classify_exit(self, worker: _Worker, exitcode: int | None) -> None:
+        outcome = read_outcome(worker.work_dir)
+        if outcome is not None and outcome["ok"] and exitcode == 0:
+            if worker.result_path.is_file():
+                self._finalize(worker.code, TaskState.SUCCEEDED, "", warning=worker.status["warning"],
+                               report=outcome["report"])
+                return
+            message = f"worker reported success but wrote no result file ({worker.result_path})"
+        elif outcome is not None and not outcome["ok"]:
+            message = outcome["message"]
+        elif exitcode == 0:
+            message = f"worker exited without reporting a result during {worker.where()}"
+        else:
+            message = describe_exit(exitcode, worker.where())
+        if is_valid_video(worker.result_path):
+            self._finalize(worker.code, TaskState.SUCCEEDED, "",
+                           warning=f"{message}; its result is a valid video and was kept")
+        else:
+            self._finalize(worker.code, TaskState.FAILED, message)
+
+    def _finalize(self, code: str, state: TaskState, message: str, warning: str = "",
+                  report: dict[str, Any] | None = None) -> None:
+        fields: dict[str, Any] = {"message": message, "finished_at": time.time()}
+        if warning:
+            fields["warning"] = warning
+        if report is not None:
+            fields["report"] = report
+        if state is TaskState.SUCCEEDED:
+            fields["progress"] = 100.0
+        try:
+            self._store.update(code, state, **fields)
+        except TransitionError:  # already ended elsewhere (e.g. cancelled from the ops CLI)
+            return
+        except KeyError:  # deleted meanwhile
+            return
+        log = logger.warning if state is TaskState.FAILED else logger.info
+        log("task {} {}{}", code, state.value, f": {message}" if message else "")
+        self._changed.notify_all()
+
+    def _ensure_queue_room(self) -> None:
+        waiting = len(self._store.queued_codes())
+        if waiting >= self._settings.queue_max:
+            raise QueueFullError(f"queue full: {waiting} tasks are waiting (queue_max {self._settings.queue_max}); "
+                                 "try again when one has started")
+
+    def _recover_interrupted(self) -> None:
+        """Tasks that were active when the service stopped: requeued once, or failed with the reason."""
+        for code in self._store.codes_in(TaskState.INITIALIZING, TaskState.RUNNING):
+            record = self.status(code)
+            if record.worker_pid:
+                kill_leftovers(record.worker_pid, code)
+            where = f"stage {record.stage or 'init'} at {record.progress:.0f} %"
+            if self._settings.requeue_interrupted and record.attempts < 2:
+                # It keeps its place at the front: it was admitted before everything still waiting.
+                self._store.update(code, TaskState.QUEUED, stage="", progress=0.0, worker_pid=None,
+                                   queued_at=record.created_at, message=f"requeued: the service stopped during {where}")
+            else:
+                self._store.update(code, TaskState.FAILED, finished_at=time.time(),
+                                   message=f"interrupted: the service stopped during {where}")
+            shutil.rmtree(self.config.paths.temp_dir / code, ignore_errors=True)
+
+    def _stop_everything(self) -> None:
+        with self._lock:
+            for worker in self._workers.values():
+                kill_group(worker.pid)
+            for worker in self._workers.values():
+                worker.process.join(timeout=5)
+            self._workers.clear()
+            self._recover_interrupted()
+            try:
+                if self._manager is not None:
+                    self._manager.shutdown()
+            except Exception as exc:
+                logger.debug("Manager shutdown: {}", exc)
+            self._changed.notify_all()

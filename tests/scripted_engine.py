@@ -1,0 +1,105 @@
+"""Engines that behave as a test scripts them, run by the real supervisor in real spawned workers.
+
+A task's options hold `steps`, a list of [action, argument] pairs carried out in order by `run`:
+  ["render", seconds]  ffmpeg renders a test video of that length at native speed into the result (real work)
+  ["child", seconds]   starts a child process (ffmpeg) that runs that long, and leaves it running
+  ["sleep", seconds]   ["stage", name]   ["progress", percent]   ["error", message]   ["clear", null]
+  ["raise", kind]      kind: "runtime" (with a message), "empty" (no message), "unpicklable"
+  ["exit", code]       os._exit(code) without a word to the supervisor
+  ["freeze", null]     SIGSTOP itself: no heartbeat any more
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import imageio_ffmpeg
+
+from heygem.engines.base import Engine, Job, Reporter
+
+
+class UnpicklableError(Exception):
+    def __init__(self) -> None:
+        super().__init__("holds a lock")
+        self.lock = threading.Lock()
+
+    def __reduce__(self) -> Any:
+        raise TypeError("UnpicklableError cannot be pickled")
+
+
+def render_test_video(path: Path, seconds: float, reporter: Reporter) -> None:
+    temporary = path.with_name(path.stem + ".partial.mp4")
+    command = [imageio_ffmpeg.get_ffmpeg_exe(), "-y", "-loglevel", "error", "-re", "-f", "lavfi",
+               "-i", f"testsrc=size=64x64:rate=10:duration={seconds}", "-c:v", "libx264", "-preset", "ultrafast",
+               "-pix_fmt", "yuv420p", "-progress", "pipe:1", "-f", "mp4", str(temporary)]
+    with subprocess.Popen(command, stdout=subprocess.PIPE, text=True) as ffmpeg:
+        assert ffmpeg.stdout is not None
+        for line in ffmpeg.stdout:
+            if line.startswith("out_time_us=") and line.strip() != "out_time_us=N/A":
+                reporter.progress(100 * int(line.split("=")[1]) / 1e6 / seconds)
+    if ffmpeg.returncode != 0:
+        raise RuntimeError(f"ffmpeg exited with code {ffmpeg.returncode}")
+    os.replace(temporary, path)
+
+
+def start_child(seconds: float) -> None:
+    subprocess.Popen([imageio_ffmpeg.get_ffmpeg_exe(), "-loglevel", "error", "-re", "-f", "lavfi",
+                      "-i", f"nullsrc=size=16x16:rate=5:duration={seconds}", "-f", "null", "-"])
+
+
+def raise_kind(kind: str) -> None:
+    if kind == "runtime":
+        raise RuntimeError("the engine broke on purpose")
+    if kind == "empty":
+        raise ValueError()
+    raise UnpicklableError()
+
+
+class ScriptedEngine(Engine):
+    name = "scripted"
+
+    def run(self, job: Job, reporter: Reporter) -> dict[str, Any]:
+        for action, argument in job.options.get("steps", []):
+            if action == "render":
+                reporter.stage("render")
+                render_test_video(job.result_path, float(argument), reporter)
+            elif action == "child":
+                start_child(float(argument))
+            elif action == "sleep":
+                time.sleep(float(argument))
+            elif action == "stage":
+                reporter.stage(str(argument))
+            elif action == "progress":
+                reporter.progress(float(argument))
+            elif action == "error":
+                reporter.error(str(argument))
+            elif action == "clear":
+                reporter.clear_error()
+            elif action == "raise":
+                raise_kind(str(argument))
+            elif action == "exit":
+                os._exit(int(argument))
+            elif action == "freeze":
+                os.kill(os.getpid(), signal.SIGSTOP)
+            else:
+                raise ValueError(f"unknown step {action!r}")
+        if not job.result_path.exists():
+            job.result_path.write_bytes(b"")
+        return {"steps": len(job.options.get("steps", []))}
+
+
+class HangingLoadEngine(ScriptedEngine):
+    """Never finishes loading, reporting an error meanwhile (a model that cannot be read, say)."""
+
+    name = "hanging-load"
+
+    def load(self, reporter: Reporter) -> None:
+        reporter.stage("load model")
+        reporter.error("model file is locked by another process")
+        time.sleep(3600)
