@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from heygem.config import Config, load_config
+from heygem.supervisor import TaskSupervisor
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SHARED_MEDIA = REPO_ROOT.parent / "shared" / "media"
 
 ConfigFactory = Callable[..., Config]
+# Short periods so that deadlines and windows pass in seconds; tests override single knobs.
+SUPERVISOR_TEST_SETTINGS = {"poll_interval_s": 0.2, "init_grace_s": 10, "error_confirm_s": 2, "task_timeout_s": 60,
+                            "heartbeat_timeout_s": 5, "heartbeat_interval_s": 0.5}
 
 
 @pytest.fixture
@@ -36,3 +40,26 @@ def shared_media(name: str) -> Path:
     if not path.is_file():
         pytest.skip(f"real test clip {path} is not present (see ../shared/media/SOURCES.md)")
     return path
+
+
+@pytest.fixture
+def inputs(tmp_path: Path) -> tuple[Path, Path]:
+    """Input files for scripted engines, which do not read them (the supervisor checks they exist)."""
+    audio, video = tmp_path / "speech.wav", tmp_path / "person.mp4"
+    audio.write_bytes(b"audio")
+    video.write_bytes(b"video")
+    return audio, video
+
+
+@pytest.fixture
+def start_supervisor(make_config: ConfigFactory) -> Iterator[Callable[..., TaskSupervisor]]:
+    started: list[TaskSupervisor] = []
+
+    def start(**supervisor_settings: Any) -> TaskSupervisor:
+        supervisor = TaskSupervisor(make_config(supervisor={**SUPERVISOR_TEST_SETTINGS, **supervisor_settings})).start()
+        started.append(supervisor)
+        return supervisor
+
+    yield start
+    for supervisor in started:
+        supervisor.shutdown()

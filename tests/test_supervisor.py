@@ -9,70 +9,16 @@ import sys
 import textwrap
 import threading
 import time
-from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from heygem.config import Config
 from heygem.errors import InputError, QueueFullError, TaskNotFoundError
-from heygem.supervisor import TaskRecord, TaskRequest, TaskState, TaskSupervisor
+from heygem.supervisor import TaskRequest, TaskState, TaskSupervisor
 from heygem.supervisor.processes import group_members
-from tests.conftest import REPO_ROOT, ConfigFactory
-
-SCRIPTED = "tests.scripted_engine:ScriptedEngine"
-FAST = {"poll_interval_s": 0.2, "init_grace_s": 10, "error_confirm_s": 2, "task_timeout_s": 60,
-        "heartbeat_timeout_s": 5, "heartbeat_interval_s": 0.5}
-
-
-@pytest.fixture
-def inputs(tmp_path: Path) -> tuple[Path, Path]:
-    """Input files for scripted engines, which do not read them (the supervisor checks they exist)."""
-    audio, video = tmp_path / "speech.wav", tmp_path / "person.mp4"
-    audio.write_bytes(b"audio")
-    video.write_bytes(b"video")
-    return audio, video
-
-
-@pytest.fixture
-def start_supervisor(make_config: ConfigFactory) -> Iterator[Callable[..., TaskSupervisor]]:
-    started: list[TaskSupervisor] = []
-
-    def start(**supervisor_settings: Any) -> TaskSupervisor:
-        supervisor = TaskSupervisor(make_config(supervisor={**FAST, **supervisor_settings})).start()
-        started.append(supervisor)
-        return supervisor
-
-    yield start
-    for supervisor in started:
-        supervisor.shutdown()
-
-
-def submit(supervisor: TaskSupervisor, inputs: tuple[Path, Path], steps: list[list[Any]],
-           engine: str = SCRIPTED, code: str | None = None) -> str:
-    audio, video = inputs
-    return supervisor.submit(TaskRequest(audio, video, engine=engine, options={"steps": steps}, code=code))
-
-
-def wait_until(condition: Callable[[], bool], timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
-        time.sleep(0.05)
-
-
-def wait_final(supervisor: TaskSupervisor, code: str, timeout_s: float = 30) -> TaskRecord:
-    record = supervisor.wait(code, timeout_s)
-    assert record.state.is_final, f"task {code} still {record.state.value} after {timeout_s} s: {record}"
-    return record
-
-
-def wait_running(supervisor: TaskSupervisor, code: str, min_progress: float = 0.0) -> TaskRecord:
-    wait_until(lambda: supervisor.status(code).state is TaskState.RUNNING
-               and supervisor.status(code).progress > min_progress, 30, f"task {code} running")
-    return supervisor.status(code)
+from tests.conftest import REPO_ROOT, SUPERVISOR_TEST_SETTINGS, ConfigFactory
+from tests.supervision import SCRIPTED, submit, wait_final, wait_running, wait_until
 
 
 def test_a_successful_task_records_its_report(start_supervisor, inputs) -> None:
@@ -298,16 +244,16 @@ APP_SCRIPT = textwrap.dedent("""
     from heygem.supervisor import TaskRequest, TaskSupervisor
     supervisor = TaskSupervisor(load_config()).start()
     audio, video = Path(sys.argv[1]), Path(sys.argv[2])
-    long = supervisor.submit(TaskRequest(audio, video, engine="%s", options={"steps": [["render", 60]]},
+    long = supervisor.submit(TaskRequest(audio, video, engine="SCRIPTED", options={"steps": [["render", 60]]},
                                          code="long"))
     for index in range(2):
-        supervisor.submit(TaskRequest(audio, video, engine="%s", options={"steps": [["render", 0.3]]},
+        supervisor.submit(TaskRequest(audio, video, engine="SCRIPTED", options={"steps": [["render", 0.3]]},
                                       code=f"queued-{index}"))
     while supervisor.status(long).progress < 2:
         time.sleep(0.1)
     print(supervisor.status(long).worker_pid, flush=True)
     time.sleep(3600)
-""" % (SCRIPTED, SCRIPTED))
+""".replace("SCRIPTED", SCRIPTED))
 
 
 def crash_an_app_mid_task(config: Config, inputs: tuple[Path, Path]) -> int:
@@ -325,13 +271,13 @@ def crash_an_app_mid_task(config: Config, inputs: tuple[Path, Path]) -> int:
 
 @pytest.mark.parametrize("requeue", [False, True])
 def test_restart_after_a_crash_keeps_every_task(make_config: ConfigFactory, inputs, requeue: bool) -> None:
-    config = make_config(supervisor={**FAST, "requeue_interrupted": requeue})
+    config = make_config(supervisor={**SUPERVISOR_TEST_SETTINGS, "requeue_interrupted": requeue})
     worker_pid = crash_an_app_mid_task(config, inputs)
     wait_until(lambda: worker_pid not in group_members(worker_pid), 5, "the dead app's worker to die with it")
 
     supervisor = TaskSupervisor(config).start()
     try:
-        assert not group_members(worker_pid), "the restarted app left the dead worker's ffmpeg running"
+        wait_until(lambda: not group_members(worker_pid), 2, "the restarted app to end the dead worker's ffmpeg")
         interrupted = supervisor.status("long")
         if requeue:
             assert interrupted.message.startswith("requeued: the service stopped during stage render")

@@ -162,7 +162,8 @@ class TaskSupervisor:
         with self._lock:
             record = self.status(code)
             if not record.state.is_final:
-                self.cancel(code)
+                with contextlib.suppress(InputError):  # it ended meanwhile
+                    self.cancel(code)
             self._store.delete(code)
         uploads = self.config.paths.uploads_dir.resolve()
         files = [task_log_path(self.config, code)]
@@ -358,7 +359,12 @@ class TaskSupervisor:
                           gpu_index=gpu_index)
         process = self._context.Process(target=run_worker, args=(spec,), name=f"heygem-worker-{record.code}",
                                         daemon=True)
-        process.start()
+        try:
+            process.start()
+        except OSError as exc:  # out of processes or memory: fail this task rather than retry it forever
+            self._store.update(record.code, TaskState.INITIALIZING, attempts=record.attempts + 1)
+            self._finalize(record.code, TaskState.FAILED, f"init: could not start a worker: {exc}")
+            return
         now = time.time()
         worker = _Worker(code=record.code, process=process, work_dir=work_dir, result_path=result_path,
                          started_at=now, deadline_s=self._deadline_s(record), gpu_index=gpu_index, need_gb=need_gb,

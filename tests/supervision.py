@@ -1,0 +1,38 @@
+"""Helpers for tests that drive a real TaskSupervisor with scripted engines (tests/scripted_engine.py)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from heygem.supervisor import TaskRecord, TaskRequest, TaskState, TaskSupervisor
+
+SCRIPTED = "tests.scripted_engine:ScriptedEngine"
+
+
+def submit(supervisor: TaskSupervisor, inputs: tuple[Path, Path], steps: list[list[Any]],
+           engine: str = SCRIPTED, code: str | None = None) -> str:
+    audio, video = inputs
+    return supervisor.submit(TaskRequest(audio, video, engine=engine, options={"steps": steps}, code=code))
+
+
+def wait_until(condition: Callable[[], bool], timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+        time.sleep(0.05)
+
+
+def wait_final(supervisor: TaskSupervisor, code: str, timeout_s: float = 30) -> TaskRecord:
+    record = supervisor.wait(code, timeout_s)
+    assert record.state.is_final, f"task {code} still {record.state.value} after {timeout_s} s: {record}"
+    return record
+
+
+def wait_running(supervisor: TaskSupervisor, code: str, min_progress: float = 0.0) -> TaskRecord:
+    wait_until(lambda: supervisor.status(code).state is TaskState.RUNNING
+               and supervisor.status(code).progress > min_progress, 30, f"task {code} running")
+    return supervisor.status(code)

@@ -1,0 +1,60 @@
+"""Configuration: defaults, overrides by file and environment, and errors that name the key."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from heygem.config import load_config
+from heygem.errors import ConfigError
+from tests.conftest import REPO_ROOT
+
+
+def test_defaults_match_the_documented_values() -> None:
+    config = load_config(environ={})
+    assert config.supervisor.poll_interval_s == 3
+    assert config.supervisor.init_grace_s == 30
+    assert config.supervisor.error_confirm_s == 60
+    assert config.supervisor.task_timeout_s == 600
+    assert config.paths.data_dir.is_absolute()
+
+
+def test_environment_overrides_any_key() -> None:
+    config = load_config(environ={"HEYGEM_SUPERVISOR__MAX_WORKERS": "2", "HEYGEM_PATHS__DATA_DIR": "/srv/heygem",
+                                  "HEYGEM_SUPERVISOR__KEEP_TEMP": "true"})
+    assert config.supervisor.max_workers == 2
+    assert config.paths.data_dir == Path("/srv/heygem")
+    assert config.supervisor.keep_temp is True
+
+
+def test_a_config_file_overrides_and_the_environment_wins(tmp_path: Path) -> None:
+    file = tmp_path / "site.yaml"
+    file.write_text("supervisor:\n  max_workers: 3\n  queue_max: 7\n")
+    config = load_config(file, environ={"HEYGEM_SUPERVISOR__QUEUE_MAX": "9"})
+    assert (config.supervisor.max_workers, config.supervisor.queue_max) == (3, 9)
+
+
+@pytest.mark.parametrize(("environ", "message"), [
+    ({"HEYGEM_SUPERVISOR__MAX_WORKER": "2"}, "unknown key supervisor.max_worker"),
+    ({"HEYGEM_SUPERVISR__MAX_WORKERS": "2"}, "unknown section 'supervisr'"),
+    ({"HEYGEM_SUPERVISOR__MAX_WORKERS": "two"}, "supervisor.max_workers: expected a whole number, got 'two'"),
+    ({"HEYGEM_SUPERVISOR__MAX_WORKERS": "0"}, "supervisor.max_workers: must be greater than 0"),
+    ({"HEYGEM_SUPERVISOR__KEEP_TEMP": "maybe"}, "supervisor.keep_temp: expected true or false"),
+    ({"HEYGEM_LOGGING__LEVEL": "LOUD"}, "logging.level: unknown level 'LOUD'"),
+])
+def test_invalid_settings_name_the_key(environ: dict[str, str], message: str) -> None:
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(")):
+        load_config(environ=environ)
+
+
+def test_a_broken_config_file_is_a_one_line_cli_error(tmp_path: Path) -> None:
+    file = tmp_path / "broken.yaml"
+    file.write_text("supervisor:\n  max_workers: [\n")
+    result = subprocess.run([sys.executable, "-m", "heygem", "--config", str(file), "tasks", "list"], cwd=REPO_ROOT,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert result.stderr.startswith(f"error: config file {file} is not valid YAML")
+    assert "Traceback" not in result.stderr
