@@ -96,6 +96,7 @@ class WorkerReporter:
         self._statuses: DictProxy | None = None
         self._status: LiveStatus = {"phase": "init", "stage": "init", "progress": 0.0, "error": "",
                                     "warning": "", "heartbeat": time.time(), "pid": os.getpid()}
+        self._stage_began = time.monotonic()
         self._stopped = threading.Event()
         self._heartbeat = threading.Thread(target=self._beat, args=(heartbeat_interval_s,),
                                            name="heartbeat", daemon=True)
@@ -111,7 +112,9 @@ class WorkerReporter:
         return self._status["progress"]
 
     def stage(self, name: str) -> None:
-        logger.info("stage {}", name)
+        now = time.monotonic()
+        logger.info("stage {} begins ({} took {:.2f} s)", name, self._status["stage"], now - self._stage_began)
+        self._stage_began = now
         self._update(stage=name)
 
     def progress(self, percent: float) -> None:
@@ -130,9 +133,11 @@ class WorkerReporter:
         self._update(warning=message)
 
     def begin_run(self) -> None:
-        self._update(phase="run", stage="run")
+        self._update(phase="run")
+        self.stage("run")
 
     def finish(self) -> None:
+        logger.info("{} ended after {:.2f} s", self._status["stage"], time.monotonic() - self._stage_began)
         self._update(phase="done")
         self._stopped.set()
 
