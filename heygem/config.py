@@ -100,6 +100,8 @@ class Wav2LipConfig:
 
     def check(self) -> None:
         _require_positive(self, "batch_size", "crop_scale", "mask_feather")
+        if self.memory_limit_gb < 0:
+            raise ConfigError(f"wav2lip.memory_limit_gb: must be 0 (no cap) or more, got {self.memory_limit_gb}")
 
 
 @dataclasses.dataclass(frozen=True)

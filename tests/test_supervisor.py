@@ -67,6 +67,16 @@ def test_sigkill_is_seen_within_two_seconds_and_the_queue_moves_on(start_supervi
     assert wait_final(supervisor, follower).state is TaskState.SUCCEEDED
 
 
+def test_progress_is_live_between_polls(start_supervisor, inputs) -> None:
+    supervisor = start_supervisor(poll_interval_s=30)
+    code = submit(supervisor, inputs, [["render", 4]])
+    wait_until(lambda: supervisor.status(code).progress > 0, 10, "live progress despite a 30 s poll interval")
+    first = supervisor.status(code).progress
+    wait_until(lambda: supervisor.status(code).progress > first, 5, "progress to move on")
+    assert next(record.progress for record in supervisor.list_tasks() if record.code == code) > first
+    assert wait_final(supervisor, code).state is TaskState.SUCCEEDED
+
+
 def test_a_nonzero_exit_without_a_word_names_the_exit_code(start_supervisor, inputs) -> None:
     supervisor = start_supervisor()
     record = wait_final(supervisor, submit(supervisor, inputs, [["stage", "encode"], ["progress", 40], ["exit", 3]]))

@@ -127,10 +127,10 @@ class TaskSupervisor:
         record = self._store.get(code)
         if record is None:
             raise TaskNotFoundError(f"no task with code {code!r}")
-        return record
+        return self._with_live_progress(record)
 
     def list_tasks(self, limit: int | None = None) -> list[TaskRecord]:
-        return self._store.list(limit)
+        return [self._with_live_progress(record) for record in self._store.list(limit)]
 
     def cancel(self, code: str) -> TaskRecord:
         with self._lock:
@@ -218,6 +218,20 @@ class TaskSupervisor:
         self._wake()
         self._thread.join(timeout=30)
         logger.info("task supervisor stopped")
+
+    def _with_live_progress(self, record: TaskRecord) -> TaskRecord:
+        """The store lags by up to a poll interval; the Manager dict holds the worker's latest progress."""
+        statuses = self._statuses
+        if not record.state.is_active or statuses is None:
+            return record
+        try:
+            live = statuses.get(record.code)
+        except CONNECTION_ERRORS:
+            return record
+        if not live or live["phase"] != "run":
+            return record
+        return dataclasses.replace(record, state=TaskState.RUNNING, stage=live["stage"],
+                                   progress=max(record.progress, live["progress"]))
 
     # ----- the supervisor thread --------------------------------------------------------------------
 

@@ -1,0 +1,75 @@
+"""Our own JSON API (/api/v1/*), the health check and the Prometheus metrics.
+
+Unlike /easy/*, these answer with real HTTP status codes; errors are {"error": "<plain sentence>"}.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query
+from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse
+
+from heygem.api.context import ConfigDep, SupervisorDep, require_token
+from heygem.api.metrics import render_metrics
+from heygem.api.tasks_view import task_json
+from heygem.errors import InputError
+from heygem.supervisor.states import TaskState
+
+router = APIRouter(tags=["HeyGem studio"])
+tasks = APIRouter(prefix="/api/v1/tasks", dependencies=[Depends(require_token)])
+
+
+@router.get("/healthz")
+def healthz(supervisor: SupervisorDep) -> JSONResponse:
+    info = supervisor.system_info()
+    return JSONResponse({"status": "ok", "version": info["version"], "device": info["device"],
+                         "workers_busy": info["workers_busy"], "max_workers": info["max_workers"],
+                         "queue_length": info["queue_length"]})
+
+
+@router.get("/metrics", dependencies=[Depends(require_token)])
+def metrics(supervisor: SupervisorDep) -> PlainTextResponse:
+    return PlainTextResponse(render_metrics(supervisor), media_type="text/plain; version=0.0.4")
+
+
+@tasks.get("")
+def list_tasks(supervisor: SupervisorDep,
+               config: ConfigDep,
+               limit: Annotated[int | None, Query(ge=1)] = None) -> dict[str, Any]:
+    records = supervisor.list_tasks(limit=min(limit or config.server.task_list_limit, config.server.task_list_limit))
+    return {"tasks": [task_json(record) for record in records]}
+
+
+@tasks.get("/{code}")
+def get_task(code: str, supervisor: SupervisorDep) -> dict[str, Any]:
+    return task_json(supervisor.status(code))
+
+
+@tasks.get("/{code}/result")
+def get_result(code: str, supervisor: SupervisorDep) -> FileResponse:
+    """The output video itself, for clients on another machine; the only files this API serves."""
+    record = supervisor.status(code)
+    if record.state is not TaskState.SUCCEEDED or not record.result_path or not Path(record.result_path).is_file():
+        raise InputError(f"task {code} has no result (state: {record.state.value})")
+    return FileResponse(record.result_path, media_type="video/mp4", filename=Path(record.result_path).name)
+
+
+@tasks.post("/{code}/cancel")
+def cancel_task(code: str, supervisor: SupervisorDep) -> dict[str, Any]:
+    return task_json(supervisor.cancel(code))
+
+
+@tasks.post("/{code}/retry")
+def retry_task(code: str, supervisor: SupervisorDep) -> dict[str, Any]:
+    return task_json(supervisor.retry(code))
+
+
+@tasks.delete("/{code}")
+def delete_task(code: str, supervisor: SupervisorDep) -> dict[str, Any]:
+    supervisor.delete(code)
+    return {"deleted": code}
+
+
+router.include_router(tasks)

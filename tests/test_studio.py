@@ -1,0 +1,115 @@
+"""The studio page, driven by gradio_client and by headless Chromium against `python app.py` in a subprocess."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import av
+import httpx
+import pytest
+from gradio_client import Client, handle_file
+from gradio_client.exceptions import AppError
+
+from tests.server_process import ServerProcess
+from tests.studio_server import JOB_TIMEOUT_S, make_speech, query, write_inputs
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--no-first-run"]
+OPTIONS = ("meshwarp", "pingpong", 1.0, True, False)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    server = ServerProcess(tmp_path_factory.mktemp("studio"), HEYGEM_SUPERVISOR__MAX_WORKERS=1)
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def media(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    folder = tmp_path_factory.mktemp("studio-media")
+    speech, video = write_inputs(folder)
+    # Long enough to still be rendering when the browser test reloads the page.
+    return {"speech": speech, "video": video, "long_speech": make_speech(folder / "long-speech.wav", 8.0)}
+
+
+@pytest.fixture(scope="module")
+def client(server: ServerProcess) -> Client:
+    return Client(server.url, verbose=False)
+
+
+def wait_for_result(client: Client, code: str) -> str:
+    deadline = time.monotonic() + JOB_TIMEOUT_S
+    while time.monotonic() < deadline:
+        status, video, _, _ = client.predict(code, api_name="/task_status")
+        if isinstance(video, str):
+            return video
+        assert "Failed" not in status, status
+        time.sleep(0.3)
+    raise AssertionError(f"no result for {code} after {JOB_TIMEOUT_S} s")
+
+
+def test_gradio_client_runs_a_job_and_gets_the_video_back(client: Client, server: ServerProcess,
+                                                           media: dict[str, Path]) -> None:
+    code, status, _, _, _ = client.predict(handle_file(str(media["speech"])), handle_file(str(media["video"])),
+                                           *OPTIONS, api_name="/generate")
+    assert code in status
+    video = wait_for_result(client, code)
+    with av.open(video) as container:
+        assert container.streams.video and container.duration
+    # The inputs were copied out of Gradio's temporary files, and a script over HTTP sees the same task.
+    uploads = sorted(path.name for path in (server.data_dir / "uploads").iterdir())
+    assert any(name.endswith("-audio-speech.wav") for name in uploads)
+    assert any(name.endswith("-video-portrait.mp4") for name in uploads)
+    with httpx.Client(base_url=server.url) as http:
+        answer = query(http, code)["data"]
+    assert answer["status"] == 2 and answer["result"].endswith(f"{code}-r.mp4")
+
+
+@pytest.mark.parametrize(("slots", "message"), [
+    (("speech", "speech"), "Video: this is an audio file, but the video slot needs a video"),
+    (("video", "video"), "Speech: audio file has no audio stream"),
+    ((None, "video"), "Add the speech first"),
+])
+def test_an_invalid_upload_is_refused_with_its_message(client: Client, media: dict[str, Path],
+                                                        slots: tuple[str | None, str], message: str) -> None:
+    files = [handle_file(str(media[slot])) if slot else None for slot in slots]
+    with pytest.raises(AppError, match=message):
+        client.predict(*files, *OPTIONS, api_name="/generate")
+
+
+def test_browser_generates_and_reattaches_after_a_reload(server: ServerProcess, media: dict[str, Path],
+                                                         tmp_path: Path) -> None:
+    sync_api = pytest.importorskip("playwright.sync_api")
+    if not CHROMIUM.exists():
+        pytest.skip("Debian's chromium is not installed (make system-deps)")
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            page.goto(server.url)
+            page.locator("#hg-speech input[type=file]").set_input_files(str(media["long_speech"]))
+            page.locator("#hg-video input[type=file]").set_input_files(str(media["video"]))
+            page.get_by_role("button", name="Generate").click()
+            page.wait_for_selector("#hg-status .hg-initializing, #hg-status .hg-running", timeout=30_000)
+            code = page.locator("#hg-status code").inner_text()
+            assert f"code={code}" in page.url
+
+            page.reload()  # the task lives on; the page finds it again from ?code=
+            page.wait_for_selector(f"#hg-status code:text-is('{code}')", timeout=30_000)
+            page.wait_for_function("() => { const v = document.querySelector('#hg-result video');"
+                                   " return v && v.currentSrc && v.readyState >= 1 && v.duration > 0; }",
+                                   timeout=JOB_TIMEOUT_S * 1000)
+            page.screenshot(path=str(tmp_path / "studio.png"), full_page=True)
+            assert page.locator("#hg-status .hg-succeeded").count() == 1
+
+            fresh = browser.new_page()  # no browser memory: only the link
+            fresh.goto(f"{server.url}/?code={code}")
+            fresh.wait_for_selector("#hg-result video[src]", timeout=30_000)
+        finally:
+            browser.close()
+    assert (tmp_path / "studio.png").stat().st_size > 10_000

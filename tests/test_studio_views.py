@@ -1,0 +1,94 @@
+"""What the studio and the API say about a task, and the metrics text, from plain records (no server)."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import Any
+
+import pytest
+
+from heygem.api.easy import SYSTEM_ERROR, answer
+from heygem.api.metrics import render_metrics
+from heygem.api.tasks_view import heygem_data
+from heygem.engines.base import Availability
+from heygem.supervisor.states import TaskRecord, TaskState
+from heygem.ui.views import display_name, engine_note, status_html, system_markdown, task_rows
+
+NOW = time.time()
+RECORD = TaskRecord(
+    code="abc", state=TaskState.QUEUED, stage="", progress=0.0, message="waiting in queue", warning="",
+    engine="meshwarp", audio_path="/data/uploads/20260101-120000-0123abcd-audio-hello.wav",
+    video_path="/data/inputs/face.mp4", options={}, result_path="/data/results/abc-r.mp4", worker_pid=None,
+    created_at=NOW - 30, started_at=None, finished_at=None, updated_at=NOW, attempts=0, report={},
+    queue_position=2)
+
+
+def record(**changes: Any) -> TaskRecord:
+    return dataclasses.replace(RECORD, **changes)
+
+
+def test_heygem_status_follows_the_state() -> None:
+    assert heygem_data(RECORD) == {"code": "abc", "status": 1, "progress": 0,
+                                   "msg": "waiting in queue (position 2)", "result": ""}
+    running = heygem_data(record(state=TaskState.RUNNING, stage="rendering", progress=42.7, started_at=NOW - 10))
+    assert (running["status"], running["progress"], running["msg"], running["result"]) == (1, 42, "rendering", "")
+    done = heygem_data(record(state=TaskState.SUCCEEDED, progress=99.0, started_at=NOW - 10, finished_at=NOW))
+    assert (done["status"], done["progress"], done["result"]) == (2, 100, "/data/results/abc-r.mp4")
+    for state in (TaskState.FAILED, TaskState.CANCELLED):
+        ended = heygem_data(record(state=state, message=""))
+        assert ended["status"] == 3 and ended["msg"] and ended["result"] == ""
+
+
+def test_an_unexpected_error_answers_9999_with_a_message() -> None:
+    def broken() -> dict[str, Any]:
+        raise RuntimeError("disk on fire")
+
+    body = answer(broken).body
+    assert b'"code":9999' in body and b"internal error: RuntimeError: disk on fire" in body
+    assert SYSTEM_ERROR == 9999
+
+
+def test_the_status_card_shows_percent_eta_and_failures_in_plain_words() -> None:
+    running = status_html(record(state=TaskState.RUNNING, stage="rendering", progress=25.0,
+                                 started_at=time.time() - 10))
+    assert "25 %" in running and "about 30 s left" in running and "rendering" in running
+    failed = status_html(record(state=TaskState.FAILED, message="no face found in the video", started_at=NOW - 5,
+                                finished_at=NOW))
+    assert "Failed" in failed and "no face found in the video" in failed
+    assert "&lt;script&gt;" in status_html(record(message="<script>"))
+
+
+def test_task_rows_show_original_upload_names() -> None:
+    (row,) = task_rows([record(state=TaskState.SUCCEEDED, started_at=NOW - 65, finished_at=NOW)])
+    assert row[0] == "abc" and row[2] == "hello.wav + face.mp4" and row[4] == "Done" and row[6] == "1 min 05 s"
+    assert display_name("/x/plain.wav") == "plain.wav"
+
+
+@pytest.fixture
+def system_info() -> dict[str, Any]:
+    return {"device": "NVIDIA H200", "workers_busy": 1, "max_workers": 2, "queue_length": 3, "version": "0.1.0",
+            "gpus": [{"index": 0, "name": 'NVIDIA "H200"', "memory_total_gb": 139.8, "memory_used_gb": 20.5,
+                      "memory_free_gb": 119.3}],
+            "tasks_by_state": {"queued": 3, "running": 1, "succeeded": 7}}
+
+
+def test_the_system_tab_names_the_gpu_workers_and_why_an_engine_is_unavailable(system_info: dict[str, Any]) -> None:
+    engines = {"meshwarp": Availability(True), "wav2lip": Availability(False, "model wav2lip_gan_96 is missing")}
+    text = system_markdown(system_info, engines)
+    assert "NVIDIA H200" in text and "20.5 GB used, 119.3 GB free of 139.8 GB" in text
+    assert "1 busy, 1 idle" in text and "3 waiting" in text
+    assert "| wav2lip | unavailable: model wav2lip_gan_96 is missing |" in text
+    assert engine_note(engines) == "- **wav2lip** is unavailable: model wav2lip_gan_96 is missing"
+
+
+def test_metrics_are_prometheus_text(system_info: dict[str, Any]) -> None:
+    class Supervisor:
+        def system_info(self) -> dict[str, Any]:
+            return system_info
+
+    text = render_metrics(Supervisor())  # type: ignore[arg-type]
+    assert 'heygem_tasks{state="succeeded"} 7' in text and 'heygem_tasks{state="failed"} 0' in text
+    assert "heygem_queue_length 3" in text and "heygem_workers_busy 1" in text
+    assert 'heygem_gpu_memory_used_bytes{gpu="0",name="NVIDIA \\"H200\\""} 22011707392' in text
+    assert text.endswith("\n") and all(line.startswith(("#", "heygem_")) for line in text.splitlines())
