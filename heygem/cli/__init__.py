@@ -13,6 +13,7 @@ from heygem.errors import HeyGemError
 COMMAND_MODULES = (
     "heygem.cli.tasks",
     "heygem.cli.models",
+    "heygem.cli.generate",
 )
 
 

@@ -1,0 +1,161 @@
+"""`generate`, `eval` and `demo`: the lip-sync pipeline in this process, without the task service.
+
+Heavy modules (MediaPipe, OpenCV, PyAV) are imported inside the handlers, so other commands start fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from heygem.config import Config, load_config
+from heygem.errors import InputError
+
+DEMO_TEXT = ("Hello! I am a digital human, made by HeyGem on an ordinary computer. "
+             "My lips follow every word I say, and when I pause, my mouth closes.")
+
+
+class ConsoleReporter:
+    """The engine Reporter for a terminal: stage names and a progress bar on stderr."""
+
+    def __init__(self, stream: Any = None) -> None:
+        self.stream = stream or sys.stderr
+        self._interactive = bool(getattr(self.stream, "isatty", lambda: False)())
+        self._last_shown = -1.0
+
+    def stage(self, name: str) -> None:
+        self._end_line()
+        print(f"{name}...", file=self.stream, flush=True)
+
+    def progress(self, percent: float) -> None:
+        if self._interactive:
+            bar = "#" * int(percent / 5)
+            print(f"\r  [{bar:<20}] {percent:5.1f}%", end="", file=self.stream, flush=True)
+            self._last_shown = percent
+        elif percent - self._last_shown >= 10 or percent >= 100:
+            print(f"  {percent:.0f}%", file=self.stream, flush=True)
+            self._last_shown = percent
+
+    def error(self, message: str) -> None:
+        self._end_line()
+        print(f"problem: {message}", file=self.stream, flush=True)
+
+    def clear_error(self) -> None:
+        """Nothing to withdraw on a console: the line stays in the scrollback."""
+
+    def warn(self, message: str) -> None:
+        self._end_line()
+        print(f"warning: {message}", file=self.stream, flush=True)
+
+    def _end_line(self) -> None:
+        if self._interactive and self._last_shown >= 0:
+            print(file=self.stream)
+            self._last_shown = -1.0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    generate = subparsers.add_parser("generate", help="lip-sync a video to a speech recording, in this process")
+    generate.add_argument("--audio", required=True, type=Path, help="speech: any audio file or a video's audio")
+    generate.add_argument("--video", required=True, type=Path, help="a video of a person facing the camera")
+    generate.add_argument("--out", required=True, type=Path, help="the result, an .mp4 file")
+    generate.add_argument("--engine", help="engine name (default: the configured default, meshwarp)")
+    generate.add_argument("--loop-mode", choices=("pingpong", "loop"),
+                          help="when the audio is longer than the video (default from config: pingpong)")
+    generate.add_argument("--mouth-intensity", type=float, help="how far the mouth opens, 1.0 natural")
+    generate.add_argument("--ai-label", action=argparse.BooleanOptionalAction, default=None,
+                          help="draw a small 'AI-generated' label")
+    generate.add_argument("--watermark", action=argparse.BooleanOptionalAction, default=None,
+                          help="draw a small 'HeyGem' watermark")
+    generate.set_defaults(handler=run_generate)
+
+    evaluate = subparsers.add_parser("eval", help="quality figures of a lip-synced video, as JSON")
+    evaluate.add_argument("--video", required=True, type=Path, help="the lip-synced video")
+    evaluate.add_argument("--audio", required=True, type=Path, help="the speech it was made from")
+    evaluate.add_argument("--reference", type=Path, help="the input video, for PSNR outside the lower face")
+    evaluate.set_defaults(handler=run_eval)
+
+    demo = subparsers.add_parser("demo", help="render a lip-synced demo video into ./demo/")
+    demo.add_argument("--out-dir", type=Path, default=Path("demo"), help="where to write (default ./demo)")
+    demo.set_defaults(handler=run_demo)
+
+
+def generate_video(config: Config, audio: Path, video: Path, out: Path, engine_name: str | None,
+                   options: dict[str, Any]) -> dict[str, Any]:
+    """Runs one job in this process with a console reporter; returns the engine's report."""
+    from loguru import logger
+
+    from heygem.engines.base import Job
+    from heygem.engines.registry import DEFAULT_ENGINE, resolve_engine
+    from heygem.errors import EngineUnavailableError
+
+    logger.remove()
+    logger.add(sys.stderr, level="WARNING")
+    for path, kind in ((audio, "audio"), (video, "video")):
+        if not path.is_file():
+            raise InputError(f"{kind} file not found: {path}")
+    if out.suffix.lower() != ".mp4":
+        raise InputError(f"the output must be an .mp4 file, got {out.name}")
+    engine_cls = resolve_engine(engine_name or DEFAULT_ENGINE)
+    availability = engine_cls.availability(config)
+    if not availability.available:
+        raise EngineUnavailableError(f"engine {engine_cls.name!r} cannot run here: {availability.reason}")
+    reporter = ConsoleReporter()
+    engine = engine_cls(config)
+    engine.load(reporter)
+    with tempfile.TemporaryDirectory(prefix="heygem-") as work_dir:
+        job = Job(code=f"cli-{time.strftime('%Y%m%d-%H%M%S')}", audio_path=audio.resolve(),
+                  video_path=video.resolve(), result_path=out.resolve(), work_dir=Path(work_dir),
+                  options=options, config=config)
+        return engine.run(job, reporter)
+
+
+def run_generate(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
+    options: dict[str, Any] = {}
+    for key in ("loop_mode", "mouth_intensity", "ai_label", "watermark"):
+        if getattr(args, key) is not None:
+            options[key] = getattr(args, key)
+    report = generate_video(config, args.audio, args.video, args.out, args.engine, options)
+    print(f"done: {report['frames']} frames, {report['duration']:.2f} s in {report['wall_s']:.2f} s "
+          f"({report['frames_without_face']} without a face)", file=sys.stderr)
+    print(args.out)
+    return 0
+
+
+def run_eval(args: argparse.Namespace) -> int:
+    from loguru import logger
+
+    from heygem.pipeline.evaluate import evaluate
+
+    logger.remove()
+    logger.add(sys.stderr, level="WARNING")
+    config = load_config(args.config)
+    print(json.dumps(evaluate(args.video, args.audio, args.reference, config), indent=2))
+    return 0
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    from heygem.pipeline import samples
+
+    config = load_config(args.config)
+    out_dir: Path = args.out_dir
+    out_dir.mkdir(parents=True, exist_ok=True)
+    speech = out_dir / "demo_speech.wav"
+    if samples.espeak_speech(DEMO_TEXT, speech):
+        source = "espeak-ng"
+    else:
+        samples.write_wav(speech, samples.speech_like_audio(6.0, breath_at=2.8))
+        source = "synthetic speech-like audio (espeak-ng not installed)"
+    fps = 25.0
+    portrait = samples.write_video(out_dir / "demo_portrait.mp4", samples.moving_portrait_frames(int(4 * fps), fps),
+                                   (512, 512), fps)
+    print(f"demo inputs: {portrait} and {speech} ({source})", file=sys.stderr)
+    result = out_dir / "heygem_demo.mp4"
+    generate_video(config, speech, portrait, result, None, {"ai_label": True})
+    print(result.resolve())
+    return 0

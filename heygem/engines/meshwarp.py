@@ -1,0 +1,477 @@
+"""The built-in engine: moves the lips and jaw of each frame to a mouth shape driven by the speech.
+
+No model files and no GPU. For every frame it measures the mouth of the input (so a talking input has its own
+motion replaced, not added to), computes where each lip and jaw landmark must go, and warps the lower face
+with a smooth dense displacement field (cv2.remap). The upper lip and the lower lip/jaw have separate fields,
+so the lips can close over an open mouth without smearing it; where the mouth opens beyond the input, the
+interior is synthesised from the frame's own mouth colours, with a hint of upper teeth on wide openings.
+
+All geometry is in a mouth-local frame: origin between the inner lips, u along the mouth (left to right
+corner), v towards the chin, both in units of half the mouth width.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, ClassVar
+
+import cv2
+import numpy as np
+
+from heygem.config import Config, MeshWarpConfig
+from heygem.engines.lipsync import FrameBatch, LipSyncEngine
+from heygem.errors import InputError
+from heygem.pipeline import compositing
+from heygem.pipeline import tracking as lm
+from heygem.pipeline.mouthcues import CueSettings, MouthCues, mouth_cues
+
+Box = tuple[int, int, int, int]  # x0, y0, x1, y1 in pixels, end exclusive
+
+_OUTER_UPPER_MID = lm.OUTER_UPPER[1:-1]
+_OUTER_LOWER_MID = lm.OUTER_LOWER[1:-1]
+# Between the lower lip and the chin, on the midline and beside it: these follow the jaw.
+_CHIN_SKIN = (18, 200, 199, 175, 83, 313, 201, 421, 194, 418, 32, 262)
+_LOWER_JAW = (172, 136, 150, 149, 176, 148, 152, 377, 400, 378, 379, 365, 397)
+# Points that never move: nose, cheeks, face sides. They keep the warp inside the lower face.
+_ANCHORS = (1, 2, 98, 327, 164, 205, 425, 50, 280, 187, 411, 207, 427, 234, 454, 93, 323, 132, 361, 58, 288)
+_SIGMA = 0.32  # reach of each control point in the interpolated fields (mouth half-widths)
+_GRID_STEP = 0.2  # spacing of the coarse grid the fields are computed on (mouth half-widths)
+_UNCHANGED_BELOW_PX = 0.2  # pixels displaced less than this keep their exact input values
+_UPPER_INTERIOR_SHARE = 0.65  # of the input's visible mouth interior, the part that moves with the upper lip
+_TEETH_HEIGHT = 0.25  # visible upper teeth, in mouth half-widths
+_LIP_PRESS = 0.05  # overlap of closed lips, in mouth half-widths
+_TEETH_TUCK = 0.14  # how far above the measured inner upper lip its real edge is taken to be, when open
+_MAX_OPENNESS = 1.3  # the widest mouth any cue and intensity may ask for (1 = max_open_ratio)
+_INTERIOR_DARKNESS = 0.4  # mouth interior colour as a fraction of the lip colour
+
+
+@dataclasses.dataclass
+class MeshWarpState:
+    """Per-job data: the audio cues and what the renderer learns about the face as frames pass."""
+
+    cues: MouthCues
+    intensity: float
+    width_reference: float | None = None  # the face's usual mouth width over face width
+    interior: np.ndarray | None = None  # running mean colour (BGR) of the mouth interior
+
+
+@dataclasses.dataclass(frozen=True)
+class MouthFrame:
+    """Mouth-local coordinates of one frame: centre, unit axes and scale in pixels."""
+
+    centre: np.ndarray
+    axis_u: np.ndarray
+    axis_v: np.ndarray
+    scale: float
+
+    @classmethod
+    def of(cls, points: np.ndarray) -> MouthFrame:
+        left, right = points[lm.MOUTH_LEFT].astype(np.float64), points[lm.MOUTH_RIGHT].astype(np.float64)
+        axis_u = (right - left) / max(np.linalg.norm(right - left), 1e-6)
+        axis_v = np.array([-axis_u[1], axis_u[0]])
+        centre = (points[lm.UPPER_LIP_INNER] + points[lm.LOWER_LIP_INNER]).astype(np.float64) / 2
+        return cls(centre, axis_u, axis_v, max(np.linalg.norm(right - left) / 2, 2.0))
+
+    def local(self, pixels: np.ndarray) -> np.ndarray:
+        offset = pixels - self.centre
+        return np.stack([offset @ self.axis_u, offset @ self.axis_v], axis=-1) / self.scale
+
+    def pixels(self, local: np.ndarray) -> np.ndarray:
+        return self.centre + (local[..., :1] * self.axis_u + local[..., 1:] * self.axis_v) * self.scale
+
+
+@dataclasses.dataclass(frozen=True)
+class MouthTarget:
+    """Where the lips go, in mouth-local units: control points with their backward displacement."""
+
+    upper_points: np.ndarray  # (n, 2) destination positions of the upper lip's control points
+    upper_shift: np.ndarray  # (n, 2) destination -> source displacement at those points
+    lower_points: np.ndarray  # the same for the lower lip, chin and jaw
+    lower_shift: np.ndarray
+    anchors: np.ndarray  # (m, 2) points that stay put in both fields
+    inner_upper: np.ndarray  # (11, 2) inner upper lip at the destination
+    inner_lower: np.ndarray  # (11, 2) inner lower lip at the destination
+    source_upper: np.ndarray  # (11, 2) the same lips in the input frame
+    source_lower: np.ndarray
+    teeth: float  # 0..1, how much of the upper teeth shows
+    nose_v: float  # height of the nose tip: nothing above it moves
+    lip_top_v: float  # height of the top of the upper lip: everything below it may move fully
+
+
+class MeshWarpEngine(LipSyncEngine):
+    name: ClassVar[str] = "meshwarp"
+    device = "cpu"
+    gpu_memory_gb = 0.0
+
+    def __init__(self, config: Config) -> None:
+        super().__init__(config)
+        self.settings = config.meshwarp
+
+    def audio_features(self, audio: np.ndarray, fps: float, frame_count: int,
+                       options: dict[str, Any]) -> MeshWarpState:
+        intensity = options.get("mouth_intensity", self.settings.mouth_intensity)
+        if isinstance(intensity, bool) or not isinstance(intensity, (int, float)) or not 0 <= intensity <= 3:
+            raise InputError(f"mouth_intensity must be a number from 0 to 3, got {intensity!r}")
+        settings = self.settings
+        cues = mouth_cues(audio, fps, frame_count, CueSettings(
+            lead_ms=settings.lead_ms, attack_ms=settings.attack_ms, release_ms=settings.release_ms,
+            gate_db=settings.gate_db, range_db=settings.range_db, voicing_threshold=settings.voicing_threshold,
+            closed_below=settings.closed_below))
+        return MeshWarpState(cues=cues, intensity=float(intensity))
+
+    def render(self, batch: FrameBatch, features: MeshWarpState, options: dict[str, Any]) -> list[np.ndarray]:
+        for index, frame, points in zip(batch.indices, batch.frames, batch.landmarks, strict=True):
+            if points is not None:
+                # Beyond this the jaw would fold over the neck; intensity scales speech, not anatomy.
+                openness = min(float(features.cues.openness[index]) * features.intensity, _MAX_OPENNESS)
+                shape = float(features.cues.shape[index])
+                render_mouth(frame, points, openness, shape, features, self.settings)
+        return batch.frames
+
+
+def render_mouth(frame: np.ndarray, points: np.ndarray, openness: float, shape: float, state: MeshWarpState,
+                 settings: MeshWarpConfig) -> None:
+    """Moves the mouth in `frame` (in place) to the given openness (0..1+) and shape (-1 round .. 1 spread)."""
+    mouth = MouthFrame.of(points)
+    local = mouth.local(points.astype(np.float64))
+    width_ratio = 2 * mouth.scale / max(lm.face_size(points), 1.0)
+    state.width_reference = width_ratio if state.width_reference is None else (
+        0.98 * state.width_reference + 0.02 * width_ratio)
+    target = plan_mouth(local, openness, shape, width_ratio / state.width_reference, settings)
+    roi = region_of_interest(mouth, local, frame.shape)
+    if roi is None:
+        return
+    warp_region(frame, mouth, target, roi, state)
+
+
+def plan_mouth(local: np.ndarray, openness: float, shape: float, width_now: float,
+                 settings: MeshWarpConfig) -> MouthTarget:
+    """Control points of both fields for the wanted mouth, given the input's own mouth (`local` landmarks)."""
+    inner_upper, inner_lower = local[list(lm.INNER_UPPER)], local[list(lm.INNER_LOWER)]
+    corners_u = inner_upper[[0, -1], 0]
+    middle, half = corners_u.mean(), max((corners_u[1] - corners_u[0]) / 2, 0.2)
+    profile = np.sqrt(np.clip(1 - ((inner_upper[:, 0] - middle) / half) ** 2, 0, 1))
+    # Closed lips press together slightly, so they meet along a line rather than just touching.
+    wanted_gap = (2 * settings.max_open_ratio * openness - _LIP_PRESS * max(0.0, 1 - openness / 0.1)) * profile
+    source_gap = np.maximum(inner_lower[:, 1] - inner_upper[:, 1], 0)
+    # On an open input the mesh puts the inner upper lip a little low, on the teeth; treating the lip edge as
+    # slightly higher makes closed lips meet on lip tissue instead of leaving a line of teeth between them.
+    tuck = _TEETH_TUCK * profile * np.clip(source_gap.max() / 0.1, 0, 1)
+    measured_upper = inner_upper
+    inner_upper = inner_upper - np.stack([np.zeros_like(tuck), tuck], axis=1)
+    source_gap = source_gap + tuck
+    change = wanted_gap - source_gap
+    share = settings.upper_lip_share
+    # Rounded vowels narrow the mouth, spread ones widen it, relative to this face's usual width.
+    wanted_width = 1 - settings.round_strength * max(-shape, 0) + settings.spread_strength * max(shape, 0)
+    widen = float(np.clip(wanted_width / width_now, 0.8, 1.2)) - 1
+
+    def moved(source: np.ndarray, lip_share: float) -> tuple[np.ndarray, np.ndarray]:
+        vertical = np.interp(source[:, 0], inner_upper[:, 0], change) * lip_share
+        shift = np.stack([widen * (source[:, 0] - middle), vertical], axis=1)
+        return source + shift, shift
+
+    upper_inner_dest, upper_inner_shift = moved(inner_upper, -share)
+    lower_inner_dest, lower_inner_shift = moved(inner_lower, 1 - share)
+    upper_outer_dest, upper_outer_shift = moved(local[list(_OUTER_UPPER_MID)], -share)
+    lower_outer_dest, lower_outer_shift = moved(local[list(_OUTER_LOWER_MID)], 1 - share)
+    corners_dest, corners_shift = moved(local[[lm.MOUTH_LEFT, lm.MOUTH_RIGHT]], 0.0)
+
+    jaw_source, jaw_shift = move_jaw(local, (1 - share) * float(change[len(change) // 2]), settings.jaw_follow)
+    upper_points = np.concatenate([upper_inner_dest, upper_outer_dest, corners_dest])
+    upper_shift = np.concatenate([upper_inner_shift, upper_outer_shift, corners_shift])
+    lower_points = np.concatenate([lower_inner_dest, lower_outer_dest, corners_dest, jaw_source + jaw_shift])
+    lower_shift = np.concatenate([lower_inner_shift, lower_outer_shift, corners_shift, jaw_shift])
+    return MouthTarget(upper_points=upper_points, upper_shift=-upper_shift, lower_points=lower_points,
+                       lower_shift=-lower_shift, anchors=np.concatenate([local[list(_ANCHORS)], boundary_ring(local)]),
+                       inner_upper=upper_inner_dest, inner_lower=lower_inner_dest,
+                       source_upper=measured_upper, source_lower=inner_lower,
+                       teeth=float(np.clip((openness - settings.teeth_from) / 0.25, 0, 1)),
+                       nose_v=float(local[lm.NOSE_TIP, 1]),
+                       lip_top_v=float(max(local[list(lm.OUTER_UPPER), 1].min(), local[lm.NOSE_TIP, 1] + 0.1)))
+
+
+def move_jaw(local: np.ndarray, lip_drop: float, follow: float) -> tuple[np.ndarray, np.ndarray]:
+    """Jaw and chin control points and their shifts: the chin follows the lower lip, the jaw angles barely.
+
+    Lips close over teeth mostly by themselves, so the jaw rises only half as much as it drops.
+    """
+    drop = lip_drop * follow * (1.0 if lip_drop > 0 else 0.5)
+    chin_v = max(local[lm.CHIN, 1], 0.5)
+    source = local[list(_LOWER_JAW + _CHIN_SKIN)]
+    shift = np.stack([np.zeros(len(source)), drop * np.clip(source[:, 1] / chin_v, 0, 1)], axis=1)
+    return source, shift
+
+
+def boundary_ring(local: np.ndarray) -> np.ndarray:
+    """Fixed points around the lower face: under the jaw line, beside the cheeks, and under the nose."""
+    jaw = local[list(lm.JAW)]
+    centre = np.array([0.0, local[lm.NOSE_TIP, 1] * 0.3])
+    outward = jaw - centre
+    outward /= np.maximum(np.linalg.norm(outward, axis=1, keepdims=True), 1e-6)
+    below_jaw = jaw + outward * 0.9
+    nose = local[lm.NOSE_TIP]
+    top = np.stack([np.linspace(jaw[0, 0], jaw[-1, 0], 7), np.full(7, nose[1])], axis=1)
+    return np.concatenate([below_jaw, top])
+
+
+def region_of_interest(mouth: MouthFrame, local: np.ndarray, shape: tuple[int, ...]) -> Box | None:
+    """Pixel box (x0, y0, x1, y1) holding everything that may move: jaw, chin, lips, up to the nose."""
+    outline = np.concatenate([boundary_ring(local), local[list(lm.JAW)]])
+    corners = mouth.pixels(outline)
+    x0, y0 = np.floor(corners.min(axis=0)).astype(int)
+    x1, y1 = np.ceil(corners.max(axis=0)).astype(int) + 1
+    height, width = shape[:2]
+    x0, y0, x1, y1 = max(x0, 0), max(y0, 0), min(x1, width), min(y1, height)
+    if x1 - x0 < 8 or y1 - y0 < 8:
+        return None
+    return int(x0), int(y0), int(x1), int(y1)
+
+
+def shepard_fields(grid: np.ndarray, target: MouthTarget) -> tuple[np.ndarray, np.ndarray]:
+    """The upper and lower displacement fields at `grid` (..., 2): Gaussian-weighted averages of the control
+    points' shifts, the anchors counting as zero shifts in both. Smooth, and never overshoot.
+    """
+    flat = grid.reshape(-1, 2).astype(np.float32)
+    points = np.concatenate([target.upper_points, target.lower_points, target.anchors]).astype(np.float32)
+    distances = (flat**2).sum(axis=1)[:, None] + (points**2).sum(axis=1)[None, :] - 2 * flat @ points.T
+    weights = np.exp(np.minimum(distances, 50.0) * np.float32(-0.5 / _SIGMA**2)) + np.float32(1e-12)
+    upper_count, lower_count = len(target.upper_points), len(target.lower_points)
+    upper_weights, lower_weights = weights[:, :upper_count], weights[:, upper_count:upper_count + lower_count]
+    still = weights[:, upper_count + lower_count:].sum(axis=1, keepdims=True)
+    upper = upper_weights @ target.upper_shift.astype(np.float32) / (upper_weights.sum(axis=1, keepdims=True) + still)
+    lower = lower_weights @ target.lower_shift.astype(np.float32) / (lower_weights.sum(axis=1, keepdims=True) + still)
+    shape = (*grid.shape[:-1], 2)
+    return upper.reshape(shape), lower.reshape(shape)
+
+
+def pixel_shift(mouth: MouthFrame, local_shift: np.ndarray) -> np.ndarray:
+    """A displacement in mouth-local units as float32 pixels (x, y)."""
+    axes = np.stack([mouth.axis_u, mouth.axis_v]) * mouth.scale
+    return (local_shift @ axes).astype(np.float32)
+
+
+def bounding_box(pixels: np.ndarray, margin: float, limit: Box) -> Box | None:
+    """The pixel box around `pixels` grown by `margin`, clipped to `limit`; None when empty."""
+    x0, y0 = np.floor(pixels.min(axis=0) - margin).astype(int)
+    x1, y1 = np.ceil(pixels.max(axis=0) + margin).astype(int) + 1
+    box = (max(int(x0), limit[0]), max(int(y0), limit[1]), min(int(x1), limit[2]), min(int(y1), limit[3]))
+    return box if box[2] > box[0] and box[3] > box[1] else None
+
+
+def local_grid(mouth: MouthFrame, box: Box) -> np.ndarray:
+    """Mouth-local coordinates of every pixel in `box`, float32 (h, w, 2)."""
+    xs = np.arange(box[0], box[2], dtype=np.float32)[None, :] - np.float32(mouth.centre[0])
+    ys = np.arange(box[1], box[3], dtype=np.float32)[:, None] - np.float32(mouth.centre[1])
+    inverse = np.float32(1.0 / mouth.scale)
+    u = (xs * np.float32(mouth.axis_u[0]) + ys * np.float32(mouth.axis_u[1])) * inverse
+    v = (xs * np.float32(mouth.axis_v[0]) + ys * np.float32(mouth.axis_v[1])) * inverse
+    return np.stack([u, v], axis=-1)
+
+
+def warp_region(frame: np.ndarray, mouth: MouthFrame, target: MouthTarget, roi: Box, state: MeshWarpState) -> None:
+    """Warps the lower face inside `roi` in place and paints the mouth opening.
+
+    The two smooth fields are computed on a coarse grid and upsampled; only near the lips, where the split
+    between them is sharp, is the split evaluated per pixel. Only the box around the cells that move by more
+    than a fifth of a pixel is rewritten; everything outside it keeps its exact input values.
+    """
+    x0, y0, x1, y1 = roi
+    step = max(3.0, _GRID_STEP * mouth.scale)
+    columns, rows = max(2, round((x1 - x0) / step)), max(2, round((y1 - y0) / step))
+    grid = CoarseGrid(roi, columns, rows)
+    grid_pixels = grid.points()
+    coarse = mouth.local(grid_pixels)
+    # The fields fade out towards the nose tip, so nothing above it moves at all.
+    fade = np.clip((coarse[..., 1:] - target.nose_v) / (0.6 * (target.lip_top_v - target.nose_v)), 0, 1)
+    upper_field, lower_field = shepard_fields(coarse, target)
+    upper, lower = pixel_shift(mouth, upper_field * fade), pixel_shift(mouth, lower_field * fade)
+    weight = split_weight(coarse[..., 0], coarse[..., 1], target)[..., None]
+    coarse_shift = upper + (lower - upper) * weight
+
+    lips = mouth.pixels(np.concatenate([target.inner_upper, target.inner_lower, target.source_upper,
+                                        target.source_lower]))
+    lip_box = bounding_box(lips, 0.3 * mouth.scale + 2, roi)
+    moving = np.argwhere(np.abs(coarse_shift).max(axis=-1) > _UNCHANGED_BELOW_PX)
+    if len(moving) == 0 or lip_box is None:
+        return
+    lip_corners = np.array([lip_box[:2], np.subtract(lip_box[2:], 1)], np.float64)
+    box = bounding_box(np.concatenate([grid_pixels[moving[:, 0], moving[:, 1]], lip_corners]), step + 1, roi)
+    assert box is not None
+    bx0, by0, bx1, by1 = box
+    shift = grid.upsample(coarse_shift, box)
+    lx0, ly0, lx1, ly1 = lip_box
+    near_lips = (slice(ly0 - by0, ly1 - by0), slice(lx0 - bx0, lx1 - bx0))
+    pixels = local_grid(mouth, lip_box)
+    sharp = split_weight(pixels[..., 0], pixels[..., 1], target)[..., None]
+    upper_near, lower_near = grid.upsample(upper, lip_box), grid.upsample(lower, lip_box)
+    shift[near_lips] = upper_near + (lower_near - upper_near) * sharp
+
+    shift[..., 0] += np.arange(bx0, bx1, dtype=np.float32)[None, :]
+    shift[..., 1] += np.arange(by0, by1, dtype=np.float32)[:, None]
+    warped = cv2.remap(frame, shift, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    cavity_box = bounding_box(mouth.pixels(np.concatenate([target.inner_upper, target.inner_lower])), 2, box)
+    if cavity_box is not None:
+        paint_opening(frame, warped, mouth, target, cavity_box, box, state)
+    frame[by0:by1, bx0:bx1] = warped
+
+
+@dataclasses.dataclass(frozen=True)
+class CoarseGrid:
+    """A grid of columns x rows sample points over a pixel box, placed as cv2.resize places them."""
+
+    box: Box
+    columns: int
+    rows: int
+
+    def points(self) -> np.ndarray:
+        x0, y0, x1, y1 = self.box
+        xs = x0 + (np.arange(self.columns) + 0.5) * (x1 - x0) / self.columns - 0.5
+        ys = y0 + (np.arange(self.rows) + 0.5) * (y1 - y0) / self.rows - 0.5
+        return np.stack(np.meshgrid(xs, ys), axis=-1)
+
+    def upsample(self, values: np.ndarray, box: Box) -> np.ndarray:
+        """Bilinear values at every pixel of `box` (inside self.box), computed for that box only."""
+        x0, y0, x1, y1 = self.box
+        scale_x, scale_y = self.columns / (x1 - x0), self.rows / (y1 - y0)
+        to_grid = np.array([[scale_x, 0, (box[0] - x0 + 0.5) * scale_x - 0.5],
+                            [0, scale_y, (box[1] - y0 + 0.5) * scale_y - 0.5]], np.float32)
+        size = (box[2] - box[0], box[3] - box[1])
+        return cv2.warpAffine(values, to_grid, size, flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                              borderMode=cv2.BORDER_REPLICATE)
+
+
+def paint_opening(frame: np.ndarray, warped: np.ndarray, mouth: MouthFrame, target: MouthTarget,
+                  cavity_box: Box, box: Box, state: MeshWarpState) -> None:
+    """Blends the mouth interior into `warped` (which covers `box`), in place."""
+    grid = local_grid(mouth, cavity_box)
+    lines = lip_lines(grid[..., 0], target)
+    cavity_alpha = cavity_mask(grid, lines, target, mouth.scale)
+    if not cavity_alpha.any():
+        return
+    region = (slice(cavity_box[1] - box[1], cavity_box[3] - box[1]),
+              slice(cavity_box[0] - box[0], cavity_box[2] - box[0]))
+    interior = mouth_interior(frame, mouth, target, grid, lines, state)
+    warped[region] = compositing.blend(warped[region], interior, cavity_alpha)
+
+
+def lip_lines(pixel_u: np.ndarray, target: MouthTarget) -> tuple[np.ndarray, np.ndarray]:
+    """The destination inner upper and lower lip heights (v) under each pixel's u, flat beyond the corners."""
+    upper = np.interp(pixel_u, target.inner_upper[:, 0], target.inner_upper[:, 1]).astype(np.float32)
+    lower = np.interp(pixel_u, target.inner_lower[:, 0], target.inner_lower[:, 1]).astype(np.float32)
+    return upper, lower
+
+
+def split_weight(pixel_u: np.ndarray, pixel_v: np.ndarray, target: MouthTarget) -> np.ndarray:
+    """How much each pixel follows the lower (jaw) field: a sharp step between the lips, soft beyond the corners."""
+    upper, lower = lip_lines(pixel_u, target)
+    split = (upper + lower) / 2
+    left, right = target.inner_upper[0, 0], target.inner_upper[-1, 0]
+    beyond = np.maximum(np.maximum(left - pixel_u, pixel_u - right), 0)
+    softness = 0.025 + 0.8 * beyond
+    return (1 / (1 + np.exp(-np.clip((pixel_v - split) / softness, -30, 30)))).astype(np.float32)
+
+
+def cavity_mask(grid: np.ndarray, lines: tuple[np.ndarray, np.ndarray], target: MouthTarget,
+                scale: float) -> np.ndarray:
+    """Soft alpha of the open mouth at the destination (between the inner `lines`) over `grid`.
+
+    Where the opening is thinner than a few pixels (near the corners) the lips' own pixels show instead,
+    so no dark specks appear where the lips almost meet.
+    """
+    pixel_u, pixel_v = grid[..., 0], grid[..., 1]
+    upper, lower = lines
+    left, right = target.inner_upper[0, 0], target.inner_upper[-1, 0]
+    inside = (pixel_v > upper) & (pixel_v < lower) & (pixel_u > left) & (pixel_u < right)
+    if not inside.any():
+        return np.zeros(pixel_u.shape, np.float32)
+    thickness = np.clip(((lower - upper) * scale - 1.0) / 3.0, 0, 1).astype(np.float32)
+    return compositing.feather(inside.astype(np.float32) * thickness, 0.8)
+
+
+def mouth_interior(frame: np.ndarray, mouth: MouthFrame, target: MouthTarget, grid: np.ndarray,
+                   lines: tuple[np.ndarray, np.ndarray], state: MeshWarpState) -> np.ndarray:
+    """The open mouth over `grid` (mouth-local coordinates of its pixels), between the inner lip `lines`:
+    a cavity shaded from the face's own lip colour, under what the input itself showed between its lips.
+    """
+    pixel_u, pixel_v = grid[..., 0], grid[..., 1]
+    upper, lower = lines
+    depth = np.clip((pixel_v - upper) / np.maximum(lower - upper, 1e-3), 0, 1)
+    left, right = target.inner_upper[0, 0], target.inner_upper[-1, 0]
+    across = np.clip((pixel_u - (left + right) / 2) / max((right - left) / 2, 1e-3), -1, 1)
+
+    colour = interior_colour(frame, mouth, target, state)
+    shade = 1.0 - 0.45 * (1 - depth_curve(depth)) * (1 - across**2)
+    interior = colour[None, None, :] * shade[..., None]
+    # A hint of tongue low in the mouth; kept dark so the lower lip's edge stays unmistakable.
+    tongue = np.clip((depth - 0.7) / 0.3, 0, 1)[..., None] * 0.3
+    interior = interior + (colour * 1.6 - interior) * tongue
+    if np.max(target.source_lower[:, 1] - target.source_upper[:, 1]) * mouth.scale >= 1.0:
+        kept, kept_weight = keep_input_interior(frame, mouth, target, grid, lines)
+        interior = interior + (kept.astype(np.float32) - interior) * kept_weight[..., None]
+    # The lips' brightness tells how brightly the teeth would be lit.
+    lighting = float(np.clip(colour.mean() / (_INTERIOR_DARKNESS * 140), 0.5, 1.2))
+    interior = add_teeth(interior, depth, across, lower - upper, target.teeth, lighting)
+    return cv2.GaussianBlur(np.clip(interior, 0, 255).astype(np.uint8), (3, 3), 0.8)
+
+
+def keep_input_interior(frame: np.ndarray, mouth: MouthFrame, target: MouthTarget, grid: np.ndarray,
+                        lines: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """What the input showed between its lips, attached to the lip it belongs to, and where it applies.
+
+    Upper teeth move with the upper lip, lower teeth with the jaw; the rest of a wider opening is left to
+    the synthesised cavity (weight 0).
+    """
+    pixel_u, pixel_v = grid[..., 0], grid[..., 1]
+    upper, lower = lines
+    source_upper = np.interp(pixel_u, target.source_upper[:, 0], target.source_upper[:, 1]).astype(np.float32)
+    source_lower = np.interp(pixel_u, target.source_lower[:, 0], target.source_lower[:, 1]).astype(np.float32)
+    source_gap = np.maximum(source_lower - source_upper, 0)
+    from_top, from_bottom = pixel_v - upper, lower - pixel_v
+    # Upper teeth show more than lower ones: the upper lip keeps the larger share of what was visible.
+    upper_reach, lower_reach = _UPPER_INTERIOR_SHARE * source_gap, (1 - _UPPER_INTERIOR_SHARE) * source_gap
+    from_upper = from_top / np.maximum(upper_reach, 1e-3) <= from_bottom / np.maximum(lower_reach, 1e-3)
+    source_v = np.where(from_upper, source_upper + from_top, source_lower - from_bottom)
+    sample = mouth.pixels(np.stack([pixel_u, source_v], axis=-1)).astype(np.float32)
+    kept = cv2.remap(frame, sample[..., 0], sample[..., 1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    overshoot = np.where(from_upper, from_top - upper_reach, from_bottom - lower_reach)
+    return kept, np.clip(-overshoot / 0.06, 0, 1).astype(np.float32)
+
+
+def depth_curve(depth: np.ndarray) -> np.ndarray:
+    """1 at the lips, 0 in the middle of the opening: light falls off into the mouth."""
+    return np.abs(2 * depth - 1) ** 1.5
+
+
+def interior_colour(frame: np.ndarray, mouth: MouthFrame, target: MouthTarget, state: MeshWarpState) -> np.ndarray:
+    """Dark mouth colour of this face: its own lip colour in deep shadow (a mouth interior is the lips' tissue).
+
+    Averaged over time, so the synthesised interior does not flicker.
+    """
+    # Sample a little outside the inner contour: the lip itself, not the opening.
+    upper = target.source_upper - np.array([0.0, 0.12])
+    lower = target.source_lower + np.array([0.0, 0.12])
+    spots = np.round(mouth.pixels(np.concatenate([upper, lower]))).astype(int)
+    spots = np.clip(spots, 0, [frame.shape[1] - 1, frame.shape[0] - 1])
+    colour = np.median(frame[spots[:, 1], spots[:, 0]].astype(np.float32), axis=0) * _INTERIOR_DARKNESS
+    state.interior = colour if state.interior is None else 0.9 * state.interior + 0.1 * colour
+    return state.interior
+
+
+def add_teeth(interior: np.ndarray, depth: np.ndarray, across: np.ndarray, gap: np.ndarray, visible: float,
+              lighting: float) -> np.ndarray:
+    """A soft band of upper teeth under the upper lip on wide openings, lit like the face.
+
+    Where the input's own teeth already show there (as bright as the band), they are left as they are.
+    """
+    if visible <= 0:
+        return interior
+    teeth = np.array([190.0, 206.0, 224.0], np.float32) * lighting
+    # Six teeth across the opening: 1 at a tooth's middle, 0 between two teeth.
+    tooth = np.abs(np.sin(np.pi * 3 * (across + 1)))
+    height = np.minimum(_TEETH_HEIGHT / np.maximum(gap, 1e-3), 0.45) * (0.8 + 0.2 * np.sqrt(tooth))
+    band = np.clip((height - depth) / np.maximum(height * 0.3, 1e-3), 0, 1) * np.clip(1 - np.abs(across) ** 3, 0, 1)
+    darker = np.clip((teeth.mean() - interior.mean(axis=-1)) / 60, 0, 1)
+    alpha = (band * darker * visible * 0.85)[..., None]
+    shade = ((1 - 0.35 * np.abs(across)) * (0.82 + 0.18 * np.sqrt(tooth)))[..., None]
+    return interior + (teeth * shade - interior) * alpha

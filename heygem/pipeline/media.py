@@ -1,0 +1,282 @@
+"""Media in and out: probe and decode with PyAV, read audio and encode with the bundled ffmpeg binary.
+
+Every failure a user can cause (wrong file, broken file, missing stream) becomes an InputError with one sentence.
+ffmpeg always runs from an argument list; no shell is involved, so any file name works.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import subprocess
+from collections.abc import Iterator
+from fractions import Fraction
+from pathlib import Path
+from typing import IO
+
+import av
+import av.error
+import cv2
+import numpy as np
+
+from heygem.errors import InputError
+
+SAMPLE_RATE = 16000
+# PyAV's error classes for unreadable or damaged input; anything else is a bug and must surface as such.
+_MEDIA_ERRORS = (av.error.FFmpegError, UnicodeDecodeError, EOFError)
+
+
+@dataclasses.dataclass(frozen=True)
+class VideoInfo:
+    """What the pipeline needs to know about the video before decoding it."""
+
+    path: Path
+    width: int  # displayed width (after rotation, before any downscale)
+    height: int
+    fps: float
+    rate: Fraction  # the same frame rate, exact, for the encoder
+    rotation: int  # degrees counter-clockwise the stored frames must turn to be displayed upright
+    frame_times: tuple[float, ...]  # presentation time of each stored frame, seconds from the first
+    codec: str
+    has_audio: bool
+
+    @property
+    def frame_count(self) -> int:
+        """Frames on the constant-fps grid the pipeline outputs."""
+        return max(1, round(self.duration * self.fps))
+
+    @property
+    def duration(self) -> float:
+        if len(self.frame_times) < 2:
+            return 1.0 / self.fps
+        return self.frame_times[-1] - self.frame_times[0] + 1.0 / self.fps
+
+
+@dataclasses.dataclass(frozen=True)
+class AudioInfo:
+    path: Path
+    duration: float
+    codec: str
+
+
+def ffmpeg_exe() -> str:
+    import imageio_ffmpeg
+
+    return imageio_ffmpeg.get_ffmpeg_exe()
+
+
+def _check_file(path: Path, kind: str) -> None:
+    if not path.is_file():
+        raise InputError(f"{kind} file not found: {path.name}")
+    if path.stat().st_size == 0:
+        raise InputError(f"{kind} file is empty (zero bytes): {path.name}")
+
+
+def _open(path: Path, kind: str) -> av.container.InputContainer:
+    _check_file(path, kind)
+    try:
+        return av.open(str(path), metadata_errors="ignore")
+    except _MEDIA_ERRORS:
+        raise InputError(f"{kind} file is not a readable media file (corrupt, truncated or unknown format): "
+                         f"{path.name}") from None
+
+
+def probe_video(path: Path) -> VideoInfo:
+    """Reads stream facts and every frame's timestamp (demuxing only, no decoding beyond the first frame)."""
+    with _open(path, "video") as container:
+        if not container.streams.video:
+            raise InputError(f"video file has no video stream: {path.name}")
+        stream = container.streams.video[0]
+        rate = stream.average_rate or stream.guessed_rate or stream.base_rate
+        if not rate or rate <= 0:
+            raise InputError(f"video file has no usable frame rate: {path.name}")
+        has_audio = bool(container.streams.audio)
+        try:
+            first = next(container.decode(stream), None)
+            container.seek(0, stream=stream)
+            times = sorted(float(packet.pts * stream.time_base) for packet in container.demux(stream)
+                           if packet.pts is not None and packet.size > 0)
+        except _MEDIA_ERRORS:
+            raise InputError(f"video file is corrupt or truncated: {path.name}") from None
+        if first is None or not times:
+            raise InputError(f"video file contains no decodable frames: {path.name}")
+        rotation = int(first.rotation or 0) % 360
+        width, height = first.width, first.height
+        if rotation in (90, 270):
+            width, height = height, width
+        start = times[0]
+        return VideoInfo(path=path, width=width, height=height, fps=float(rate), rate=Fraction(rate),
+                         rotation=rotation, frame_times=tuple(t - start for t in times),
+                         codec=stream.codec_context.name, has_audio=has_audio)
+
+
+def probe_audio(path: Path) -> AudioInfo:
+    with _open(path, "audio") as container:
+        if not container.streams.audio:
+            raise InputError(f"audio file has no audio stream: {path.name}")
+        stream = container.streams.audio[0]
+        if stream.duration is not None and stream.time_base is not None:
+            duration = float(stream.duration * stream.time_base)
+        elif container.duration is not None:
+            duration = container.duration / av.time_base
+        else:
+            duration = 0.0
+        return AudioInfo(path=path, duration=duration, codec=stream.codec_context.name)
+
+
+def read_audio(path: Path, max_duration_s: float) -> np.ndarray:
+    """The first audio stream as 16 kHz mono float32 in [-1, 1]; refuses audio longer than max_duration_s."""
+    info = probe_audio(path)
+    if info.duration > max_duration_s + 0.5:
+        raise InputError(f"audio is {info.duration:.0f} s long; the maximum is {max_duration_s:.0f} s")
+    args = [ffmpeg_exe(), "-nostdin", "-hide_banner", "-v", "error", "-i", str(path), "-map", "0:a:0",
+            "-vn", "-ac", "1", "-ar", str(SAMPLE_RATE), "-t", f"{max_duration_s + 1:.3f}", "-f", "f32le", "-"]
+    done = subprocess.run(args, capture_output=True, check=False)
+    if done.returncode != 0:
+        raise InputError(f"audio file is corrupt or cannot be decoded: {path.name}")
+    samples = np.frombuffer(done.stdout, dtype=np.float32)
+    if samples.size == 0:
+        raise InputError(f"audio file contains no samples: {path.name}")
+    if samples.size > (max_duration_s + 0.5) * SAMPLE_RATE:
+        raise InputError(f"audio is longer than the maximum of {max_duration_s:.0f} s")
+    return samples.copy()
+
+
+def output_size(info: VideoInfo, max_side: int, policy: str) -> tuple[int, int]:
+    """The size frames are processed and encoded at: the displayed size, or scaled down to max_side."""
+    longest = max(info.width, info.height)
+    if longest <= max_side:
+        width, height = info.width, info.height
+    elif policy == "refuse":
+        raise InputError(f"video frames are {info.width}x{info.height}; the maximum side is {max_side} px")
+    else:
+        scale = max_side / longest
+        width, height = round(info.width * scale), round(info.height * scale)
+    # yuv420p needs even sides.
+    return width + width % 2, height + height % 2
+
+
+def grid_sources(info: VideoInfo) -> np.ndarray:
+    """For each frame of the constant-fps output grid, the index of the stored frame shown at that instant.
+
+    This is how variable frame rate becomes constant: frames are repeated or dropped by timestamp.
+    """
+    times = np.asarray(info.frame_times)
+    grid = np.arange(info.frame_count) / info.fps
+    # A stored frame counts from its own timestamp; half a frame of slack absorbs timestamp rounding.
+    return np.clip(np.searchsorted(times, grid + 0.5 / info.fps, side="right") - 1, 0, len(times) - 1)
+
+
+class VideoReader:
+    """Decodes the constant-fps grid frames [start, stop) as upright BGR arrays of the output size."""
+
+    def __init__(self, info: VideoInfo, size: tuple[int, int]) -> None:
+        self.info = info
+        self.size = size
+        self._sources = grid_sources(info)
+
+    def frames(self, start: int = 0, stop: int | None = None) -> Iterator[tuple[int, np.ndarray]]:
+        stop = self.info.frame_count if stop is None else stop
+        if start >= stop:
+            return
+        wanted = self._sources[start:stop]
+        first_stored, last_stored = int(wanted[0]), int(wanted[-1])
+        grid_index = start
+        try:
+            with av.open(str(self.info.path), metadata_errors="ignore") as container:
+                stream = container.streams.video[0]
+                stream.thread_type = "AUTO"
+                start_pts = self.info.frame_times[first_stored] + self._start_time(stream)
+                if first_stored > 0:
+                    container.seek(int(start_pts / stream.time_base), stream=stream, backward=True)
+                stored_index = -1
+                for frame in container.decode(stream):
+                    if frame.pts is None:
+                        continue
+                    stored_index = self._stored_index(frame, stream, stored_index)
+                    if stored_index < first_stored:
+                        continue
+                    image = None
+                    while grid_index < stop and self._sources[grid_index] == stored_index:
+                        # A frame shown twice (variable frame rate) is a copy: engines draw on frames in place.
+                        image = self._upright(frame) if image is None else image.copy()
+                        yield grid_index, image
+                        grid_index += 1
+                    if stored_index >= last_stored:
+                        break
+        except _MEDIA_ERRORS:
+            raise InputError(f"video file is corrupt or truncated: {self.info.path.name}") from None
+        if grid_index < stop:
+            raise InputError(f"video file is truncated: frames after {grid_index / self.info.fps:.2f} s are missing")
+
+    @staticmethod
+    def _start_time(stream: av.video.stream.VideoStream) -> float:
+        return float(stream.start_time * stream.time_base) if stream.start_time is not None else 0.0
+
+    def _stored_index(self, frame: av.VideoFrame, stream: av.video.stream.VideoStream, previous: int) -> int:
+        time = float(frame.pts * stream.time_base) - self._start_time(stream) - self.info.frame_times[0]
+        index = int(np.searchsorted(self.info.frame_times, time + 1e-4, side="right")) - 1
+        # Timestamps can collide after rounding; frames still arrive in presentation order.
+        return max(index, previous + 1) if previous >= 0 else max(index, 0)
+
+    def _upright(self, frame: av.VideoFrame) -> np.ndarray:
+        rotation = self.info.rotation
+        stored_w, stored_h = self.size if rotation in (0, 180) else self.size[::-1]
+        if (frame.width, frame.height) == (stored_w, stored_h) and frame.format.name == "yuv420p":
+            # OpenCV's SIMD conversion is about twice as fast as swscale's for this step.
+            image = cv2.cvtColor(frame.to_ndarray(), cv2.COLOR_YUV2BGR_I420)
+        elif (frame.width, frame.height) == (stored_w, stored_h):
+            image = frame.to_ndarray(format="bgr24")
+        else:
+            image = frame.to_ndarray(format="bgr24", width=stored_w, height=stored_h, interpolation="AREA")
+        if rotation:
+            image = np.ascontiguousarray(np.rot90(image, k=rotation // 90))
+        return image
+
+
+class VideoWriter:
+    """Pipes frames into ffmpeg (libx264 yuv420p) and muxes the given audio (AAC, +faststart).
+
+    Frames are converted to yuv420p here (OpenCV is faster than ffmpeg's converter and the pipe carries half
+    the bytes), so the encoder process spends its core on encoding.
+    """
+
+    def __init__(self, path: Path, size: tuple[int, int], rate: Fraction, audio_path: Path, duration: float,
+                 preset: str, crf: int, audio_bitrate: str) -> None:
+        width, height = size
+        args = [ffmpeg_exe(), "-nostdin", "-hide_banner", "-v", "error", "-y",
+                "-thread_queue_size", "64", "-f", "rawvideo", "-pix_fmt", "yuv420p", "-s", f"{width}x{height}",
+                "-r", str(rate), "-i", "-",
+                "-i", str(audio_path), "-map", "0:v:0", "-map", "1:a:0",
+                "-c:v", "libx264", "-preset", preset, "-crf", str(crf), "-pix_fmt", "yuv420p",
+                "-c:a", "aac", "-b:a", audio_bitrate, "-t", f"{duration:.4f}",
+                "-movflags", "+faststart", "-f", "mp4", str(path)]
+        self.path = path
+        self._size = size
+        self._process = subprocess.Popen(args, stdin=subprocess.PIPE, stderr=subprocess.PIPE)
+        self._stdin: IO[bytes] = self._process.stdin  # type: ignore[assignment]
+
+    def write(self, frame: np.ndarray) -> None:
+        if frame.shape[1::-1] != self._size:
+            frame = cv2.resize(frame, self._size, interpolation=cv2.INTER_AREA)
+        planar = cv2.cvtColor(frame, cv2.COLOR_BGR2YUV_I420)
+        try:
+            self._stdin.write(memoryview(planar).cast("B"))
+        except BrokenPipeError:
+            self._fail()
+
+    def close(self) -> None:
+        with contextlib.suppress(BrokenPipeError):
+            self._stdin.close()
+        if self._process.wait() != 0:
+            self._fail()
+
+    def abort(self) -> None:
+        self._process.kill()
+        self._process.wait()
+
+    def _fail(self) -> None:
+        self._process.kill()
+        self._process.wait()
+        message = self._process.stderr.read().decode(errors="replace").strip() if self._process.stderr else ""
+        raise RuntimeError(f"ffmpeg failed to encode {self.path.name}: {message[-500:]}")

@@ -1,0 +1,127 @@
+"""From speech to a mouth, per video frame: how open, how rounded or spread.
+
+Openness follows voiced loudness and the first formant (jaw opening); shape follows the second formant
+(low F2: rounded "o/u", high F2: spread "i/e"). A noise gate set from the clip's own noise floor and a voicing
+test keep breaths and background noise from moving the mouth. Mouths open fast and close more slowly, and
+lead the sound slightly.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from heygem.pipeline.media import SAMPLE_RATE
+
+_HOP = 160  # 10 ms analysis hop at 16 kHz
+_WINDOW = 512  # 32 ms
+_FREQS = np.fft.rfftfreq(_WINDOW, 1.0 / SAMPLE_RATE)
+_SPEECH_BAND = (_FREQS >= 80) & (_FREQS <= 4000)
+_F1_BAND = (_FREQS >= 200) & (_FREQS <= 1000)
+_F2_BAND = (_FREQS >= 900) & (_FREQS <= 2800)
+# Pitch lags for the voicing test: 70-400 Hz.
+_MIN_LAG, _MAX_LAG = SAMPLE_RATE // 400, SAMPLE_RATE // 70
+
+
+@dataclasses.dataclass(frozen=True)
+class CueSettings:
+    lead_ms: float  # the mouth shows a sound this long before it is heard
+    attack_ms: float  # time constant of opening
+    release_ms: float  # time constant of closing (slower than opening)
+    gate_db: float  # frames quieter than the noise floor plus this stay closed
+    range_db: float  # loudness range above the gate that maps to fully open
+    voicing_threshold: float  # normalised autocorrelation above which a frame counts as voiced
+    closed_below: float  # dead zone: openness under this is closed, so silences close fully
+
+
+@dataclasses.dataclass(frozen=True)
+class MouthCues:
+    openness: np.ndarray  # per video frame, 0 (closed) to 1 (fully open)
+    shape: np.ndarray  # per video frame, -1 (rounded) to 1 (spread)
+
+
+def analysis_frames(audio: np.ndarray) -> np.ndarray:
+    """Hann-windowed 32 ms frames every 10 ms, centred on t = index * 10 ms."""
+    padded = np.pad(audio.astype(np.float32), (_WINDOW // 2, _WINDOW))
+    count = max(1, int(np.ceil(audio.size / _HOP)))
+    index = np.arange(_WINDOW)[None, :] + _HOP * np.arange(count)[:, None]
+    return padded[index] * np.hanning(_WINDOW).astype(np.float32)
+
+
+def band_centroid(power: np.ndarray, band: np.ndarray) -> np.ndarray:
+    weights = power[:, band]
+    return (weights * _FREQS[band]).sum(axis=1) / np.maximum(weights.sum(axis=1), 1e-12)
+
+
+def voicing(power: np.ndarray) -> np.ndarray:
+    """Peak of the normalised autocorrelation over pitch lags: near 1 for vowels, low for breath and noise."""
+    autocorrelation = np.fft.irfft(power, n=_WINDOW, axis=1)
+    return autocorrelation[:, _MIN_LAG:_MAX_LAG].max(axis=1) / np.maximum(autocorrelation[:, 0], 1e-12)
+
+
+def relative_position(values: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """Where each value sits between the 10th and 90th percentile of `reference`, mapped to 0..1."""
+    if reference.size < 3:
+        return np.full_like(values, 0.5)
+    low, high = np.percentile(reference, [10, 90])
+    return np.clip((values - low) / max(high - low, 1e-6), 0.0, 1.0)
+
+
+def frame_loudness_db(audio: np.ndarray) -> np.ndarray:
+    """Speech-band level of each 10 ms analysis frame in dBFS."""
+    power = np.abs(np.fft.rfft(analysis_frames(audio), axis=1)) ** 2
+    return 10 * np.log10(power[:, _SPEECH_BAND].sum(axis=1) / _WINDOW + 1e-12)
+
+
+def target_openness(audio: np.ndarray, settings: CueSettings) -> tuple[np.ndarray, np.ndarray]:
+    """Unsmoothed openness and shape per 10 ms analysis frame."""
+    power = np.abs(np.fft.rfft(analysis_frames(audio), axis=1)) ** 2
+    level_db = 10 * np.log10(power[:, _SPEECH_BAND].sum(axis=1) / _WINDOW + 1e-12)
+    noise_floor = np.percentile(level_db, 10)
+    speech_level = np.percentile(level_db, 97)
+    gate = max(noise_floor + settings.gate_db, speech_level - settings.range_db - settings.gate_db, -70.0)
+    loudness = np.clip((level_db - gate) / settings.range_db, 0.0, 1.0)
+    voiced = voicing(power) > settings.voicing_threshold
+    # Unvoiced sounds (s, f, t) barely open the mouth; breath and hiss are unvoiced too and stay under the gate.
+    loudness = np.where(voiced, loudness, 0.25 * np.clip(loudness - 0.3, 0.0, 1.0))
+    sounding = loudness > 0
+    f1 = relative_position(band_centroid(power, _F1_BAND), band_centroid(power[sounding & voiced], _F1_BAND))
+    f2 = relative_position(band_centroid(power, _F2_BAND), band_centroid(power[sounding & voiced], _F2_BAND))
+    openness = loudness ** 0.7 * (0.65 + 0.35 * f1)
+    shape = np.where(sounding, 2 * f2 - 1, 0.0)
+    return openness, shape
+
+
+def attack_release(values: np.ndarray, attack_ms: float, release_ms: float, step_ms: float) -> np.ndarray:
+    """One-pole smoothing that rises with one time constant and falls with another."""
+    rise = 1.0 - np.exp(-step_ms / max(attack_ms, 1e-3))
+    fall = 1.0 - np.exp(-step_ms / max(release_ms, 1e-3))
+    smoothed = np.empty_like(values)
+    state = 0.0
+    for index, value in enumerate(values):
+        state += (rise if value > state else fall) * (value - state)
+        smoothed[index] = state
+    return smoothed
+
+
+def mouth_cues(audio: np.ndarray, fps: float, frame_count: int, settings: CueSettings) -> MouthCues:
+    """Openness and shape for each of `frame_count` video frames of the 16 kHz mono `audio`."""
+    openness, shape = target_openness(audio, settings)
+    step_ms = 1000.0 * _HOP / SAMPLE_RATE
+    openness = attack_release(openness, settings.attack_ms, settings.release_ms, step_ms)
+    shape = attack_release(shape + 1.0, settings.attack_ms, settings.attack_ms, step_ms) - 1.0
+    # Each video frame averages the analysis frames of its own duration, shifted earlier by the lead.
+    analysis_rate = SAMPLE_RATE / _HOP
+    centres = (np.arange(frame_count) / fps + settings.lead_ms / 1000.0) * analysis_rate
+    half = 0.5 * analysis_rate / fps
+    bounds = np.clip(np.stack([centres - half, centres + half]).round().astype(int), 0, openness.size - 1)
+    cumulative_open = np.concatenate([[0.0], np.cumsum(openness)])
+    cumulative_shape = np.concatenate([[0.0], np.cumsum(shape)])
+    counts = np.maximum(bounds[1] - bounds[0] + 1, 1)
+    per_frame_open = (cumulative_open[bounds[1] + 1] - cumulative_open[bounds[0]]) / counts
+    per_frame_shape = (cumulative_shape[bounds[1] + 1] - cumulative_shape[bounds[0]]) / counts
+    # A dead zone rather than a threshold: tiny residues close fully without a visible jump.
+    per_frame_open = np.clip((per_frame_open - settings.closed_below) / (1.0 - settings.closed_below), 0.0, 1.0)
+    return MouthCues(openness=per_frame_open.astype(np.float32),
+                     shape=np.clip(per_frame_shape, -1, 1).astype(np.float32))
