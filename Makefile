@@ -3,20 +3,27 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+# GPU boxes: make test REQUIREMENTS=requirements-gpu.txt
 REQUIREMENTS ?= requirements.txt
-DEBIAN_PACKAGES := chromium espeak-ng
 PYTEST_ARGS ?=
 
-.PHONY: test demo bench lint system-deps venv clean
+.PHONY: test demo bench lint venv debian-packages clean
 
-test: venv system-deps
+# Chromium for the browser test, espeak-ng for real speech.
+test: venv
+	@$(MAKE) --no-print-directory debian-packages PACKAGES="chromium espeak-ng"
 	$(PY) -m pytest $(PYTEST_ARGS)
 
+# espeak-ng gives the demo real speech (without it, the demo falls back to synthetic speech-like audio).
 demo: venv
+	@$(MAKE) --no-print-directory debian-packages PACKAGES="espeak-ng"
 	$(PY) -m heygem demo
 
+# Figures go to docs/benchmarks.md by hand: each module prints what it measured.
 bench: venv
-	$(PY) -m bench
+	$(PY) -m bench.supervisor
+	$(PY) -m bench.engine_speed
+	$(PY) -m bench.wav2lip_speed
 
 lint: venv
 	$(VENV)/bin/ruff check .
@@ -29,9 +36,9 @@ $(STAMP): $(REQUIREMENTS) requirements-dev.txt
 	$(PY) -m pip install --quiet -r $(REQUIREMENTS) -r requirements-dev.txt
 	touch $(STAMP)
 
-# Only what the tests need beyond Python: Chromium for the browser test, espeak-ng for real speech.
-system-deps:
-	@missing=""; for p in $(DEBIAN_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+# Installs the Debian packages named in PACKAGES that are missing (apt-get; sudo when not root).
+debian-packages:
+	@missing=""; for p in $(PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
 		echo "installing Debian packages:$$missing"; \
 		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \

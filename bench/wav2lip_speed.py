@@ -68,7 +68,6 @@ def engine_for(models_dir: Path, device: str, batch: int) -> Wav2LipEngine:
     config = load_config(overrides={
         "models": {"dir": str(models_dir), "allow_unverified": True},
         "wav2lip": {"device": device, "batch_size": batch},
-        "media": {"batch_frames": max(batch, 1)},
     })
     engine = Wav2LipEngine(config)
     engine.load(LogReporter())

@@ -42,6 +42,10 @@ class LipSyncEngine(Engine):
 
         threading.Thread(target=import_mediapipe, name="import-mediapipe", daemon=True).start()
 
+    def frames_per_render(self) -> int:
+        """Frames handed to one render call; an engine that batches model inference may want more."""
+        return self.config.media.batch_frames
+
     def run(self, job: Job, reporter: Reporter) -> dict[str, Any]:
         from heygem.pipeline.generate import generate
 

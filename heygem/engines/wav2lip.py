@@ -123,12 +123,13 @@ class Wav2LipEngine(LipSyncEngine):
         self.io = read_model_io(self.session)
         if self.io.fixed_batch is not None:
             self.batch_size = self.io.fixed_batch
-        if self.batch_size > self.config.media.batch_frames:
-            logger.info("wav2lip batches are capped by media.batch_frames ({} frames per render)",
-                        self.config.media.batch_frames)
         # The first run initialises CUDA kernels and arenas: pay for it in the init phase, not the first batch.
         self.infer(np.zeros((1, 1, 80, WINDOW_COLUMNS), np.float32),
                    np.zeros((1, self.io.face_size, self.io.face_size, 3), np.uint8))
+
+    def frames_per_render(self) -> int:
+        # Whole inference batches per render call: a GPU batch of 128 needs 128 frames at hand.
+        return max(self.config.media.batch_frames, self.batch_size)
 
     def run(self, job: Job, reporter: Reporter) -> dict[str, Any]:
         self._reporter = reporter

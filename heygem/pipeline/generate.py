@@ -146,7 +146,8 @@ def _render_all(job: Job, engine: LipSyncEngine, reporter: Reporter, writer: Vid
                 size: tuple[int, int], segments: list[Segment], features: Any, options: PipelineOptions) -> int:
     """Renders every output frame into the writer; returns how many frames had no face."""
     media = job.config.media
-    frames: queue.Queue[Any] = queue.Queue(maxsize=media.batch_frames)
+    batch_frames = engine.frames_per_render()
+    frames: queue.Queue[Any] = queue.Queue(maxsize=batch_frames)
     stop = threading.Event()
     producer = threading.Thread(target=_produce, name="decode-track", daemon=True,
                                 args=(video, size, segments, media, frames, stop))
@@ -158,7 +159,7 @@ def _render_all(job: Job, engine: LipSyncEngine, reporter: Reporter, writer: Vid
     faceless = 0
     done = 0
     try:
-        for batch in _batches(frames, media.batch_frames):
+        for batch in _batches(frames, batch_frames):
             found = [points is not None for points in batch.landmarks]
             faceless += found.count(False)
             faces_in_first_pass += sum(hit for index, hit in zip(batch.indices, found, strict=True)

@@ -81,6 +81,7 @@ class TaskSupervisor:
         self._wake_reader, self._wake_writer = self._context.Pipe(duplex=False)
         self._stopping = threading.Event()
         self._ready = threading.Event()
+        self._start_error: Exception | None = None
         self._thread: threading.Thread | None = None
         self._manager: StatusManager | None = None
         self._statuses: DictProxy | None = None
@@ -95,6 +96,10 @@ class TaskSupervisor:
         self._thread.start()
         if not self._ready.wait(60):
             raise RuntimeError("the task supervisor did not start within 60 s")
+        if self._start_error is not None:
+            raise RuntimeError(f"the task supervisor could not start its status Manager process "
+                               f"({type(self._start_error).__name__}: {self._start_error}); spawned processes "
+                               "need the main program to be a file, not standard input") from self._start_error
         atexit.register(self.shutdown)
         logger.info("task supervisor started: max_workers={}, data in {}", self._settings.max_workers,
                     self.config.paths.data_dir)
@@ -236,8 +241,13 @@ class TaskSupervisor:
     # ----- the supervisor thread --------------------------------------------------------------------
 
     def _run(self) -> None:
-        self._start_manager()
-        self._ready.set()
+        try:
+            self._start_manager()
+        except Exception as exc:  # start() reports it at once instead of waiting for a ready signal
+            self._start_error = exc
+            return
+        finally:
+            self._ready.set()
         next_poll = 0.0
         try:
             while not self._stopping.is_set():
