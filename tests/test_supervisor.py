@@ -301,3 +301,15 @@ def test_restart_after_a_crash_keeps_every_task(make_config: ConfigFactory, inpu
             assert wait_final(supervisor, code, timeout_s=60).state is TaskState.SUCCEEDED
     finally:
         supervisor.shutdown()
+
+
+def test_the_deadline_scales_with_the_audio_duration(start_supervisor, inputs, tmp_path: Path) -> None:
+    from heygem.pipeline import samples
+
+    speech = tmp_path / "three-seconds.wav"
+    samples.write_wav(speech, samples.speech_like_audio(3.0))
+    supervisor = start_supervisor(task_timeout_s=1, timeout_per_media_s=2)
+    long_enough = submit(supervisor, (speech, inputs[1]), [["render", 2]])
+    assert wait_final(supervisor, long_enough).state is TaskState.SUCCEEDED
+    too_long = submit(supervisor, (speech, inputs[1]), [["render", 30]])
+    assert wait_final(supervisor, too_long).message.startswith("timed out after 6 s in stage render")

@@ -24,8 +24,8 @@ from heygem.config import Config
 from heygem.engines.registry import DEFAULT_ENGINE, engine_availability, resolve_engine
 from heygem.errors import EngineUnavailableError, InputError, QueueFullError, TaskNotFoundError
 from heygem.logs import task_log_path
+from heygem.pipeline.media import probe_audio
 from heygem.supervisor.admission import admit, probe_gpus
-from heygem.supervisor.media_check import is_valid_video, media_duration_s
 from heygem.supervisor.processes import describe_exit, kill_group, kill_leftovers, serve_status_manager
 from heygem.supervisor.protocol import (
     CONNECTION_ERRORS,
@@ -34,6 +34,7 @@ from heygem.supervisor.protocol import (
     read_outcome,
     write_manager_address,
 )
+from heygem.supervisor.results import is_valid_video
 from heygem.supervisor.states import TaskRecord, TaskRequest, TaskState
 from heygem.supervisor.store import TaskStore, TransitionError
 from heygem.supervisor.worker import WorkerSpec, run_worker
@@ -402,7 +403,10 @@ class TaskSupervisor:
     def _deadline_s(self, record: TaskRecord) -> float:
         deadline = self._settings.task_timeout_s
         if self._settings.timeout_per_media_s > 0:
-            duration = media_duration_s(Path(record.audio_path)) or 0.0
+            try:
+                duration = probe_audio(Path(record.audio_path)).duration
+            except InputError:  # the worker will report what is wrong with the file
+                duration = 0.0
             deadline = max(deadline, self._settings.timeout_per_media_s * duration)
         return deadline
 

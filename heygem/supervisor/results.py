@@ -1,4 +1,4 @@
-"""Small facts the supervisor needs about media files, read with PyAV."""
+"""Whether a result file is a usable video: the supervisor keeps such a result even when a worker failed."""
 
 from __future__ import annotations
 
@@ -19,15 +19,3 @@ def is_valid_video(path: Path) -> bool:
     except (av.FFmpegError, StopIteration, OSError, ValueError):
         return False
     return True
-
-
-def media_duration_s(path: Path) -> float | None:
-    import av
-
-    try:
-        with av.open(str(path)) as container:
-            if container.duration is not None:
-                return container.duration / 1_000_000
-    except (av.FFmpegError, OSError, ValueError):
-        return None
-    return None
