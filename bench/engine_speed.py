@@ -3,6 +3,7 @@
     python -m bench.engine_speed                  # 8 s 1280x720 25 fps talking head, 5 rounds
     python -m bench.engine_speed --rounds 7 --engine meshwarp
     python -m bench.engine_speed --memory         # also: peak memory on 1080p clips of 20 s and 60 s
+    python -m bench.engine_speed --rounds 1 --memory --memory-lengths 600   # the 10-minute 1080p case
 
 Each round times, back to back, (a) `ffmpeg` decoding the clip and encoding it with the configured
 libx264 preset/crf plus AAC, and (b) `python -m heygem generate` on the same clip (interpreter start-up,
@@ -132,10 +133,10 @@ def measure_speed(rounds: int, engine: str, folder: Path) -> dict[str, Any]:
             "all_generate_s": [round(value, 2) for value in ours], "all_ffmpeg_s": [round(value, 2) for value in plain]}
 
 
-def measure_memory(engine: str, folder: Path) -> list[dict[str, Any]]:
-    """Peak memory on 1080p clips of two lengths: with streaming it must not grow with the length."""
+def measure_memory(engine: str, folder: Path, lengths: list[float]) -> list[dict[str, Any]]:
+    """Peak memory on 1080p clips of several lengths: with streaming it must not grow with the length."""
     results = []
-    for seconds in (20.0, 60.0):
+    for seconds in lengths:
         video, audio = folder / f"portrait_1080p_{seconds:g}s.mp4", folder / f"speech_{seconds:g}s.wav"
         if not video.exists():
             frames = samples.moving_portrait_frames(round(seconds * FPS), FPS, (1920, 1080))
@@ -155,13 +156,15 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--engine", default="meshwarp")
     parser.add_argument("--memory", action="store_true", help="also measure peak memory on long 1080p clips")
+    parser.add_argument("--memory-lengths", type=float, nargs="+", default=[20.0, 60.0], metavar="SECONDS",
+                        help="lengths of the 1080p clips for --memory (600: the 10-minute case)")
     args = parser.parse_args()
     folder = RESULTS / "engine_speed_media"
     folder.mkdir(parents=True, exist_ok=True)
     report: dict[str, Any] = {"machine": f"{os.cpu_count()} CPU cores", "load_average": os.getloadavg(),
                               "speed": measure_speed(args.rounds, args.engine, folder)}
     if args.memory:
-        report["memory"] = measure_memory(args.engine, folder)
+        report["memory"] = measure_memory(args.engine, folder, args.memory_lengths)
     (RESULTS / "engine_speed.json").write_text(json.dumps(report, indent=2))
     speed = report["speed"]
     print(f"| measure | result (median of {speed['rounds']}) |\n|---|---|")
