@@ -98,7 +98,7 @@ def test_the_json_api_shows_timings_result_and_serves_only_the_result(client: ht
     ({"audio_url": "absent.wav"}, "audio_url: no such file"),
     ({"video_url": "speech.wav"}, "video_url: this is an audio file"),
     ({"audio_url": "http://127.0.0.1:9/a.wav"}, "URL downloads are disabled"),
-    ({"code": "../../evil"}, "code must be"),
+    ({"code": "../../evil"}, "task code '../../evil' is invalid"),
     ({"pn": "sideways"}, "pn must be 0 or 1"),
     ({"engine": "os:system"}, "engine must be one of"),
     ({"code": "first-job"}, "already used"),

@@ -6,7 +6,6 @@ Every answer is HTTP 200 with {"code", "data", "msg", "success"}; the numeric co
 from __future__ import annotations
 
 import json
-import re
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -24,7 +23,7 @@ from heygem.config import Config
 from heygem.engines.registry import DEFAULT_ENGINE, ENGINES
 from heygem.errors import InputError, QueueFullError, TaskNotFoundError
 from heygem.supervisor import TaskSupervisor
-from heygem.supervisor.states import TaskRequest
+from heygem.supervisor.states import TaskRequest, check_task_code
 
 SUCCESS = 10000
 BUSY = 10001
@@ -32,8 +31,6 @@ BAD_PARAMETER = 10002
 NOT_FOUND = 10004
 SYSTEM_ERROR = 9999
 
-# The code names the result file (<code>-r.mp4), so it must be a plain file-name fragment.
-CODE_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 # True == 1 and False == 0, so these sets also hold the booleans.
 TRUE_VALUES = {1, "1", "true", "True", "yes"}
 FALSE_VALUES = {0, "0", "false", "False", "no", None, ""}
@@ -86,9 +83,7 @@ def cancel(supervisor: SupervisorDep, code: str = "") -> JSONResponse:
 
 
 def submit_task(body: dict[str, Any], supervisor: TaskSupervisor, config: Config) -> dict[str, Any]:
-    code = body.get("code") or str(uuid.uuid4())
-    if not isinstance(code, str) or not CODE_PATTERN.match(code):
-        raise InputError("code must be 1-128 letters, digits, '.', '_' or '-' (a UUID works)")
+    code = check_task_code(body.get("code") or str(uuid.uuid4()))
     refuse_known_code(code, supervisor)
     options = task_options(body)
     engine = body.get("engine") or DEFAULT_ENGINE

@@ -6,7 +6,6 @@ import atexit
 import contextlib
 import dataclasses
 import multiprocessing
-import re
 import shutil
 import threading
 import time
@@ -35,11 +34,10 @@ from heygem.supervisor.protocol import (
     write_manager_address,
 )
 from heygem.supervisor.results import is_valid_video
-from heygem.supervisor.states import TaskRecord, TaskRequest, TaskState
+from heygem.supervisor.states import TaskRecord, TaskRequest, TaskState, check_task_code
 from heygem.supervisor.store import TaskStore, TransitionError
 from heygem.supervisor.worker import WorkerSpec, run_worker
 
-CODE_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 QUEUED_MESSAGE = "waiting in queue"
 
 
@@ -107,9 +105,7 @@ class TaskSupervisor:
         return self
 
     def submit(self, request: TaskRequest) -> str:
-        code = request.code or uuid.uuid4().hex
-        if not CODE_PATTERN.fullmatch(code):
-            raise InputError(f"task code {code!r} is invalid: use 1-128 letters, digits, '.', '_' or '-'")
+        code = check_task_code(request.code or uuid.uuid4().hex)
         engine = request.engine or DEFAULT_ENGINE
         audio_path, video_path = Path(request.audio_path).resolve(), Path(request.video_path).resolve()
         for kind, path in (("audio", audio_path), ("video", video_path)):
