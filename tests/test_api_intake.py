@@ -81,7 +81,10 @@ def test_an_accepted_upload_is_copied_into_the_uploads_folder(media: dict[str, P
 def test_relative_paths_resolve_against_the_input_folder(media: dict[str, Path], config: Config) -> None:
     (config.paths.input_dir / "clip.mp4").write_bytes(media["video"].read_bytes())
     assert resolve_input_path("clip.mp4", "video_url", config) == (config.paths.input_dir / "clip.mp4").resolve()
-    assert accept_api_input("sub/../clip.mp4", "video_url", "video", config).name == "clip.mp4"
+    accepted = accept_api_input("sub/../clip.mp4", "video_url", "video", config)
+    # A copy under uploads/: the caller may delete its own file while the task waits in the queue.
+    assert accepted.parent == config.paths.uploads_dir and accepted.name.endswith("-video-clip.mp4")
+    assert accepted.read_bytes() == media["video"].read_bytes()
 
 
 @pytest.mark.parametrize("value", ["../../etc/passwd", "/etc/passwd", "../inputs-sibling/x.wav"])

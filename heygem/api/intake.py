@@ -40,7 +40,13 @@ def accept_api_input(value: object, field: str, slot: Slot, config: Config) -> P
     if not isinstance(value, str) or not value.strip():
         raise InputError(f"{field} is required (a path or an http(s) URL)")
     value = value.strip()
-    path = download_url(value, field, slot, config) if is_url(value) else resolve_input_path(value, field, config)
+    if not is_url(value):
+        source = resolve_input_path(value, field, config)
+        try:
+            return accept_upload(source, slot, config)
+        except InputError as exc:
+            raise InputError(f"{field}: {exc}") from None
+    path = download_url(value, field, slot, config)
     try:
         check_media(path, slot, config.server)
     except InputError as exc:
