@@ -46,3 +46,6 @@ def test_a_finished_task_reattaches_with_its_result(start_supervisor, inputs) ->
     assert "Done" in status and result == record.result_path
     assert download.visible and not timer.active
     assert studio.poll("no-such-task")[0] == IDLE_HTML
+    code_shown, status, *_ = studio.attach("no-such-task")
+    assert code_shown == "" and "No task with code <b>no-such-task</b>" in status
+    assert studio.attach("")[1] == IDLE_HTML

@@ -24,6 +24,7 @@ from heygem.ui.views import (
     IDLE_HTML,
     TASK_COLUMNS,
     engine_note,
+    missing_html,
     models_markdown,
     status_html,
     system_markdown,
@@ -95,7 +96,8 @@ class Studio:
         """Show a task from scratch (after submit, a reload or "Open"), clearing any previous result."""
         record = self.find(code)
         if record is None:
-            return ("", *self.idle_view())
+            idle = self.idle_view()
+            return ("", missing_html(code.strip()) if code.strip() else idle[0], *idle[1:])
         if record.state.is_final:
             return (record.code, *self.final_view(record))
         return (record.code, status_html(record), None, gr.DownloadButton(value=None, visible=False),
@@ -224,8 +226,8 @@ def build_studio(supervisor: TaskSupervisor, config: Config) -> gr.Blocks:
                     delete_button = gr.Button("Delete with files", variant="stop", scale=1)
                 table_timer = gr.Timer(max(2.0, 2 * refresh_s))
             with gr.Tab("System", id="system") as system_tab:
-                system_info = gr.Markdown()
-                models_info = gr.Markdown()
+                system_info = gr.Markdown(elem_classes=["hg-system"])
+                models_info = gr.Markdown(elem_classes=["hg-system"])
                 refresh_system = gr.Button("Refresh", size="sm")
         gr.Markdown(f"HeyGem {__version__} · tasks keep running when this page is closed · "
                     "the same tasks are served to HeyGem.ai clients at /easy/*", elem_classes=["hg-footer"])

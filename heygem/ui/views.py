@@ -28,6 +28,12 @@ IDLE_HTML = ('<div class="hg-card hg-idle">Upload a speech and a video, then pre
              "The task keeps running if you close this page; open it again from the Tasks tab.</div>")
 
 
+def missing_html(code: str) -> str:
+    """The card for a ?code= link (or a pasted code) that names no task on this server."""
+    return (f'<div class="hg-card hg-idle">No task with code <b>{html.escape(code)}</b> on this server: it may '
+            "have been deleted. Start a new one, or pick one in the Tasks tab.</div>")
+
+
 def display_name(path: str) -> str:
     return UPLOAD_PREFIX.sub("", Path(path).name)
 
