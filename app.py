@@ -44,11 +44,16 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from heygem.api.server import create_app
 
+    try:
+        app = create_app(config)
+    except HeyGemError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     server = config.server
     print(f"HeyGem studio on http://{server.host}:{server.port}/ (HeyGem API at /easy/submit, /easy/query)",
           flush=True)
     # uvicorn turns SIGINT/SIGTERM into the app's shutdown, which stops the supervisor and its workers.
-    uvicorn.run(create_app(config), host=server.host, port=server.port, log_level=config.logging.level.lower(),
+    uvicorn.run(app, host=server.host, port=server.port, log_level=config.logging.level.lower(),
                 timeout_graceful_shutdown=server.shutdown_grace_s, access_log=False)
     return 0
 

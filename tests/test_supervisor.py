@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from heygem.config import Config
-from heygem.errors import InputError, QueueFullError, TaskNotFoundError
+from heygem.errors import HeyGemError, InputError, QueueFullError, TaskNotFoundError
 from heygem.supervisor import TaskRequest, TaskState, TaskSupervisor
 from heygem.supervisor.processes import group_members
 from tests.conftest import REPO_ROOT, SUPERVISOR_TEST_SETTINGS, ConfigFactory
@@ -316,3 +316,11 @@ def test_the_deadline_scales_with_the_audio_duration(start_supervisor, inputs, t
     assert wait_final(supervisor, long_enough).state is TaskState.SUCCEEDED
     too_long = submit(supervisor, (speech, inputs[1]), [["render", 30]])
     assert wait_final(supervisor, too_long).message.startswith("timed out after 6 s in stage render")
+
+
+def test_a_second_supervisor_on_the_same_data_folder_is_refused(start_supervisor) -> None:
+    first = start_supervisor()
+    with pytest.raises(HeyGemError, match=rf"another HeyGem service \(pid {os.getpid()}\) is already using"):
+        TaskSupervisor(first.config)
+    first.shutdown()
+    TaskSupervisor(first.config).start().shutdown()

@@ -5,7 +5,9 @@ from __future__ import annotations
 import atexit
 import contextlib
 import dataclasses
+import fcntl
 import multiprocessing
+import os
 import shutil
 import threading
 import time
@@ -14,14 +16,14 @@ from multiprocessing import connection
 from multiprocessing.managers import DictProxy
 from multiprocessing.process import BaseProcess
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from loguru import logger
 
 from heygem import __version__
 from heygem.config import Config
 from heygem.engines.registry import DEFAULT_ENGINE, engine_availability, resolve_engine
-from heygem.errors import EngineUnavailableError, InputError, QueueFullError, TaskNotFoundError
+from heygem.errors import EngineUnavailableError, HeyGemError, InputError, QueueFullError, TaskNotFoundError
 from heygem.logs import task_log_path
 from heygem.pipeline.media import probe_audio
 from heygem.supervisor.admission import admit, probe_gpus
@@ -39,6 +41,26 @@ from heygem.supervisor.store import TaskStore, TransitionError
 from heygem.supervisor.worker import WorkerSpec, run_worker
 
 QUEUED_MESSAGE = "waiting in queue"
+
+
+def hold_data_dir(lock_path: Path) -> IO[str]:
+    """An exclusive lock on the data folder for this supervisor's lifetime (released when the process dies).
+
+    A second app on the same folder would take the first one's running tasks for interrupted ones.
+    """
+    handle = lock_path.open("a+", encoding="utf-8")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        owner = handle.read().strip() or "unknown"
+        handle.close()
+        raise HeyGemError(f"another HeyGem service (pid {owner}) is already using {lock_path.parent.parent}; "
+                          "stop it, or give this one its own paths.data_dir") from None
+    handle.truncate(0)
+    handle.write(str(os.getpid()))
+    handle.flush()
+    return handle
 
 
 @dataclasses.dataclass
@@ -73,6 +95,7 @@ class TaskSupervisor:
         for folder in (config.paths.results_dir, config.paths.temp_dir, config.paths.logs_dir,
                        config.paths.data_dir / "run"):
             folder.mkdir(parents=True, exist_ok=True)
+        self._data_lock = hold_data_dir(config.paths.data_dir / "run" / "supervisor.lock")
         self._store = TaskStore(config.paths.db_path)
         self._lock = threading.RLock()
         self._changed = threading.Condition(self._lock)
@@ -214,12 +237,14 @@ class TaskSupervisor:
             return process.pid if process is not None else None
 
     def shutdown(self) -> None:
-        if self._thread is None or self._stopping.is_set():
+        if self._stopping.is_set():
             return
         self._stopping.set()
-        self._wake()
-        self._thread.join(timeout=30)
-        logger.info("task supervisor stopped")
+        if self._thread is not None:
+            self._wake()
+            self._thread.join(timeout=30)
+            logger.info("task supervisor stopped")
+        self._data_lock.close()
 
     def _with_live_progress(self, record: TaskRecord) -> TaskRecord:
         """The store lags by up to a poll interval; the Manager dict holds the worker's latest progress."""
