@@ -1,4 +1,4 @@
-"""Putting a changed face region back into its frame without seams: feathered masks, blending, colour match."""
+"""Putting a changed face region back into its frame without seams: feathered masks and blending; labels."""
 
 from __future__ import annotations
 
@@ -22,26 +22,6 @@ def blend(base: np.ndarray, overlay: np.ndarray, alpha: np.ndarray) -> np.ndarra
     weight = alpha[..., None] if alpha.ndim == 2 else alpha
     mixed = base.astype(np.float32) + (overlay.astype(np.float32) - base.astype(np.float32)) * weight
     return np.clip(mixed + 0.5, 0, 255).astype(np.uint8)
-
-
-def match_colour(patch: np.ndarray, reference: np.ndarray, patch_mask: np.ndarray | None = None,
-                 reference_mask: np.ndarray | None = None, strength: float = 1.0) -> np.ndarray:
-    """Shifts the patch's mean and spread per Lab channel towards the reference's (Reinhard transfer).
-
-    Used where pixels from elsewhere (a synthesised mouth, a generated face) must take on the lighting and
-    white balance of the frame they are pasted into. Masks select which pixels the statistics come from.
-    """
-    patch_lab = cv2.cvtColor(patch, cv2.COLOR_BGR2LAB).astype(np.float32)
-    reference_lab = cv2.cvtColor(reference, cv2.COLOR_BGR2LAB).astype(np.float32)
-    source = patch_lab[patch_mask > 0] if patch_mask is not None else patch_lab.reshape(-1, 3)
-    target = reference_lab[reference_mask > 0] if reference_mask is not None else reference_lab.reshape(-1, 3)
-    if len(source) < 2 or len(target) < 2:
-        return patch
-    source_mean, source_std = source.mean(axis=0), source.std(axis=0) + 1e-3
-    target_mean, target_std = target.mean(axis=0), target.std(axis=0) + 1e-3
-    matched = (patch_lab - source_mean) * (target_std / source_std) + target_mean
-    mixed = patch_lab + (matched - patch_lab) * strength
-    return cv2.cvtColor(np.clip(mixed, 0, 255).astype(np.uint8), cv2.COLOR_LAB2BGR)
 
 
 def draw_badge(frame: np.ndarray, text: str, corner: str, opacity: float) -> None:

@@ -107,10 +107,6 @@ class WorkerReporter:
     def current_stage(self) -> str:
         return self._status["stage"]
 
-    @property
-    def current_progress(self) -> float:
-        return self._status["progress"]
-
     def stage(self, name: str) -> None:
         now = time.monotonic()
         logger.info("stage {} begins ({} took {:.2f} s)", name, self._status["stage"], now - self._stage_began)
