@@ -23,3 +23,21 @@ class TaskNotFoundError(HeyGemError):
 
 class EngineUnavailableError(HeyGemError):
     """The engine cannot run here (missing model file, missing package, no GPU); the message says why."""
+
+
+# Messages quote what a caller sent; a value of any size must not come back whole (a 100 KB "code" would).
+QUOTE_LIMIT = 60
+
+
+def quote_input(value: object) -> str:
+    """repr() of a caller's value for a message, cut to QUOTE_LIMIT characters with its full length noted."""
+    text = repr(value)
+    if len(text) <= QUOTE_LIMIT:
+        return text
+    length = f" ({len(value)} characters)" if isinstance(value, str) else ""
+    return f"{text[:QUOTE_LIMIT]}…{length}"
+
+
+def one_line(text: str) -> str:
+    """A multi-line text (ffmpeg's stderr holds one error per line) as one line: a task's message is one line."""
+    return " | ".join(line.strip() for line in text.splitlines() if line.strip())

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import httpx
 import pytest
 
 from heygem.config import Config, load_config
 from heygem.supervisor import TaskSupervisor
+
+if TYPE_CHECKING:  # tests.server_process imports this module
+    from tests.server_process import ServerProcess
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SHARED_MEDIA = REPO_ROOT.parent / "shared" / "media"
@@ -63,3 +67,10 @@ def start_supervisor(make_config: ConfigFactory) -> Iterator[Callable[..., TaskS
     yield start
     for supervisor in started:
         supervisor.shutdown()
+
+
+@pytest.fixture(scope="module")
+def client(server: ServerProcess) -> Iterator[httpx.Client]:
+    """An HTTP client of the module's `server` fixture (a `python app.py` subprocess)."""
+    with httpx.Client(base_url=server.url, timeout=30) as client:
+        yield client

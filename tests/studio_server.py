@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,14 @@ def write_inputs(folder: Path) -> tuple[Path, Path]:
     """A 2 s speech and a 2 s small portrait video (the built-in engine needs a real face)."""
     folder.mkdir(parents=True, exist_ok=True)
     return make_speech(folder / "speech.wav", CLIP_S), astronaut_video(folder / "portrait.mp4", CLIP_S, size=(256, 256))
+
+
+def submit(client: httpx.Client, **fields: Any) -> dict[str, Any]:
+    """POST /easy/submit of the inputs write_inputs() made, with a fresh code; `fields` override any of it."""
+    body = {"audio_url": "speech.wav", "video_url": "portrait.mp4", "code": str(uuid.uuid4()), **fields}
+    answer = client.post("/easy/submit", json=body)
+    assert answer.status_code == 200
+    return answer.json()
 
 
 def query(client: httpx.Client, code: str) -> dict[str, Any]:

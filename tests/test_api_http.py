@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import signal
-import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -18,7 +17,7 @@ import httpx
 import pytest
 
 from tests.server_process import ServerProcess
-from tests.studio_server import query, wait_done, write_inputs
+from tests.studio_server import query, submit, wait_done, write_inputs
 
 QUEUE_MAX = 3
 
@@ -32,19 +31,6 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     server.start()
     yield server
     server.stop()
-
-
-@pytest.fixture(scope="module")
-def client(server: ServerProcess) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=server.url, timeout=30) as client:
-        yield client
-
-
-def submit(client: httpx.Client, **fields: Any) -> dict[str, Any]:
-    body = {"audio_url": "speech.wav", "video_url": "portrait.mp4", "code": str(uuid.uuid4()), **fields}
-    answer = client.post("/easy/submit", json=body)
-    assert answer.status_code == 200
-    return answer.json()
 
 
 def test_health_and_metrics(client: httpx.Client) -> None:
@@ -96,7 +82,7 @@ def test_the_json_api_shows_timings_result_and_serves_only_the_result(client: ht
     ({"audio_url": "../../etc/passwd"}, "audio_url: '../../etc/passwd' is outside the folders"),
     ({"video_url": "/etc/passwd"}, "video_url: '/etc/passwd' is outside the folders"),
     ({"audio_url": "escape.wav"}, "audio_url: 'escape.wav' is outside the folders"),
-    ({"audio_url": "absent.wav"}, "audio_url: no such file"),
+    ({"audio_url": "absent.wav"}, "audio_url: file not found"),
     ({"video_url": "speech.wav"}, "video_url: this is an audio file"),
     ({"audio_url": "http://127.0.0.1:9/a.wav"}, "URL downloads are disabled"),
     ({"code": "../../evil"}, "task code '../../evil' is invalid"),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import http.server
+import os
 import subprocess
 import threading
 from collections.abc import Iterator
@@ -106,7 +107,7 @@ def test_absolute_paths_inside_a_configured_root_are_accepted(media: dict[str, P
 
 
 def test_missing_files_and_disabled_downloads_say_so(config: Config) -> None:
-    with pytest.raises(InputError, match="no such file"):
+    with pytest.raises(InputError, match=r"audio_url: file not found: 'absent\.wav'"):
         resolve_input_path("absent.wav", "audio_url", config)
     with pytest.raises(InputError, match="URL downloads are disabled"):
         accept_api_input("https://example.com/a.wav", "audio_url", "audio", config)
@@ -143,3 +144,16 @@ def test_downloads_over_the_limit_or_of_the_wrong_kind_leave_nothing_behind(web_
     with pytest.raises(InputError, match="404"):
         accept_api_input(f"{web_server}/absent.wav", "audio_url", "audio", roomy)
     assert not any(config.paths.uploads_dir.iterdir())
+
+
+def test_special_files_and_overlong_names_are_named_for_what_they_are(config: Config) -> None:
+    config.paths.input_dir.mkdir(parents=True, exist_ok=True)
+    os.mkfifo(config.paths.input_dir / "pipe.wav")
+    (config.paths.input_dir / "folder.wav").mkdir()
+    with pytest.raises(InputError, match=r"audio_url: file is a named pipe \(FIFO\), not a regular file: 'pipe\.wav'"):
+        resolve_input_path("pipe.wav", "audio_url", config)
+    with pytest.raises(InputError, match=r"audio_url: file is a folder, not a regular file: 'folder\.wav'"):
+        resolve_input_path("folder.wav", "audio_url", config)
+    with pytest.raises(InputError, match=r"audio_url: file has a name too long .*\(300 characters\)") as refused:
+        resolve_input_path("a" * 300, "audio_url", config)
+    assert len(str(refused.value)) < 300, "the name is not echoed whole"

@@ -16,7 +16,8 @@ import httpx
 
 from heygem.api.media_check import Slot, check_media
 from heygem.config import Config
-from heygem.errors import InputError
+from heygem.errors import InputError, quote_input
+from heygem.files import require_regular_file
 
 URL_PATTERN = re.compile(r"^https?://", re.IGNORECASE)
 SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
@@ -75,13 +76,12 @@ def resolve_input_path(value: str, field: str, config: Config) -> Path:
     try:
         resolved = candidate.resolve()
     except (OSError, ValueError, RuntimeError) as exc:
-        raise InputError(f"{field}: {value!r} is not a usable path ({exc})") from None
+        raise InputError(f"{field}: {quote_input(value)} is not a usable path ({exc})") from None
     roots = allowed_roots(config)
     if not any(resolved.is_relative_to(root) for root in roots):
-        raise InputError(f"{field}: {value!r} is outside the folders this server reads from "
+        raise InputError(f"{field}: {quote_input(value)} is outside the folders this server reads from "
                          f"({', '.join(map(str, roots))})")
-    if not resolved.is_file():
-        raise InputError(f"{field}: no such file: {value!r} (looked at {resolved})")
+    require_regular_file(resolved, f"{field}: file", f"{quote_input(value)} (looked at {quote_input(str(resolved))})")
     return resolved
 
 

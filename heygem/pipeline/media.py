@@ -20,8 +20,14 @@ import cv2
 import numpy as np
 
 from heygem.errors import InputError
+from heygem.files import require_regular_file
 
 SAMPLE_RATE = 16000
+# Decoded audio may fall short of the container's stated duration by encoder padding (a few AAC frames) or by a
+# bit-rate estimate (raw MP3/ADTS files state no length); more than this means frames that do not decode, and a
+# result whose speech stops early.
+SHORTFALL_TOLERANCE_S = 0.3
+SHORTFALL_TOLERANCE_SHARE = 0.05
 # PyAV's error classes for unreadable or damaged input; anything else is a bug and must surface as such.
 _MEDIA_ERRORS = (av.error.FFmpegError, UnicodeDecodeError, EOFError)
 
@@ -66,8 +72,7 @@ def ffmpeg_exe() -> str:
 
 
 def _check_file(path: Path, kind: str) -> None:
-    if not path.is_file():
-        raise InputError(f"{kind} file not found: {path.name}")
+    require_regular_file(path, f"{kind} file", path.name)
     if path.stat().st_size == 0:
         raise InputError(f"{kind} file is empty (zero bytes): {path.name}")
 
@@ -139,6 +144,10 @@ def read_audio(path: Path, max_duration_s: float) -> np.ndarray:
         raise InputError(f"audio file contains no samples: {path.name}")
     if samples.size > (max_duration_s + 0.5) * SAMPLE_RATE:
         raise InputError(f"audio is longer than the maximum of {max_duration_s:.0f} s")
+    decoded_s = samples.size / SAMPLE_RATE
+    if info.duration - decoded_s > max(SHORTFALL_TOLERANCE_S, SHORTFALL_TOLERANCE_SHARE * info.duration):
+        raise InputError(f"audio file is damaged or truncated: only {decoded_s:.2f} s of its {info.duration:.2f} s "
+                         f"decode: {path.name}")
     return samples.copy()
 
 

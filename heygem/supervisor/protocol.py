@@ -20,6 +20,8 @@ from typing import Any, Literal, TypedDict
 
 from loguru import logger
 
+from heygem.errors import one_line
+
 Phase = Literal["init", "run", "done"]
 OUTCOME_FILE = "outcome.json"
 # What a broken connection to the Manager raises; the worker then reconnects on its next write.
@@ -118,7 +120,7 @@ class WorkerReporter:
 
     def error(self, message: str) -> None:
         logger.warning("reported error (may recover): {}", message)
-        self._update(error=message or "unspecified error")
+        self._update(error=one_line(message) or "unspecified error")
 
     def clear_error(self) -> None:
         logger.info("recovered from: {}", self._status["error"])
@@ -126,7 +128,7 @@ class WorkerReporter:
 
     def warn(self, message: str) -> None:
         logger.warning(message)
-        self._update(warning=message)
+        self._update(warning=one_line(message))
 
     def begin_run(self) -> None:
         self._update(phase="run")

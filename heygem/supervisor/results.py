@@ -19,3 +19,10 @@ def is_valid_video(path: Path) -> bool:
     except (av.FFmpegError, StopIteration, OSError, ValueError):
         return False
     return True
+
+
+def remove_legacy_partials(results_dir: Path) -> None:
+    """Version 0.1 let a result grow in results/ as a hidden .<code>-r.partial.mp4, which a crash left there to be
+    served; results now grow in the task's work folder, and any such leftover is removed at start."""
+    for path in results_dir.glob(".*.partial.*"):
+        path.unlink(missing_ok=True)

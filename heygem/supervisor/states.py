@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from heygem.errors import InputError
+from heygem.errors import InputError, quote_input
 
 # A task code names its files (<code>-r.mp4, <code>.log), so it must be a plain file-name fragment.
 _TASK_CODE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
@@ -18,7 +18,7 @@ _TASK_CODE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 def check_task_code(code: object) -> str:
     """The code itself, or an InputError that says what a code may hold."""
     if not isinstance(code, str) or not _TASK_CODE.fullmatch(code):
-        raise InputError(f"task code {code!r} is invalid: use 1-128 letters, digits, '.', '_' or '-' "
+        raise InputError(f"task code {quote_input(code)} is invalid: use 1-128 letters, digits, '.', '_' or '-' "
                          "(a UUID works)")
     return code
 

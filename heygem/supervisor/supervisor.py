@@ -23,7 +23,14 @@ from loguru import logger
 from heygem import __version__
 from heygem.config import Config
 from heygem.engines.registry import DEFAULT_ENGINE, engine_availability, resolve_engine
-from heygem.errors import EngineUnavailableError, HeyGemError, InputError, QueueFullError, TaskNotFoundError
+from heygem.errors import (
+    EngineUnavailableError,
+    HeyGemError,
+    InputError,
+    QueueFullError,
+    TaskNotFoundError,
+    quote_input,
+)
 from heygem.logs import task_log_path
 from heygem.pipeline.media import probe_audio
 from heygem.supervisor.admission import admit, probe_gpus
@@ -35,12 +42,14 @@ from heygem.supervisor.protocol import (
     read_outcome,
     write_manager_address,
 )
-from heygem.supervisor.results import is_valid_video
+from heygem.supervisor.results import is_valid_video, remove_legacy_partials
 from heygem.supervisor.states import TaskRecord, TaskRequest, TaskState, check_task_code
 from heygem.supervisor.store import TaskStore, TransitionError
 from heygem.supervisor.worker import WorkerSpec, run_worker
 
 QUEUED_MESSAGE = "waiting in queue"
+# Linux's limit on a Unix socket's path, in bytes (108 with the terminating NUL).
+MAX_SOCKET_PATH = 107
 
 
 def hold_data_dir(lock_path: Path) -> IO[str]:
@@ -113,6 +122,7 @@ class TaskSupervisor:
     # ----- public API -------------------------------------------------------------------------------
 
     def start(self) -> TaskSupervisor:
+        remove_legacy_partials(self.config.paths.results_dir)
         self._recover_interrupted()
         self._thread = threading.Thread(target=self._run, name="task-supervisor", daemon=True)
         self._thread.start()
@@ -151,7 +161,7 @@ class TaskSupervisor:
     def status(self, code: str) -> TaskRecord:
         record = self._store.get(code)
         if record is None:
-            raise TaskNotFoundError(f"no task with code {code!r}")
+            raise TaskNotFoundError(f"no task with code {quote_input(code)}")
         return self._with_live_progress(record)
 
     def list_tasks(self, limit: int | None = None) -> list[TaskRecord]:
@@ -166,6 +176,7 @@ class TaskSupervisor:
             if worker is None:
                 self._finalize(code, TaskState.CANCELLED, "cancelled while queued")
             else:
+                self._refresh_status(worker)
                 self._end_worker(worker, TaskState.CANCELLED, f"cancelled during {worker.where()}")
         self._wake()
         return self.status(code)
@@ -300,12 +311,24 @@ class TaskSupervisor:
             self._wake_writer.send_bytes(b"!")
 
     def _start_manager(self) -> None:
-        manager = StatusManager(ctx=self._context)
+        manager = StatusManager(address=self._manager_socket(), ctx=self._context)
         manager.start(initializer=serve_status_manager)
         self._manager = manager
         self._statuses = manager.statuses()  # type: ignore[attr-defined]
         self._manager_started_at = time.time()
         write_manager_address(self._address_file, str(manager.address))
+
+    def _manager_socket(self) -> str | None:
+        """The Manager's socket, in <data_dir>/run: left to itself, multiprocessing puts it in a /tmp/pymp-* folder
+        that every app killed with SIGKILL leaves behind. A socket left by a dead Manager is removed first (we hold
+        the data folder's lock, so its owner is gone)."""
+        socket_path = self.config.paths.data_dir.resolve() / "run" / "status-manager.sock"
+        socket_path.unlink(missing_ok=True)
+        if len(os.fsencode(socket_path)) > MAX_SOCKET_PATH:
+            logger.info("{} is too long for a socket path; the status Manager listens in the system's temp folder",
+                        socket_path)
+            return None
+        return str(socket_path)
 
     def _restart_manager(self) -> None:
         logger.error("the status Manager process died; starting a new one (workers reconnect)")
@@ -318,6 +341,15 @@ class TaskSupervisor:
         assert self._statuses is not None
         for code, worker in self._workers.items():
             self._statuses[code] = worker.status
+
+    def _refresh_status(self, worker: _Worker) -> None:
+        """The worker's latest live status: between polls `worker.status` lags, and a message composed from it
+        would name a stage the worker has left."""
+        try:
+            if self._statuses is not None:
+                worker.status = self._statuses.get(worker.code, worker.status)
+        except CONNECTION_ERRORS:
+            pass
 
     def _read_statuses(self) -> dict[str, LiveStatus]:
         assert self._statuses is not None
@@ -448,10 +480,7 @@ class TaskSupervisor:
         kill_group(worker.pid)  # ffmpeg children left behind by a crashed worker
         del self._workers[worker.code]
         if not worker.decided:
-            try:
-                worker.status = self._statuses[worker.code] if self._statuses is not None else worker.status
-            except (KeyError, *CONNECTION_ERRORS):
-                pass
+            self._refresh_status(worker)
             self._classify_exit(worker, exitcode)
         try:
             if self._statuses is not None:

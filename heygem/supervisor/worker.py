@@ -34,10 +34,10 @@ class WorkerSpec:
 
 def describe_exception(exc: BaseException, stage: str) -> str:
     """A non-empty one-line message naming the stage and the cause, whatever the exception holds."""
-    from heygem.errors import HeyGemError
+    from heygem.errors import HeyGemError, one_line
 
     try:
-        text = str(exc).strip()
+        text = one_line(str(exc))
     except Exception:  # an exception whose __str__ itself fails
         text = ""
     if isinstance(exc, HeyGemError) and text:
