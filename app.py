@@ -43,6 +43,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     import uvicorn
 
     from heygem.api.server import create_app
+    from heygem.api.slow_clients import timed_protocol
 
     try:
         app = create_app(config)
@@ -54,6 +55,7 @@ def main(argv: Sequence[str] | None = None) -> int:
           flush=True)
     # uvicorn turns SIGINT/SIGTERM into the app's shutdown, which stops the supervisor and its workers.
     uvicorn.run(app, host=server.host, port=server.port, log_level=config.logging.level.lower(),
+                http=timed_protocol(server.request_timeout_s),
                 timeout_graceful_shutdown=server.shutdown_grace_s, access_log=False)
     return 0
 

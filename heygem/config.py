@@ -111,6 +111,8 @@ class ServerConfig:
     api_token: str | None
     username: str
     password: str | None
+    allow_unauthenticated: bool
+    login_days: float
     max_upload_mb: float
     max_media_duration_s: float
     max_request_kb: int
@@ -121,10 +123,11 @@ class ServerConfig:
     ui_refresh_s: float
     task_list_limit: int
     shutdown_grace_s: float
+    request_timeout_s: float
 
     def check(self) -> None:
-        _require_positive(self, "max_upload_mb", "max_media_duration_s", "max_request_kb", "url_max_mb",
-                          "url_timeout_s", "ui_refresh_s", "task_list_limit")
+        _require_positive(self, "login_days", "max_upload_mb", "max_media_duration_s", "max_request_kb", "url_max_mb",
+                          "url_timeout_s", "ui_refresh_s", "task_list_limit", "request_timeout_s")
         if not 0 < self.port < 65536:
             raise ConfigError(f"server.port: must be between 1 and 65535, got {self.port}")
 

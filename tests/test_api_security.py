@@ -35,11 +35,40 @@ def test_the_api_needs_the_token_and_says_how_to_send_it(client: TestClient) -> 
     assert client.get("/healthz").status_code == 200  # for load balancers and probes: says nothing secret
 
 
-def test_the_page_needs_the_password(client: TestClient) -> None:
+def test_the_page_needs_the_password_or_the_token(client: TestClient) -> None:
     assert client.get("/config").status_code == 401
-    assert client.post("/login", data={"username": "heygem", "password": "wrong"}).status_code == 400
+    assert client.post("/login", data={"username": "heygem", "password": "wrong"}).status_code == 401
+    assert client.post("/login", data={"username": "someone", "password": PASSWORD}).status_code == 401
     assert client.post("/login", data={"username": "heygem", "password": PASSWORD}).status_code == 200
     assert client.get("/config").status_code == 200
+    client.cookies.clear()
+    assert client.post("/login", data={"password": TOKEN}).status_code == 200  # the token signs in too
+    assert client.get("/gradio_api/info").status_code == 200
+    assert client.get("/logout", follow_redirects=False).status_code == 303
+    assert client.get("/config").status_code == 401
+
+
+def test_a_browser_gets_the_sign_in_page_and_comes_back_where_it_was(client: TestClient) -> None:
+    page = client.get("/?code=abc", headers={"Accept": "text/html"})
+    assert page.status_code == 401 and '<form method="post" action="/login">' in page.text
+    assert 'name="next" value="/?code=abc"' in page.text
+    wrong = client.post("/login", data={"password": "nope", "next": "/?code=abc"}, headers={"Accept": "text/html"})
+    assert wrong.status_code == 401 and "Wrong user name and password, or wrong token." in wrong.text
+    signed_in = client.post("/login", data={"password": TOKEN, "next": "/?code=abc"},
+                            headers={"Accept": "text/html"}, follow_redirects=False)
+    assert signed_in.status_code == 303 and signed_in.headers["location"] == "/?code=abc"
+    cookie = signed_in.headers["set-cookie"].lower()
+    assert "httponly" in cookie and "samesite=lax" in cookie
+    elsewhere = client.post("/login", data={"password": TOKEN, "next": "//evil.example/"},
+                            headers={"Accept": "text/html"}, follow_redirects=False)
+    assert elsewhere.headers["location"] == "/"
+
+
+def test_a_forged_or_expired_session_cookie_is_refused(client: TestClient) -> None:
+    client.cookies.set("heygem_session", "99999999999.0123456789abcdef")
+    assert client.get("/config").status_code == 401
+    client.cookies.set("heygem_session", "1.whatever")
+    assert client.get("/config").status_code == 401
 
 
 def test_request_bodies_are_capped(client: TestClient) -> None:

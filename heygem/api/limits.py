@@ -1,51 +1,101 @@
-"""A cap on request bodies, enforced before any route reads them.
+"""Request bodies are read whole before any route sees them: capped in size and in time, then checked.
 
-Page uploads are exempt here: Gradio enforces server.max_upload_mb on them itself (mount_gradio_app's
-max_file_size) while it streams the file to disk.
+Page uploads are exempt: Gradio streams them to disk and enforces server.max_upload_mb itself (mount_gradio_app's
+max_file_size), and the HTTP protocol's timeout (heygem.api.slow_clients) bounds their pauses.
 """
 
 from __future__ import annotations
 
-import json
+from collections.abc import Awaitable, Callable
 
+import anyio
+from starlette.datastructures import Headers
+from starlette.requests import ClientDisconnect
+from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 UPLOAD_PATH = "/gradio_api/upload"
 
+# Inspects a request's whole body before the app gets it; a response refuses the request, None lets it through.
+BodyCheck = Callable[[Scope, bytes], Awaitable[Response | None]]
+
+
+class BodyTooLarge(Exception):
+    """The body grew past the cap (a chunked body declares no length up front)."""
+
 
 class BodyLimitMiddleware:
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int, timeout_s: float, check: BodyCheck | None = None) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.timeout_s = timeout_s
+        self.check = check
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"].startswith(UPLOAD_PATH):
+        if scope["type"] != "http" or scope["path"] == UPLOAD_PATH:
             await self.app(scope, receive, send)
             return
-        declared = dict(scope["headers"]).get(b"content-length", b"0")
-        if not declared.isdigit() or int(declared) > self.max_bytes:
-            await self.refuse(send)
+        headers = Headers(scope=scope)
+        declared = headers.get("content-length")
+        if declared is None and "transfer-encoding" not in headers:  # no body at all (GET, event streams)
+            await self.app(scope, receive, send)
             return
-        await self.app(scope, self.counting(receive), send)
+        if declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes):
+            await self.too_large()(scope, receive, send)
+            return
+        try:
+            with anyio.fail_after(self.timeout_s):
+                body = await read_body(receive, self.max_bytes)
+        except BodyTooLarge:
+            await self.too_large()(scope, receive, send)
+            return
+        except TimeoutError:
+            await refuse(408, f"the request body did not arrive within {self.timeout_s:g} s "
+                              "(server.request_timeout_s)")(scope, receive, send)
+            return
+        except ClientDisconnect:  # nobody left to answer
+            return
+        if self.check is not None:
+            refusal = await self.check(scope, body)
+            if refusal is not None:
+                await refusal(scope, receive, send)
+                return
+        await self.app(scope, replay(body, receive), send)
 
-    def counting(self, receive: Receive) -> Receive:
-        """Chunked bodies declare no length: count them, and end the request as a disconnect past the cap."""
-        received = 0
+    def too_large(self) -> Response:
+        return refuse(413, f"request body larger than {self.max_bytes // 1024} KB (server.max_request_kb)")
 
-        async def limited() -> Message:
-            nonlocal received
-            message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > self.max_bytes:
-                    return {"type": "http.disconnect"}
-            return message
 
-        return limited
+def refuse(status_code: int, message: str) -> Response:
+    # The rest of a refused body is not worth reading: the connection closes after the answer.
+    return JSONResponse({"error": message}, status_code=status_code, headers={"Connection": "close"})
 
-    async def refuse(self, send: Send) -> None:
-        body = json.dumps({"error": f"request body larger than {self.max_bytes // 1024} KB "
-                                    "(server.max_request_kb)"}).encode()
-        await send({"type": "http.response.start", "status": 413,
-                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
-        await send({"type": "http.response.body", "body": body})
+
+async def read_body(receive: Receive, max_bytes: int) -> bytes:
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientDisconnect
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > max_bytes:
+            raise BodyTooLarge
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
+def replay(body: bytes, receive: Receive) -> Receive:
+    """The app reads the body we already hold; after that, receive() waits for the disconnect as usual."""
+    delivered = False
+
+    async def replayed() -> Message:
+        nonlocal delivered
+        if delivered:
+            return await receive()
+        delivered = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    return replayed

@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import gradio as gr
+import gradio.utils
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from heygem import __version__
-from heygem.api import easy, rest
-from heygem.api.context import Unauthorized
+from heygem.api import auth, easy, rest
+from heygem.api.auth import AuthMiddleware, Credentials, check_exposure
+from heygem.api.gradio_files import GradioFileCheck
 from heygem.api.limits import BodyLimitMiddleware
 from heygem.config import Config
 from heygem.errors import HeyGemError, InputError, QueueFullError, TaskNotFoundError
@@ -24,6 +27,7 @@ ERROR_STATUS: dict[type[HeyGemError], int] = {InputError: 400, TaskNotFoundError
 
 
 def create_app(config: Config) -> FastAPI:
+    check_exposure(config.server)
     supervisor = TaskSupervisor(config)
 
     @contextlib.asynccontextmanager
@@ -39,9 +43,15 @@ def create_app(config: Config) -> FastAPI:
                   docs_url=None, redoc_url=None, openapi_url=None)
     app.state.config = config
     app.state.supervisor = supervisor
-    app.add_middleware(BodyLimitMiddleware, max_bytes=config.server.max_request_kb * 1024)
+    app.state.credentials = Credentials(config.server)
+    # The middleware added last runs first: the credential, then the body's size, time and Gradio's file paths.
+    app.add_middleware(BodyLimitMiddleware, max_bytes=config.server.max_request_kb * 1024,
+                       timeout_s=config.server.request_timeout_s,
+                       check=GradioFileCheck(Path(gradio.utils.get_upload_folder())))
+    app.add_middleware(AuthMiddleware, credentials=app.state.credentials)
     app.add_exception_handler(HeyGemError, answer_error)
-    app.add_exception_handler(Unauthorized, answer_unauthorized)
+    # Before the studio's mount: these /login and /logout take precedence over Gradio's.
+    app.include_router(auth.router)
     app.include_router(easy.router)
     app.include_router(rest.router)
     mount_studio(app, supervisor, config)
@@ -50,11 +60,11 @@ def create_app(config: Config) -> FastAPI:
 
 def mount_studio(app: FastAPI, supervisor: TaskSupervisor, config: Config) -> None:
     server = config.server
+    page = build_studio(supervisor, config)
+    # No Gradio `auth`: heygem.api.auth signs people in, for the page and every other route alike.
     gr.mount_gradio_app(
-        app, build_studio(supervisor, config), path="/",
+        app, page, path="/",
         server_name=server.host, server_port=server.port,
-        auth=(server.username, server.password) if server.password else None,
-        auth_message="HeyGem Studio: sign in with the user name and password from the server's configuration.",
         # Results are the only files of ours the page may serve; uploads stay in Gradio's own cache.
         allowed_paths=[str(config.paths.results_dir.resolve())],
         max_file_size=int(server.max_upload_mb * 1e6),
@@ -62,14 +72,12 @@ def mount_studio(app: FastAPI, supervisor: TaskSupervisor, config: Config) -> No
         app_kwargs={"docs_url": None, "redoc_url": None, "openapi_url": None},
         footer_links=[], run_history=False, ssr_mode=False, mcp_server=False, pwa=False, show_error=True,
     )
+    # Gradio checks the files a call names (only its upload folder) once `has_launched` is set, which launch()
+    # does and mount_gradio_app does not. heygem.api.gradio_files checks first; this is the second line.
+    page.has_launched = True
 
 
 async def answer_error(_: Request, exc: Exception) -> JSONResponse:
     status = next((code for kind, code in ERROR_STATUS.items() if isinstance(exc, kind)), 500)
     return JSONResponse({"error": str(exc)}, status_code=status)
 
-
-async def answer_unauthorized(request: Request, exc: Exception) -> JSONResponse:
-    if request.url.path.startswith(easy.router.prefix):
-        return easy.envelope(easy.SYSTEM_ERROR, msg=str(exc), status_code=401)
-    return JSONResponse({"error": str(exc)}, status_code=401)

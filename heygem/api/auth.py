@@ -1,0 +1,219 @@
+"""One authentication rule for every route of the app: the HeyGem API, our JSON API and Gradio's own routes.
+
+With server.api_token or server.password set, a request needs one credential: the token in a header, or the
+cookie that signing in sets (POST /login, with the password or the token). Only /healthz stays open, for probes;
+POST /login is where a credential is exchanged for the cookie. The rule is one ASGI middleware in front of
+everything, so a route added later, ours or Gradio's, is covered without anyone having to remember it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import html
+import ipaddress
+import time
+
+from fastapi import APIRouter, Request
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from starlette.requests import HTTPConnection
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from heygem.api import easy
+from heygem.config import ServerConfig
+from heygem.errors import ConfigError
+
+SESSION_COOKIE = "heygem_session"
+# (method, path) pairs that need no credential: the health probe, and the sign-in that checks one itself.
+PUBLIC = frozenset({("GET", "/healthz"), ("HEAD", "/healthz"), ("POST", "/login")})
+LOGIN_FAILED = "wrong user name and password, or wrong token"
+
+router = APIRouter()
+
+
+class Credentials:
+    """What this server accepts as proof of identity, from server.api_token, server.username and server.password."""
+
+    def __init__(self, server: ServerConfig) -> None:
+        self.token = server.api_token or ""
+        self.username = server.username
+        self.password = server.password or ""
+        self.session_s = server.login_days * 86400
+        # Sign-ins are signed with a key made from the credentials: a new password or token ends them all.
+        secret = "\0".join(("heygem-session", self.token, self.username, self.password))
+        self._key = hashlib.sha256(secret.encode()).digest()
+
+    @property
+    def required(self) -> bool:
+        return bool(self.token or self.password)
+
+    def admit(self, connection: HTTPConnection) -> bool:
+        return self.token_matches(presented_token(connection)) or self.session_valid(
+            connection.cookies.get(SESSION_COOKIE, ""))
+
+    def accept_login(self, username: str, password: str) -> bool:
+        """The sign-in form takes the user name and password, or the token in the password field."""
+        if self.token_matches(password):
+            return True
+        return bool(self.password) and all(hmac.compare_digest(given.encode(), wanted.encode()) for given, wanted in
+                                           ((username, self.username), (password, self.password)))
+
+    def token_matches(self, presented: str) -> bool:
+        return bool(self.token and presented) and hmac.compare_digest(presented.encode(), self.token.encode())
+
+    def new_session(self) -> str:
+        expires = str(int(time.time() + self.session_s))
+        return f"{expires}.{self._sign(expires)}"
+
+    def session_valid(self, value: str) -> bool:
+        expires, _, signature = value.partition(".")
+        return (expires.isdigit() and int(expires) > time.time()
+                and hmac.compare_digest(signature.encode(), self._sign(expires).encode()))
+
+    def how_to_authenticate(self) -> str:
+        ways = ["send 'Authorization: Bearer <token>' or 'X-API-Token: <token>'"] if self.token else []
+        ways.append("sign in at /login")
+        return f"this server requires a credential: {', or '.join(ways)}"
+
+    def _sign(self, text: str) -> str:
+        return hmac.new(self._key, text.encode(), hashlib.sha256).hexdigest()
+
+
+def presented_token(connection: HTTPConnection) -> str:
+    scheme, _, credentials = connection.headers.get("authorization", "").partition(" ")
+    if scheme.lower() == "bearer":
+        return credentials.strip()
+    return connection.headers.get("x-api-token", "")
+
+
+class AuthMiddleware:
+    """Refuses every request without a credential, except the PUBLIC ones, when the server has credentials."""
+
+    def __init__(self, app: ASGIApp, credentials: Credentials) -> None:
+        self.app = app
+        self.credentials = credentials
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket") or not self.credentials.required:
+            await self.app(scope, receive, send)
+            return
+        connection = HTTPConnection(scope)
+        if (scope.get("method"), scope["path"]) in PUBLIC or self.credentials.admit(connection):
+            await self.app(scope, receive, send)
+            return
+        if scope["type"] == "websocket":
+            await send({"type": "websocket.close", "code": 1008})  # closing before accepting refuses the handshake
+            return
+        await self.refusal(connection)(scope, receive, send)
+
+    def refusal(self, connection: HTTPConnection) -> Response:
+        message = self.credentials.how_to_authenticate()
+        if connection.url.path.startswith(easy.router.prefix):
+            return easy.envelope(easy.SYSTEM_ERROR, msg=message, status_code=401)
+        if connection.scope.get("method") in ("GET", "HEAD") and wants_html(connection):
+            return login_page(self.credentials, next_path(connection), status_code=401)
+        headers = {"WWW-Authenticate": 'Bearer realm="HeyGem"'} if self.credentials.token else None
+        return JSONResponse({"error": message}, status_code=401, headers=headers)
+
+
+@router.post("/login")
+async def login(request: Request) -> Response:
+    """Exchanges the password (or the token) for the session cookie; gradio_client's `auth=` posts here too."""
+    credentials: Credentials = request.app.state.credentials
+    form = await request.form()
+    username, password = str(form.get("username") or ""), str(form.get("password") or "")
+    target = safe_target(str(form.get("next") or "/"))
+    browser = wants_html(request)
+    if not credentials.required:
+        return JSONResponse({"error": "this server has no password or token to sign in with"}, status_code=400)
+    if not credentials.accept_login(username, password):
+        if browser:
+            return login_page(credentials, target, error=LOGIN_FAILED.capitalize() + ".", status_code=401)
+        return JSONResponse({"error": LOGIN_FAILED}, status_code=401)
+    response: Response = RedirectResponse(target, status_code=303) if browser else JSONResponse({"success": True})
+    # HttpOnly keeps it from scripts; SameSite=Lax keeps it off other sites' requests (forged form posts).
+    response.set_cookie(SESSION_COOKIE, credentials.new_session(), max_age=int(credentials.session_s), path="/",
+                        httponly=True, samesite="lax", secure=request.url.scheme == "https")
+    return response
+
+
+@router.get("/logout")
+def logout() -> RedirectResponse:
+    response = RedirectResponse("/", status_code=303)
+    response.delete_cookie(SESSION_COOKIE, path="/")
+    return response
+
+
+def wants_html(connection: HTTPConnection) -> bool:
+    """A browser navigating or posting a form (rather than a script, or the page's own calls) gets HTML."""
+    return "text/html" in connection.headers.get("accept", "")
+
+
+def next_path(connection: HTTPConnection) -> str:
+    query = connection.url.query
+    return connection.url.path + (f"?{query}" if query else "")
+
+
+def safe_target(target: str) -> str:
+    """Only a path on this server: '//host' and '/\\host' would send the browser elsewhere after signing in."""
+    if target.startswith("/") and not target.startswith(("//", "/\\")):
+        return target
+    return "/"
+
+
+def login_page(credentials: Credentials, target: str, error: str = "", status_code: int = 200) -> HTMLResponse:
+    """A self-contained sign-in form: every other file of the page needs the credential it asks for."""
+    if credentials.password:
+        secret_label = "Password or API token" if credentials.token else "Password"
+        # With the token, the user name is not needed.
+        required = "" if credentials.token else " required"
+        user_field = f'<label>User name<input name="username" autocomplete="username"{required}></label>'
+    else:
+        secret_label, user_field = "API token", ""
+    alert = f'<p class="error" role="alert">{html.escape(error)}</p>' if error else ""
+    return HTMLResponse(LOGIN_HTML.format(alert=alert, user_field=user_field, secret_label=secret_label,
+                                          target=html.escape(target)), status_code=status_code)
+
+
+LOGIN_HTML = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
+<title>Sign in · HeyGem Studio</title>
+<style>
+body {{ font-family: system-ui, sans-serif; background: #eef0fb; display: grid; place-items: center;
+       min-height: 100vh; margin: 0; }}
+form {{ background: #fff; padding: 2rem 2.5rem; border-radius: 12px; box-shadow: 0 4px 24px #0002;
+       display: grid; gap: 1rem; min-width: 18rem; }}
+h1 {{ margin: 0; font-size: 1.4rem; color: #312e81; }}
+label {{ display: grid; gap: .3rem; font-size: .9rem; color: #374151; }}
+input {{ padding: .55rem .7rem; border: 1px solid #c7c9e0; border-radius: 8px; font-size: 1rem; }}
+button {{ padding: .6rem; border: 0; border-radius: 8px; background: #4f46e5; color: #fff; font-size: 1rem; }}
+.error {{ color: #b91c1c; margin: 0; }}
+</style></head>
+<body><form method="post" action="/login">
+<h1>HeyGem Studio</h1>{alert}
+{user_field}
+<label>{secret_label}<input name="password" type="password" autocomplete="current-password" required autofocus>
+</label>
+<input type="hidden" name="next" value="{target}">
+<button type="submit">Sign in</button>
+</form></body></html>
+"""
+
+
+def check_exposure(server: ServerConfig) -> None:
+    """Refuse to serve an address other machines can reach without any credential, unless told to."""
+    if server.api_token or server.password or server.allow_unauthenticated or is_loopback(server.host):
+        return
+    raise ConfigError(f"server.host is {server.host}, which other machines can reach, and neither server.api_token "
+                      "nor server.password is set: anyone there could use the studio, the API and every task. Set "
+                      "one of them, bind to 127.0.0.1, or set server.allow_unauthenticated: true if something in "
+                      "front (a reverse proxy, a firewall) decides who gets in; see docs/security.md")
+
+
+def is_loopback(host: str) -> bool:
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a host name: it may stand for any address
+        return False

@@ -1,0 +1,88 @@
+"""The studio's calls may name only files this server received through its upload route.
+
+A Gradio call names files as FileData dicts ({"path": ..., "meta": {"_type": "gradio.FileData"}}), and Gradio
+takes the path on trust: it hashes and copies the named file into its cache (which it serves), on the event loop,
+before any handler of ours runs. So /etc/shadow would be copied and served, and /dev/zero or a FIFO would freeze
+the server. Gradio's own check (`processing_utils._check_allowed`) is skipped in an app mounted with
+`mount_gradio_app`, which never sets `blocks.has_launched` (heygem.api.server sets it, as a second line).
+
+This check runs first, on the whole body (heygem.api.limits reads it): every "path" in a call under /gradio_api/
+must resolve, symlinks followed, to a regular file inside Gradio's upload folder. Uploads land there, and so do
+Gradio's copies of our results. Any other path, existing or not, gets the same answer, so the answer says nothing
+about the server's files.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import anyio
+from loguru import logger
+from starlette.responses import Response
+from starlette.types import Scope
+
+from heygem.api.limits import refuse
+from heygem.errors import quote_input
+from heygem.files import is_regular_file
+
+GRADIO_API = "/gradio_api/"
+# Gradio's own payloads are a few levels deep; its file walk recurses, so deeper ones are refused up front.
+MAX_DEPTH = 32
+NOT_UPLOADED = ("a file named in this call did not come from this server's upload route; upload it first "
+                "(POST /gradio_api/upload) and name the path that route returned")
+
+
+class TooDeep(Exception):
+    """The payload nests deeper than MAX_DEPTH."""
+
+
+class GradioFileCheck:
+    """A BodyCheck (see heygem.api.limits) for calls to Gradio's routes."""
+
+    def __init__(self, upload_root: Path) -> None:
+        self.upload_root = upload_root.resolve()
+
+    async def __call__(self, scope: Scope, body: bytes) -> Response | None:
+        if not scope["path"].startswith(GRADIO_API) or not body.strip():
+            return None
+        try:
+            paths = named_paths(json.loads(body))
+        except (ValueError, RecursionError):  # RecursionError: JSON nested thousands of levels deep
+            return refuse(400, "the body of a studio call must be a JSON document")
+        except TooDeep:
+            return refuse(400, f"the body of a studio call nests more than {MAX_DEPTH} levels deep")
+        if paths and not await anyio.to_thread.run_sync(self.all_uploaded, paths):
+            return refuse(400, NOT_UPLOADED)
+        return None
+
+    def all_uploaded(self, paths: list[str]) -> bool:
+        """Runs in a worker thread: realpath() and stat() touch the disk. Nothing here opens a file."""
+        for path in paths:
+            try:
+                real = Path(os.path.realpath(path))
+            except ValueError:  # a NUL byte
+                real = None
+            if real is None or not real.is_relative_to(self.upload_root) or not is_regular_file(real):
+                logger.warning("a studio call named {}, which is not an upload; refused", quote_input(path))
+                return False
+        return True
+
+
+def named_paths(payload: Any) -> list[str]:
+    """Every "path" string of every dict in the payload, at any depth (a FileData's meta is not trusted)."""
+    paths: list[str] = []
+    pending: list[tuple[Any, int]] = [(payload, 0)]
+    while pending:
+        value, depth = pending.pop()
+        if depth > MAX_DEPTH:
+            raise TooDeep
+        if isinstance(value, dict):
+            if isinstance(value.get("path"), str):
+                paths.append(value["path"])
+            pending.extend((item, depth + 1) for item in value.values())
+        elif isinstance(value, list):
+            pending.extend((item, depth + 1) for item in value)
+    return paths
