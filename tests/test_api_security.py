@@ -64,11 +64,10 @@ def test_a_browser_gets_the_sign_in_page_and_comes_back_where_it_was(client: Tes
     assert elsewhere.headers["location"] == "/"
 
 
-def test_a_forged_or_expired_session_cookie_is_refused(client: TestClient) -> None:
-    client.cookies.set("heygem_session", "99999999999.0123456789abcdef")
-    assert client.get("/config").status_code == 401
-    client.cookies.set("heygem_session", "1.whatever")
-    assert client.get("/config").status_code == 401
+def test_a_forged_or_odd_session_cookie_is_refused(client: TestClient) -> None:
+    for value in ("99999999999.0123456789abcdef", "1.whatever", "9" * 5000 + ".x", "", "."):
+        client.cookies.set("heygem_session", value)
+        assert client.get("/config").status_code == 401, value
 
 
 def test_request_bodies_are_capped(client: TestClient) -> None:

@@ -79,7 +79,8 @@ def test_a_path_that_was_not_uploaded_gets_one_answer_whatever_it_names(
     planted_link.symlink_to(private["speech"])
     names = [str(private["speech"]), str(private["secret"]), "/etc/passwd", "/no/such/file.wav",
              str(upload_root / "no-such-upload.wav"), str(upload_root / ".." / "tasks.sqlite3"),
-             str(upload_root), str(planted_link), "private-speech.wav", "http://127.0.0.1:9/speech.wav"]
+             str(upload_root), str(planted_link), "private-speech.wav", "http://127.0.0.1:9/speech.wav",
+             str(upload_root / "nul\0byte.wav")]
     for name in names:
         for route, body in call_routes(generate_inputs(name)):
             answer = client.post(route, json=body)

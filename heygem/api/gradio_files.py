@@ -61,14 +61,17 @@ class GradioFileCheck:
     def all_uploaded(self, paths: list[str]) -> bool:
         """Runs in a worker thread: realpath() and stat() touch the disk. Nothing here opens a file."""
         for path in paths:
-            try:
-                real = Path(os.path.realpath(path))
-            except ValueError:  # a NUL byte
-                real = None
-            if real is None or not real.is_relative_to(self.upload_root) or not is_regular_file(real):
+            if not self.is_upload(path):
                 logger.warning("a studio call named {}, which is not an upload; refused", quote_input(path))
                 return False
         return True
+
+    def is_upload(self, path: str) -> bool:
+        try:
+            real = Path(os.path.realpath(path))
+        except ValueError:  # a NUL byte
+            return False
+        return real.is_relative_to(self.upload_root) and is_regular_file(real)
 
 
 def named_paths(payload: Any) -> list[str]:

@@ -6,6 +6,7 @@ max_file_size), and the HTTP protocol's timeout (heygem.api.slow_clients) bounds
 
 from __future__ import annotations
 
+import re
 from collections.abc import Awaitable, Callable
 
 import anyio
@@ -15,6 +16,8 @@ from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 UPLOAD_PATH = "/gradio_api/upload"
+# ASCII digits only (str.isdigit() takes '²'), and few enough for int().
+CONTENT_LENGTH = re.compile(r"[0-9]{1,15}")
 
 # Inspects a request's whole body before the app gets it; a response refuses the request, None lets it through.
 BodyCheck = Callable[[Scope, bytes], Awaitable[Response | None]]
@@ -40,7 +43,7 @@ class BodyLimitMiddleware:
         if declared is None and "transfer-encoding" not in headers:  # no body at all (GET, event streams)
             await self.app(scope, receive, send)
             return
-        if declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes):
+        if declared is not None and (not CONTENT_LENGTH.fullmatch(declared) or int(declared) > self.max_bytes):
             await self.too_large()(scope, receive, send)
             return
         try:
