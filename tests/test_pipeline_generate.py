@@ -209,4 +209,4 @@ def test_progress_and_stages_reach_the_reporter(astronaut_file: Path, speech_fil
     assert [value for kind, value in events if kind == "stage"][:3] == ["reading inputs", "analysing audio",
                                                                           "rendering"]
     assert report["duration"] == pytest.approx(2.0, abs=0.01)
-    assert not list(media_dir.glob("*partial*")), "the partial file, in the work folder, is renamed onto the result"
+    assert not (media_dir / "r.partial.mp4").exists(), "the partial file, in the work folder, became the result"

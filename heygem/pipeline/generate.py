@@ -123,6 +123,7 @@ def _generate(job: Job, engine: LipSyncEngine, reporter: Reporter) -> dict[str, 
     features = engine.audio_features(audio, video.fps, frame_count, dict(job.options))
     reporter.stage("rendering")
     job.result_path.parent.mkdir(parents=True, exist_ok=True)
+    job.work_dir.mkdir(parents=True, exist_ok=True)
     # The file grows in the task's work folder, which nothing serves and which goes with the task (delete,
     # restart); the finished file is renamed onto the result (both folders lie in data_dir, one file system).
     temporary = job.work_dir / f"{job.result_path.stem}.partial{job.result_path.suffix}"
