@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -56,6 +57,17 @@ def text_file(tmp_path: Path) -> Path:
 def test_not_a_video(capsys: pytest.CaptureFixture[str], speech_file: Path, text_file: Path, tmp_path: Path) -> None:
     line = fails(capsys, *generate_args(speech_file, text_file, tmp_path / "out.mp4"))
     assert "video file is not a readable media file" in line
+
+
+def test_a_fifo_or_a_folder_is_named_for_what_it_is(capsys: pytest.CaptureFixture[str], astronaut_file: Path,
+                                                    tmp_path: Path) -> None:
+    fifo, folder = tmp_path / "speech.wav", tmp_path / "folder.wav"
+    os.mkfifo(fifo)
+    folder.mkdir()
+    line = fails(capsys, *generate_args(fifo, astronaut_file, tmp_path / "out.mp4"))
+    assert line == f"error: audio file is a named pipe (FIFO), not a regular file: {fifo}"
+    line = fails(capsys, *generate_args(folder, astronaut_file, tmp_path / "out.mp4"))
+    assert line == f"error: audio file is a folder, not a regular file: {folder}"
 
 
 def test_not_an_audio_file(capsys: pytest.CaptureFixture[str], astronaut_file: Path, tmp_path: Path) -> None:

@@ -15,6 +15,7 @@ from typing import Any
 
 from heygem.config import Config, load_config
 from heygem.errors import InputError
+from heygem.files import require_regular_file
 
 DEMO_TEXT = ("Hello! I am a digital human, made by HeyGem on an ordinary computer. "
              "My lips follow every word I say, and when I pause, my mouth closes.")
@@ -96,8 +97,7 @@ def generate_video(config: Config, audio: Path, video: Path, out: Path, engine_n
     logger.remove()
     logger.add(sys.stderr, level="WARNING")
     for path, kind in ((audio, "audio"), (video, "video")):
-        if not path.is_file():
-            raise InputError(f"{kind} file not found: {path}")
+        require_regular_file(path, f"{kind} file", str(path))
     if out.suffix.lower() != ".mp4":
         raise InputError(f"the output must be an .mp4 file, got {out.name}")
     engine_cls = resolve_engine(engine_name or DEFAULT_ENGINE)

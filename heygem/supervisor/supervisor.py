@@ -31,6 +31,7 @@ from heygem.errors import (
     TaskNotFoundError,
     quote_input,
 )
+from heygem.files import require_regular_file
 from heygem.logs import task_log_path
 from heygem.pipeline.media import probe_audio
 from heygem.supervisor.admission import admit, probe_gpus
@@ -142,8 +143,7 @@ class TaskSupervisor:
         engine = request.engine or DEFAULT_ENGINE
         audio_path, video_path = Path(request.audio_path).resolve(), Path(request.video_path).resolve()
         for kind, path in (("audio", audio_path), ("video", video_path)):
-            if not path.is_file():
-                raise InputError(f"{kind} file not found: {path}")
+            require_regular_file(path, f"{kind} file", str(path))
         availability = engine_availability(engine, self.config)
         if not availability.available:
             raise InputError(f"engine {engine!r} is unavailable: {availability.reason}")
