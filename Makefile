@@ -9,8 +9,8 @@ PYTEST_ARGS ?=
 
 .PHONY: test demo bench lint venv debian-packages clean
 
-# Chromium for the browser test, espeak-ng for real speech.
-test: venv
+# Lint and type checks first, then the suite; Chromium for the browser test, espeak-ng for real speech.
+test: lint
 	@$(MAKE) --no-print-directory debian-packages PACKAGES="chromium espeak-ng"
 	$(PY) -m pytest $(PYTEST_ARGS)
 
@@ -25,8 +25,10 @@ bench: venv
 	$(PY) -m bench.engine_speed
 	$(PY) -m bench.wav2lip_speed
 
+# mypy's settings and the files it checks are in pyproject.toml.
 lint: venv
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
 
 venv: $(STAMP)
 

@@ -42,8 +42,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     keep_gradio_inside(config)
     import uvicorn
 
-    from heygem.api.server import create_app
     from heygem.api.slow_clients import timed_protocol
+    from heygem.server import create_app
 
     try:
         app = create_app(config)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from heygem.engines.base import Engine, Job, Reporter
+from heygem.pipeline.engine import Engine, Job, Reporter
 
 
 class NoopEngine(Engine):

@@ -16,9 +16,9 @@ from pathlib import Path
 from heygem.config import load_config
 from heygem.supervisor import TaskRequest, TaskState, TaskSupervisor
 from heygem.supervisor.states import TaskRecord
+from tests.supervision import submit
 
 NOOP = "bench.noop_engine:NoopEngine"
-SCRIPTED = "tests.scripted_engine:ScriptedEngine"
 
 
 def percentile(values: list[float], fraction: float) -> float:
@@ -50,8 +50,7 @@ def wait_for(supervisor: TaskSupervisor, code: str, predicate: object, timeout_s
 def measure_kill_latency(supervisor: TaskSupervisor, inputs: tuple[Path, Path], kills: int) -> list[float]:
     latencies = []
     for index in range(kills):
-        code = supervisor.submit(TaskRequest(*inputs, engine=SCRIPTED, options={"steps": [["render", 30]]},
-                                             code=f"kill-{index}"))
+        code = submit(supervisor, inputs, [["render", 30]], code=f"kill-{index}")
         running = wait_for(supervisor, code, lambda r: r.worker_pid and r.state is not TaskState.QUEUED)
         time.sleep(0.5)
         os.kill(running.worker_pid, signal.SIGKILL)

@@ -26,10 +26,11 @@ import cv2
 import numpy as np
 
 from heygem.config import load_config
-from heygem.engines.lipsync import FrameBatch
 from heygem.engines.models import get_spec
 from heygem.engines.wav2lip import MelFeatures, Wav2LipEngine
 from heygem.engines.wav2lip_audio import mel_spectrogram
+from heygem.options import TaskOptions
+from heygem.pipeline.generate import FrameBatch
 from heygem.pipeline.samples import portrait, speech_like_audio
 from heygem.pipeline.tracking import FaceTracker, TrackerSettings
 
@@ -109,7 +110,7 @@ def time_render(engine: Wav2LipEngine, frame: np.ndarray, landmarks: np.ndarray,
     for index in range(rounds):
         batch_frames = FrameBatch(np.arange(index * batch, (index + 1) * batch), [frame] * batch,
                                   [landmarks] * batch)
-        engine.render(batch_frames, features, {})
+        engine.render(batch_frames, features, TaskOptions())
     return rounds * batch / (time.perf_counter() - started)
 
 

@@ -17,6 +17,7 @@ from typing import Any, Literal
 import yaml
 
 from heygem.errors import ConfigError
+from heygem.options import MOUTH_INTENSITY, LoopMode
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG_PATH = PROJECT_ROOT / "configs" / "default.yaml"
@@ -137,7 +138,7 @@ class MediaConfig:
     max_audio_duration_s: float
     max_frame_side: int
     oversize_policy: Literal["downscale", "refuse"]
-    loop_mode: Literal["pingpong", "loop"]
+    loop_mode: LoopMode
     encoder_preset: str
     encoder_crf: int
     audio_bitrate: str
@@ -179,6 +180,9 @@ class MeshWarpConfig:
         _require_positive(self, "max_open_ratio", "attack_ms", "release_ms", "range_db")
         if not 0 <= self.upper_lip_share <= 1:
             raise ConfigError(f"meshwarp.upper_lip_share: must be 0..1, got {self.upper_lip_share}")
+        # The default of a task option, so the option's own range.
+        if self.mouth_intensity not in MOUTH_INTENSITY:
+            raise ConfigError(f"meshwarp.mouth_intensity: must be {MOUTH_INTENSITY}, got {self.mouth_intensity}")
 
 
 SECTIONS: dict[str, type] = {

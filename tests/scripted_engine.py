@@ -1,16 +1,20 @@
 """Engines that behave as a test scripts them, run by the real supervisor in real spawned workers.
 
-A task's options hold `steps`, a list of [action, argument] pairs carried out in order by `run`:
+The task's video file holds the script (tests.supervision.submit writes it): a JSON list of [action, argument]
+pairs carried out in order by `run`. The supervisor never opens a task's video, so it travels unchanged:
   ["render", seconds]  ffmpeg renders a test video of that length at native speed into the result (real work)
   ["child", seconds]   starts a child process (ffmpeg) that runs that long, and leaves it running
   ["sleep", seconds]   ["stage", name]   ["progress", percent]   ["error", message]   ["clear", null]
   ["raise", kind]      kind: "runtime" (with a message), "empty" (no message), "unpicklable"
   ["exit", code]       os._exit(code) without a word to the supervisor
   ["freeze", null]     SIGSTOP itself: no heartbeat any more
+  ["await", path]      waits (up to a minute) until the file at `path` exists: the test decides when it goes on
+  ["options", null]    puts repr(job.options) in the report, to show what reached the engine
 """
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -21,7 +25,7 @@ from typing import Any
 
 import imageio_ffmpeg
 
-from heygem.engines.base import Engine, Job, Reporter
+from heygem.pipeline.engine import Engine, Job, Reporter
 
 
 class UnpicklableError(Exception):
@@ -53,6 +57,14 @@ def start_child(seconds: float) -> None:
                       "-i", f"nullsrc=size=16x16:rate=5:duration={seconds}", "-f", "null", "-"])
 
 
+def await_file(path: Path) -> None:
+    deadline = time.monotonic() + 60
+    while not path.exists():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{path} did not appear within a minute")
+        time.sleep(0.05)
+
+
 def raise_kind(kind: str) -> None:
     if kind == "runtime":
         raise RuntimeError("the engine broke on purpose")
@@ -65,7 +77,9 @@ class ScriptedEngine(Engine):
     name = "scripted"
 
     def run(self, job: Job, reporter: Reporter) -> dict[str, Any]:
-        for action, argument in job.options.get("steps", []):
+        steps = json.loads(job.video_path.read_text())
+        report: dict[str, Any] = {"steps": len(steps)}
+        for action, argument in steps:
             if action == "render":
                 reporter.stage("render")
                 render_test_video(job.result_path, float(argument), reporter)
@@ -87,11 +101,15 @@ class ScriptedEngine(Engine):
                 os._exit(int(argument))
             elif action == "freeze":
                 os.kill(os.getpid(), signal.SIGSTOP)
+            elif action == "await":
+                await_file(Path(argument))
+            elif action == "options":
+                report["options"] = repr(job.options)
             else:
                 raise ValueError(f"unknown step {action!r}")
         if not job.result_path.exists():
             job.result_path.write_bytes(b"")
-        return {"steps": len(job.options.get("steps", []))}
+        return report
 
 
 class HangingLoadEngine(ScriptedEngine):

@@ -2,20 +2,31 @@
 
 from __future__ import annotations
 
+import json
 import time
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from heygem.options import TaskOptions
 from heygem.supervisor import TaskRecord, TaskRequest, TaskState, TaskSupervisor
 
 SCRIPTED = "tests.scripted_engine:ScriptedEngine"
 
 
+def script_file(folder: Path, steps: list[list[Any]]) -> Path:
+    """A scripted engine's script, given to the task as its video (see tests/scripted_engine.py)."""
+    path = folder / f"script-{uuid.uuid4().hex}.json"
+    path.write_text(json.dumps(steps))
+    return path
+
+
 def submit(supervisor: TaskSupervisor, inputs: tuple[Path, Path], steps: list[list[Any]],
-           engine: str = SCRIPTED, code: str | None = None) -> str:
+           engine: str = SCRIPTED, code: str | None = None, options: TaskOptions | None = None) -> str:
     audio, video = inputs
-    return supervisor.submit(TaskRequest(audio, video, engine=engine, options={"steps": steps}, code=code))
+    return supervisor.submit(TaskRequest(audio, script_file(video.parent, steps), engine=engine,
+                                         options=options or TaskOptions(), code=code))
 
 
 def wait_until(condition: Callable[[], bool], timeout_s: float, what: str) -> None:

@@ -16,6 +16,7 @@ import av
 import httpx
 import pytest
 
+from tests.option_cases import OUT_OF_RANGE, WRONG_KIND, case_id
 from tests.server_process import ServerProcess
 from tests.studio_server import query, submit, wait_done, write_inputs
 
@@ -95,6 +96,14 @@ def test_bad_parameters_answer_10002_naming_the_problem(client: httpx.Client, fi
     answer = submit(client, **fields)
     assert answer == {"code": 10002, "data": {}, "msg": answer["msg"], "success": False}
     assert message in answer["msg"]
+
+
+@pytest.mark.parametrize("case", [case for case in OUT_OF_RANGE + WRONG_KIND if case[0] == "mouth_intensity"],
+                         ids=case_id)
+def test_an_option_out_of_range_answers_10002_with_the_one_message(client: httpx.Client,
+                                                                    case: tuple[str, Any, str]) -> None:
+    name, value, message = case
+    assert submit(client, **{name: value}) == {"code": 10002, "data": {}, "msg": message, "success": False}
 
 
 def test_malformed_requests_and_unknown_codes(client: httpx.Client) -> None:

@@ -13,10 +13,10 @@ from pathlib import Path
 import imageio_ffmpeg
 import pytest
 
-from heygem.api.intake import accept_api_input, accept_upload, resolve_input_path
-from heygem.api.media_check import check_media
 from heygem.config import Config
 from heygem.errors import InputError
+from heygem.intake.media_check import check_media
+from heygem.intake.uploads import accept_api_input, accept_upload, resolve_input_path
 from tests.conftest import ConfigFactory
 
 

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import pytest
 from fastapi.testclient import TestClient
 
-from heygem.api.server import create_app
+from heygem.server import create_app
 from tests.conftest import ConfigFactory
 
 TOKEN = "s3cret-token"

@@ -8,6 +8,7 @@ import pytest
 from heygem.config import MeshWarpConfig, load_config
 from heygem.engines.meshwarp import MeshWarpEngine, MeshWarpState, MouthFrame, region_of_interest, render_mouth
 from heygem.engines.registry import DEFAULT_ENGINE, resolve_engine
+from heygem.options import TaskOptions
 from heygem.pipeline import samples, tracking
 from heygem.pipeline.media import SAMPLE_RATE
 from heygem.pipeline.mouthcues import CueSettings, MouthCues, mouth_cues
@@ -144,12 +145,9 @@ def test_rendering_is_deterministic_and_smooth_over_small_changes(face: tuple[np
     assert np.mean(np.abs(first.astype(int) - nearby.astype(int)) > 30) < 0.002
 
 
-def test_intensity_option_is_validated() -> None:
-    from heygem.errors import InputError
-
-    engine = MeshWarpEngine(load_config(environ={}))
+def test_intensity_comes_from_the_task_or_else_the_config() -> None:
+    # The range is TaskOptions' to check (tests/test_options.py); the engine takes the checked value.
     audio = np.zeros(SAMPLE_RATE, np.float32)
-    assert engine.audio_features(audio, FPS, 25, {"mouth_intensity": 0.5}).intensity == 0.5
-    for bad in (-1, 4, "loud", True):
-        with pytest.raises(InputError, match="mouth_intensity"):
-            engine.audio_features(audio, FPS, 25, {"mouth_intensity": bad})
+    engine = MeshWarpEngine(load_config(environ={}, overrides={"meshwarp": {"mouth_intensity": 1.4}}))
+    assert engine.audio_features(audio, FPS, 25, TaskOptions(mouth_intensity=0.5)).intensity == 0.5
+    assert engine.audio_features(audio, FPS, 25, TaskOptions()).intensity == 1.4

@@ -18,8 +18,8 @@ from gradio_client import Client, handle_file
 from gradio_client.exceptions import AuthenticationError
 
 from heygem.api.auth import check_exposure
-from heygem.api.server import create_app
 from heygem.errors import ConfigError
+from heygem.server import create_app
 from tests.conftest import REPO_ROOT, ConfigFactory
 from tests.security import route_table
 from tests.server_process import ServerProcess

@@ -21,7 +21,7 @@ from gradio.context import LocalContext
 from gradio.exceptions import InvalidPathError
 
 from heygem.api.gradio_files import NOT_UPLOADED
-from heygem.api.server import create_app
+from heygem.server import create_app
 from tests.conftest import ConfigFactory
 from tests.security import HealthWatch, generate_inputs
 from tests.server_process import ServerProcess

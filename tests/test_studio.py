@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import av
 import httpx
@@ -12,6 +13,7 @@ import pytest
 from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 
+from tests.option_cases import OUT_OF_RANGE, WRONG_KIND, case_id
 from tests.server_process import ServerProcess
 from tests.studio_server import JOB_TIMEOUT_S, make_speech, query, write_inputs
 
@@ -82,11 +84,22 @@ def test_an_invalid_upload_is_refused_with_its_message(client: Client, media: di
         client.predict(*files, *OPTIONS, api_name="/generate")
 
 
+@pytest.mark.parametrize("case", OUT_OF_RANGE + WRONG_KIND, ids=case_id)
+def test_an_option_out_of_range_is_refused_with_the_one_message(client: Client, case: tuple[str, Any, str]) -> None:
+    name, value, message = case
+    controls = dict(zip(("engine", "loop_mode", "mouth_intensity", "ai_label", "watermark"), OPTIONS, strict=True))
+    controls[name] = value
+    # Options are checked before the files: none are sent.
+    with pytest.raises(AppError) as refusal:
+        client.predict(None, None, *controls.values(), api_name="/generate")
+    assert refusal.value.message == message
+
+
 def test_browser_generates_and_reattaches_after_a_reload(server: ServerProcess, media: dict[str, Path],
                                                          tmp_path: Path) -> None:
     sync_api = pytest.importorskip("playwright.sync_api")
     if not CHROMIUM.exists():
-        pytest.skip("Debian's chromium is not installed (make system-deps)")
+        pytest.skip("Debian's chromium is not installed (make debian-packages PACKAGES=chromium installs it)")
     with sync_api.sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         try:

@@ -11,7 +11,8 @@ import pytest
 from heygem.api.easy import SYSTEM_ERROR, answer
 from heygem.api.metrics import render_metrics
 from heygem.api.tasks_view import heygem_data
-from heygem.engines.base import Availability
+from heygem.options import TaskOptions
+from heygem.pipeline.engine import Availability
 from heygem.supervisor.states import TaskRecord, TaskState
 from heygem.ui.views import display_name, engine_note, status_html, system_markdown, task_rows
 
@@ -19,7 +20,7 @@ NOW = time.time()
 RECORD = TaskRecord(
     code="abc", state=TaskState.QUEUED, stage="", progress=0.0, message="waiting in queue", warning="",
     engine="meshwarp", audio_path="/data/uploads/20260101-120000-0123abcd-audio-hello.wav",
-    video_path="/data/inputs/face.mp4", options={}, result_path="/data/results/abc-r.mp4", worker_pid=None,
+    video_path="/data/inputs/face.mp4", options=TaskOptions(), result_path="/data/results/abc-r.mp4", worker_pid=None,
     created_at=NOW - 30, started_at=None, finished_at=None, updated_at=NOW, attempts=0, report={},
     queue_position=2)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import signal
 import subprocess
@@ -141,13 +142,20 @@ def test_a_frozen_worker_is_killed_when_its_heartbeat_stops(start_supervisor, in
     assert "(worker frozen) in stage track" in record.message
 
 
+def status_manager_pid() -> int | None:
+    """The supervisor's live status Manager: a child of this test process, named after its class by multiprocessing."""
+    return next((child.pid for child in multiprocessing.active_children() if child.name.startswith("StatusManager")),
+                None)
+
+
 def test_killing_the_manager_loses_no_task(start_supervisor, inputs) -> None:
     supervisor = start_supervisor()
     code = submit(supervisor, inputs, [["render", 5]])
     wait_running(supervisor, code, min_progress=5)
-    old_manager = supervisor.manager_pid()
+    old_manager = status_manager_pid()
+    assert old_manager is not None
     os.kill(old_manager, signal.SIGKILL)
-    wait_until(lambda: supervisor.manager_pid() not in (None, old_manager), 10, "a new Manager")
+    wait_until(lambda: status_manager_pid() not in (None, old_manager), 10, "a new Manager")
     progress_after_restart = supervisor.status(code).progress
     wait_until(lambda: supervisor.status(code).progress > progress_after_restart
                or supervisor.status(code).state.is_final, 10, "progress through the new Manager")
@@ -162,7 +170,7 @@ def test_twenty_tasks_with_two_workers_run_fifo_never_more_than_two(start_superv
 
     def sample() -> None:
         while not sampling.is_set():
-            alive_counts.append(len(supervisor.worker_pids()))
+            alive_counts.append(supervisor.system_info()["workers_busy"])
             time.sleep(0.02)
 
     sampler = threading.Thread(target=sample)
@@ -251,19 +259,18 @@ APP_SCRIPT = textwrap.dedent("""
     import sys, time
     from pathlib import Path
     from heygem.config import load_config
-    from heygem.supervisor import TaskRequest, TaskSupervisor
+    from heygem.supervisor import TaskSupervisor
+    from tests.supervision import submit
     supervisor = TaskSupervisor(load_config()).start()
-    audio, video = Path(sys.argv[1]), Path(sys.argv[2])
-    long = supervisor.submit(TaskRequest(audio, video, engine="SCRIPTED", options={"steps": [["render", 60]]},
-                                         code="long"))
+    inputs = (Path(sys.argv[1]), Path(sys.argv[2]))
+    long = submit(supervisor, inputs, [["render", 60]], code="long")
     for index in range(2):
-        supervisor.submit(TaskRequest(audio, video, engine="SCRIPTED", options={"steps": [["render", 0.3]]},
-                                      code=f"queued-{index}"))
+        submit(supervisor, inputs, [["render", 0.3]], code=f"queued-{index}")
     while supervisor.status(long).progress < 2:
         time.sleep(0.1)
     print(supervisor.status(long).worker_pid, flush=True)
     time.sleep(3600)
-""".replace("SCRIPTED", SCRIPTED))
+""")
 
 
 def crash_an_app_mid_task(config: Config, inputs: tuple[Path, Path]) -> int:

@@ -17,11 +17,12 @@ from loguru import logger
 from starlette.concurrency import run_in_threadpool
 
 from heygem.api.context import ConfigDep, SupervisorDep
-from heygem.api.intake import accept_api_input, discard_downloads
 from heygem.api.tasks_view import heygem_data
 from heygem.config import Config
 from heygem.engines.registry import DEFAULT_ENGINE, ENGINES
 from heygem.errors import InputError, QueueFullError, TaskNotFoundError
+from heygem.intake.uploads import accept_api_input, discard_downloads
+from heygem.options import TaskOptions
 from heygem.supervisor import TaskSupervisor
 from heygem.supervisor.states import TaskRequest, check_task_code
 
@@ -116,18 +117,11 @@ def refuse_known_code(code: str, supervisor: TaskSupervisor) -> None:
     raise InputError(f"code {code!r} is already used by another task; codes must be unique")
 
 
-def task_options(body: dict[str, Any]) -> dict[str, Any]:
-    options: dict[str, Any] = {
-        "loop_mode": "pingpong" if flag(body, "pn", True) else "loop",
-        "ai_label": flag(body, "digital_auth", False),
-        "watermark": flag(body, "watermark_switch", False),
-    }
-    if "mouth_intensity" in body:
-        intensity = body["mouth_intensity"]
-        if isinstance(intensity, bool) or not isinstance(intensity, (int, float)) or not 0 <= intensity <= 2:
-            raise InputError("mouth_intensity must be a number from 0 to 2")
-        options["mouth_intensity"] = float(intensity)
-    return options
+def task_options(body: dict[str, Any]) -> TaskOptions:
+    """HeyGem's own fields, with their HeyGem defaults, and our mouth_intensity (absent: the server default)."""
+    return TaskOptions(loop_mode="pingpong" if flag(body, "pn", True) else "loop",
+                       ai_label=flag(body, "digital_auth", False), watermark=flag(body, "watermark_switch", False),
+                       mouth_intensity=body.get("mouth_intensity"))
 
 
 def flag(body: dict[str, Any], name: str, default: bool) -> bool:

@@ -4,7 +4,7 @@ A Gradio call names files as FileData dicts ({"path": ..., "meta": {"_type": "gr
 takes the path on trust: it hashes and copies the named file into its cache (which it serves), on the event loop,
 before any handler of ours runs. So /etc/shadow would be copied and served, and /dev/zero or a FIFO would freeze
 the server. Gradio's own check (`processing_utils._check_allowed`) is skipped in an app mounted with
-`mount_gradio_app`, which never sets `blocks.has_launched` (heygem.api.server sets it, as a second line).
+`mount_gradio_app`, which never sets `blocks.has_launched` (heygem.server sets it, as a second line).
 
 This check runs first, on the whole body (heygem.api.limits reads it): every "path" in a call under /gradio_api/
 must resolve, symlinks followed, to a regular file inside Gradio's upload folder. Uploads land there, and so do

@@ -17,20 +17,6 @@ HEYGEM_STATUS = {
 }
 
 
-def describe(record: TaskRecord) -> str:
-    """One line a person can read: the waiting reason, the stage, or why it ended."""
-    state = record.state
-    if state is TaskState.QUEUED:
-        reason = record.message or "waiting in queue"
-        return f"{reason} (position {record.queue_position})" if record.queue_position else reason
-    if state.is_active:
-        return record.stage or state.value
-    if state is TaskState.SUCCEEDED:
-        return record.warning or "done"
-    # Failures always carry a reason; the fallback only guards a record written by an older version.
-    return record.message or f"task {state.value} without a recorded reason"
-
-
 def heygem_data(record: TaskRecord) -> dict[str, Any]:
     """`data` of /easy/query: result is the absolute path of the output, empty until it exists."""
     succeeded = record.state is TaskState.SUCCEEDED
@@ -38,13 +24,13 @@ def heygem_data(record: TaskRecord) -> dict[str, Any]:
         "code": record.code,
         "status": HEYGEM_STATUS[record.state],
         "progress": 100 if succeeded else int(record.progress),
-        "msg": describe(record),
+        "msg": record.summary,
         "result": (record.result_path or "") if succeeded else "",
     }
 
 
 def task_json(record: TaskRecord) -> dict[str, Any]:
     data = record.to_dict()
-    data["summary"] = describe(record)
+    data["summary"] = record.summary
     data["result"] = record.result_path if record.state is TaskState.SUCCEEDED else None
     return data

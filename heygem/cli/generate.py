@@ -16,6 +16,7 @@ from typing import Any
 from heygem.config import Config, load_config
 from heygem.errors import InputError
 from heygem.files import require_regular_file
+from heygem.options import LOOP_MODES, MOUTH_INTENSITY, TaskOptions
 
 DEMO_TEXT = ("Hello! I am a digital human, made by HeyGem on an ordinary computer. "
              "My lips follow every word I say, and when I pause, my mouth closes.")
@@ -65,9 +66,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     generate.add_argument("--video", required=True, type=Path, help="a video of a person facing the camera")
     generate.add_argument("--out", required=True, type=Path, help="the result, an .mp4 file")
     generate.add_argument("--engine", help="engine name (default: the configured default, meshwarp)")
-    generate.add_argument("--loop-mode", choices=("pingpong", "loop"),
-                          help="when the audio is longer than the video (default from config: pingpong)")
-    generate.add_argument("--mouth-intensity", type=float, help="how far the mouth opens, 1.0 natural")
+    # No argparse `choices` or range here: TaskOptions refuses a bad value with the message every way in gives.
+    generate.add_argument("--loop-mode", metavar="{" + ",".join(LOOP_MODES) + "}",
+                          help="when the audio is longer than the video (default from config: media.loop_mode)")
+    generate.add_argument("--mouth-intensity", type=float, metavar=f"{MOUTH_INTENSITY.low:g}..{MOUTH_INTENSITY.high:g}",
+                          help="how far the mouth opens, 1 natural (default from config: meshwarp.mouth_intensity)")
     generate.add_argument("--ai-label", action=argparse.BooleanOptionalAction, default=None,
                           help="draw a small 'AI-generated' label")
     generate.add_argument("--watermark", action=argparse.BooleanOptionalAction, default=None,
@@ -86,13 +89,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def generate_video(config: Config, audio: Path, video: Path, out: Path, engine_name: str | None,
-                   options: dict[str, Any]) -> dict[str, Any]:
+                   options: TaskOptions) -> dict[str, Any]:
     """Runs one job in this process with a console reporter; returns the engine's report."""
     from loguru import logger
 
-    from heygem.engines.base import Job
     from heygem.engines.registry import DEFAULT_ENGINE, resolve_engine
     from heygem.errors import EngineUnavailableError
+    from heygem.pipeline.engine import Job
 
     logger.remove()
     logger.add(sys.stderr, level="WARNING")
@@ -116,10 +119,7 @@ def generate_video(config: Config, audio: Path, video: Path, out: Path, engine_n
 
 def run_generate(args: argparse.Namespace) -> int:
     config = load_config(args.config)
-    options: dict[str, Any] = {}
-    for key in ("loop_mode", "mouth_intensity", "ai_label", "watermark"):
-        if getattr(args, key) is not None:
-            options[key] = getattr(args, key)
+    options = TaskOptions(**{name: getattr(args, name) for name in TaskOptions.names()})
     report = generate_video(config, args.audio, args.video, args.out, args.engine, options)
     print(f"done: {report['frames']} frames, {report['duration']:.2f} s in {report['wall_s']:.2f} s "
           f"({report['frames_without_face']} without a face)", file=sys.stderr)
@@ -156,6 +156,6 @@ def run_demo(args: argparse.Namespace) -> int:
                                    (512, 512), fps)
     print(f"demo inputs: {portrait} and {speech} ({source})", file=sys.stderr)
     result = out_dir / "heygem_demo.mp4"
-    generate_video(config, speech, portrait, result, None, {"ai_label": True})
+    generate_video(config, speech, portrait, result, None, TaskOptions(ai_label=True))
     print(result.resolve())
     return 0

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 from datetime import datetime
 
 from heygem.config import load_config
-from heygem.errors import InputError, TaskNotFoundError
-from heygem.supervisor.processes import kill_group
-from heygem.supervisor.states import TaskRecord, TaskState
+from heygem.supervisor.lifecycle import TaskLifecycle
+from heygem.supervisor.processes import kill_leftovers
+from heygem.supervisor.states import TaskRecord
 from heygem.supervisor.store import TaskStore
 
 
@@ -32,13 +31,6 @@ def open_store(args: argparse.Namespace) -> TaskStore:
     return TaskStore(load_config(args.config).paths.db_path)
 
 
-def find_task(store: TaskStore, code: str) -> TaskRecord:
-    record = store.get(code)
-    if record is None:
-        raise TaskNotFoundError(f"no task with code {code!r}")
-    return record
-
-
 def format_row(record: TaskRecord) -> str:
     created = datetime.fromtimestamp(record.created_at).strftime("%Y-%m-%d %H:%M:%S")
     detail = record.message or record.warning
@@ -47,7 +39,7 @@ def format_row(record: TaskRecord) -> str:
 
 
 def list_tasks(args: argparse.Namespace) -> int:
-    records = open_store(args).list(args.limit)
+    records = open_store(args).newest(args.limit)
     print(f"{'CODE':<34} {'CREATED':<19}  {'STATE':<12} {'PROGRESS':>7}  {'ENGINE':<9} MESSAGE")
     for record in records:
         print(format_row(record))
@@ -55,19 +47,16 @@ def list_tasks(args: argparse.Namespace) -> int:
 
 
 def show_task(args: argparse.Namespace) -> int:
-    print(json.dumps(find_task(open_store(args), args.code).to_dict(), indent=2))
+    print(json.dumps(open_store(args).require(args.code).to_dict(), indent=2))
     return 0
 
 
 def cancel_task(args: argparse.Namespace) -> int:
-    store = open_store(args)
-    record = find_task(store, args.code)
-    if record.state.is_final:
-        raise InputError(f"task {args.code} has already ended ({record.state.value})")
-    where = "while queued" if record.state is TaskState.QUEUED else f"during stage {record.stage}"
-    store.update(args.code, TaskState.CANCELLED, message=f"cancelled from the command line {where}",
-                 finished_at=time.time())
-    if record.state.is_active and record.worker_pid:
-        kill_group(record.worker_pid)
-    print(f"task {args.code} cancelled")
+    """The supervisor's own cancel. A running app's supervisor sees it on its next poll and kills its worker
+    through the process handle it holds; here only the worker's children that carry the task's marker are
+    killed (the worker's pid in the store may name another process by now)."""
+    record = TaskLifecycle(open_store(args)).cancel(args.code)
+    if record.worker_pid:
+        kill_leftovers(record.worker_pid, record.code)
+    print(f"task {record.code} {record.message}")
     return 0

@@ -13,16 +13,16 @@ corner), v towards the chin, both in units of half the mouth width.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import cv2
 import numpy as np
 
 from heygem.config import Config, MeshWarpConfig
-from heygem.engines.lipsync import FrameBatch, LipSyncEngine
-from heygem.errors import InputError
+from heygem.options import TaskOptions
 from heygem.pipeline import compositing
 from heygem.pipeline import tracking as lm
+from heygem.pipeline.generate import FrameBatch, LipSyncEngine
 from heygem.pipeline.mouthcues import CueSettings, MouthCues, mouth_cues
 
 Box = tuple[int, int, int, int]  # x0, y0, x1, y1 in pixels, end exclusive
@@ -43,6 +43,8 @@ _LIP_PRESS = 0.05  # overlap of closed lips, in mouth half-widths
 _TEETH_TUCK = 0.14  # how far above the measured inner upper lip its real edge is taken to be, when open
 _MAX_OPENNESS = 1.3  # the widest mouth any cue and intensity may ask for (1 = max_open_ratio)
 _INTERIOR_DARKNESS = 0.4  # mouth interior colour as a fraction of the lip colour
+# cv2.remap's second map, empty as OpenCV documents it when the first holds (x, y) pairs.
+_NO_SECOND_MAP = np.empty(0, np.float32)
 
 
 @dataclasses.dataclass
@@ -70,7 +72,7 @@ class MouthFrame:
         axis_u = (right - left) / max(np.linalg.norm(right - left), 1e-6)
         axis_v = np.array([-axis_u[1], axis_u[0]])
         centre = (points[lm.UPPER_LIP_INNER] + points[lm.LOWER_LIP_INNER]).astype(np.float64) / 2
-        return cls(centre, axis_u, axis_v, max(np.linalg.norm(right - left) / 2, 2.0))
+        return cls(centre, axis_u, axis_v, max(float(np.linalg.norm(right - left)) / 2, 2.0))
 
     def local(self, pixels: np.ndarray) -> np.ndarray:
         offset = pixels - self.centre
@@ -107,19 +109,17 @@ class MeshWarpEngine(LipSyncEngine):
         super().__init__(config)
         self.settings = config.meshwarp
 
-    def audio_features(self, audio: np.ndarray, fps: float, frame_count: int,
-                       options: dict[str, Any]) -> MeshWarpState:
-        intensity = options.get("mouth_intensity", self.settings.mouth_intensity)
-        if isinstance(intensity, bool) or not isinstance(intensity, (int, float)) or not 0 <= intensity <= 3:
-            raise InputError(f"mouth_intensity must be a number from 0 to 3, got {intensity!r}")
+    def audio_features(self, audio: np.ndarray, fps: float, frame_count: int, options: TaskOptions) -> MeshWarpState:
+        # TaskOptions has checked the task's own value against options.MOUTH_INTENSITY, the config its default.
+        intensity = self.settings.mouth_intensity if options.mouth_intensity is None else options.mouth_intensity
         settings = self.settings
         cues = mouth_cues(audio, fps, frame_count, CueSettings(
             lead_ms=settings.lead_ms, attack_ms=settings.attack_ms, release_ms=settings.release_ms,
             gate_db=settings.gate_db, range_db=settings.range_db, voicing_threshold=settings.voicing_threshold,
             closed_below=settings.closed_below))
-        return MeshWarpState(cues=cues, intensity=float(intensity))
+        return MeshWarpState(cues=cues, intensity=intensity)
 
-    def render(self, batch: FrameBatch, features: MeshWarpState, options: dict[str, Any]) -> list[np.ndarray]:
+    def render(self, batch: FrameBatch, features: MeshWarpState, options: TaskOptions) -> list[np.ndarray]:
         for index, frame, points in zip(batch.indices, batch.frames, batch.landmarks, strict=True):
             if points is not None:
                 # Beyond this the jaw would fold over the neck; intensity scales speech, not anatomy.
@@ -309,7 +309,7 @@ def warp_region(frame: np.ndarray, mouth: MouthFrame, target: MouthTarget, roi: 
 
     shift[..., 0] += np.arange(bx0, bx1, dtype=np.float32)[None, :]
     shift[..., 1] += np.arange(by0, by1, dtype=np.float32)[:, None]
-    warped = cv2.remap(frame, shift, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    warped = cv2.remap(frame, shift, _NO_SECOND_MAP, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
     cavity_box = bounding_box(mouth.pixels(np.concatenate([target.inner_upper, target.inner_lower])), 2, box)
     if cavity_box is not None:
         paint_opening(frame, warped, mouth, target, cavity_box, box, state)

@@ -15,8 +15,8 @@ from typing import Literal
 import onnxruntime
 from loguru import logger
 
-from heygem.engines.base import Device
 from heygem.errors import EngineUnavailableError
+from heygem.pipeline.engine import Device
 
 CUDA = "CUDAExecutionProvider"
 CPU = "CPUExecutionProvider"

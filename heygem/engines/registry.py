@@ -5,8 +5,8 @@ from __future__ import annotations
 import importlib
 
 from heygem.config import Config
-from heygem.engines.base import Availability, Engine
 from heygem.errors import EngineUnavailableError
+from heygem.pipeline.engine import Availability, Engine
 
 ENGINES: dict[str, str] = {
     "meshwarp": "heygem.engines.meshwarp:MeshWarpEngine",

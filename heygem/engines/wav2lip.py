@@ -16,13 +16,14 @@ import onnxruntime
 from loguru import logger
 
 from heygem.config import Config
-from heygem.engines.base import Availability, Device, Job, Reporter
-from heygem.engines.lipsync import FrameBatch, LipSyncEngine
 from heygem.engines.models import ModelState, ModelStatus, get_spec, require_model
 from heygem.engines.onnx_session import CUDA, create_session, is_out_of_memory
 from heygem.engines.wav2lip_audio import WINDOW_COLUMNS, mel_spectrogram, mel_windows
 from heygem.engines.wav2lip_face import crop_matrix, cut_crop, paste_lower_face
 from heygem.errors import EngineUnavailableError
+from heygem.options import TaskOptions
+from heygem.pipeline.engine import Availability, Device, Job, Reporter
+from heygem.pipeline.generate import FrameBatch, LipSyncEngine
 
 _GB = 1024**3
 
@@ -138,10 +139,10 @@ class Wav2LipEngine(LipSyncEngine):
         return {**report, "model": self.settings.model, "model_state": self.model_status.state.value,
                 "device": self.actual_device, "batch_size": self.batch_size, "oom_halvings": self.oom_halvings}
 
-    def audio_features(self, audio: np.ndarray, fps: float, frame_count: int, options: dict[str, Any]) -> MelFeatures:
+    def audio_features(self, audio: np.ndarray, fps: float, frame_count: int, options: TaskOptions) -> MelFeatures:
         return MelFeatures(mel_spectrogram(audio), fps, self.settings.audio_offset_ms)
 
-    def render(self, batch: FrameBatch, features: MelFeatures, options: dict[str, Any]) -> list[np.ndarray]:
+    def render(self, batch: FrameBatch, features: MelFeatures, options: TaskOptions) -> list[np.ndarray]:
         assert self.io is not None
         faces = [(i, points) for i, points in enumerate(batch.landmarks) if points is not None]
         if not faces:

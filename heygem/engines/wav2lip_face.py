@@ -84,9 +84,9 @@ def lower_face_mask(landmarks: np.ndarray, region_size: tuple[int, int], crop_to
     reach = int(np.ceil(2 * radius))
     outline = cv2.convexHull(np.round(landmarks[list(JAW)]).astype(np.int32))
     inside_jaw = np.zeros(region_size[::-1], np.uint8)
-    cv2.fillConvexPoly(inside_jaw, outline, 255)
+    cv2.fillConvexPoly(inside_jaw, outline, (255,))
     region_per_crop_pixel = float(np.hypot(crop_to_region[0, 0], crop_to_region[0, 1]))
-    lower = np.zeros((crop_size, crop_size), np.uint8)
+    lower: np.ndarray = np.zeros((crop_size, crop_size), np.uint8)
     lower[max(0, round(crop_size / 2 - reach / region_per_crop_pixel)):] = 255
     lower = cv2.warpAffine(lower, crop_to_region, region_size, flags=cv2.INTER_NEAREST)
     mask = np.minimum(inside_jaw, lower)

@@ -76,7 +76,7 @@ def landmark_jitter(landmarks: list[np.ndarray | None]) -> float | None:
     return round(float(np.median(values)), 3) if values else None
 
 
-def lower_face_mask(points: np.ndarray, shape: tuple[int, int], margin: float) -> np.ndarray:
+def lower_face_mask(points: np.ndarray, shape: tuple[int, ...], margin: float) -> np.ndarray:
     """True over the lower face (jaw line up to just under the nose), grown by `margin` face widths."""
     import cv2
 
@@ -84,7 +84,7 @@ def lower_face_mask(points: np.ndarray, shape: tuple[int, int], margin: float) -
     top = points[lm.NOSE_TIP, 1] + 0.3 * (points[lm.NOSE_BASE, 1] - points[lm.NOSE_TIP, 1])
     outline = np.concatenate([[[jaw[0, 0], top]], jaw, [[jaw[-1, 0], top]]])
     mask = np.zeros(shape, np.uint8)
-    cv2.fillPoly(mask, [np.round(outline).astype(np.int32)], 1)
+    cv2.fillPoly(mask, [np.round(outline).astype(np.int32)], (1,))
     grow = max(1, round(margin * lm.face_size(points)))
     return cv2.dilate(mask, np.ones((2 * grow + 1, 2 * grow + 1), np.uint8)).astype(bool)
 

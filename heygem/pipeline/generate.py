@@ -1,4 +1,13 @@
-"""One job from input files to the result file, streamed with bounded memory.
+"""One job from input files to the result file, streamed with bounded memory, and the base of every lip-sync
+engine it drives: the pipeline does media, tracking and encoding; an engine only turns audio into per-frame
+features and renders batches of frames.
+
+How a job runs (`generate`):
+1. probe the video, read the audio as 16 kHz mono float32, plan which video frame each output frame shows;
+2. `audio_features(audio, fps, frame_count, options)` once: anything indexed by output frame (mel chunks, cues);
+3. for each batch of output frames, `render(batch, features, options)`: full BGR frames plus the tracked
+   landmarks of each frame (None where no face was found; return those frames unchanged);
+4. the rendered frames are encoded with the original audio and moved atomically onto job.result_path.
 
 A producer thread decodes and tracks frames (PyAV and MediaPipe release the GIL for their heavy parts) while the
 calling thread renders batches and feeds ffmpeg, which encodes in its own process: both cores stay busy, and
@@ -12,6 +21,7 @@ import os
 import queue
 import threading
 import time
+from abc import abstractmethod
 from collections.abc import Iterator
 from typing import Any
 
@@ -20,10 +30,10 @@ import numpy as np
 from loguru import logger
 
 from heygem.config import MediaConfig
-from heygem.engines.base import Job, Reporter
-from heygem.engines.lipsync import FrameBatch, LipSyncEngine
 from heygem.errors import InputError
+from heygem.options import LoopMode, TaskOptions
 from heygem.pipeline import compositing
+from heygem.pipeline.engine import Engine, Job, Reporter
 from heygem.pipeline.media import (
     SAMPLE_RATE,
     VideoInfo,
@@ -33,10 +43,48 @@ from heygem.pipeline.media import (
     probe_video,
     read_audio,
 )
-from heygem.pipeline.tracking import FaceTracker, TrackerSettings
+from heygem.pipeline.tracking import FaceTracker, TrackerSettings, import_mediapipe
 
 NO_FACE_MESSAGE = "no face found in the video"
 _DONE = object()
+
+
+@dataclasses.dataclass
+class FrameBatch:
+    """Consecutive output frames handed to an engine's render."""
+
+    indices: np.ndarray  # output frame numbers (int), the index into per-frame audio features
+    frames: list[np.ndarray]  # full BGR uint8 frames (H, W, 3); render may change them in place
+    landmarks: list[np.ndarray | None]  # per frame: (468, 2) float32 face-mesh points in pixels, or None
+
+
+class LipSyncEngine(Engine):
+    """An Engine whose run() is the shared streaming pipeline; subclasses implement the two hooks."""
+
+    def load(self, reporter: Reporter) -> None:
+        """Starts importing the face tracker (0.2-1 s) in the background; subclasses call this first.
+
+        It finishes while the job probes its inputs and decodes the audio, instead of before.
+        """
+        threading.Thread(target=import_mediapipe, name="import-mediapipe", daemon=True).start()
+
+    def frames_per_render(self) -> int:
+        """Frames handed to one render call; an engine that batches model inference may want more."""
+        return self.config.media.batch_frames
+
+    def run(self, job: Job, reporter: Reporter) -> dict[str, Any]:
+        return generate(job, self, reporter)
+
+    @abstractmethod
+    def audio_features(self, audio: np.ndarray, fps: float, frame_count: int, options: TaskOptions) -> Any:
+        """Features for output frames 0..frame_count-1 from 16 kHz mono float32 `audio`; opaque to the pipeline.
+
+        Called once per job before any render; the result may also hold per-job state for render.
+        """
+
+    @abstractmethod
+    def render(self, batch: FrameBatch, features: Any, options: TaskOptions) -> list[np.ndarray]:
+        """The output frames of the batch (same count, size and dtype). Frames without a face stay unchanged."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,23 +101,17 @@ class Segment:
 
 @dataclasses.dataclass(frozen=True)
 class PipelineOptions:
-    loop_mode: str
+    """The task's options the pipeline itself applies, with the configured defaults filled in."""
+
+    loop_mode: LoopMode
     ai_label: bool
     watermark: bool
 
 
-def pipeline_options(options: dict[str, Any], media: MediaConfig) -> PipelineOptions:
-    """The task's options over the configured defaults; an unusable value is an InputError."""
-    loop_mode = options.get("loop_mode") or media.loop_mode
-    if loop_mode not in ("pingpong", "loop"):
-        raise InputError(f"loop_mode must be pingpong or loop, got {loop_mode!r}")
-    flags = {}
-    for name in ("ai_label", "watermark"):
-        value = options.get(name, getattr(media, name))
-        if not isinstance(value, bool):
-            raise InputError(f"{name} must be true or false, got {value!r}")
-        flags[name] = value
-    return PipelineOptions(loop_mode=loop_mode, **flags)
+def pipeline_options(options: TaskOptions, media: MediaConfig) -> PipelineOptions:
+    return PipelineOptions(loop_mode=options.loop_mode or media.loop_mode,
+                           ai_label=media.ai_label if options.ai_label is None else options.ai_label,
+                           watermark=media.watermark if options.watermark is None else options.watermark)
 
 
 def plan_segments(video_frames: int, output_frames: int, loop_mode: str) -> list[Segment]:
@@ -120,7 +162,7 @@ def _generate(job: Job, engine: LipSyncEngine, reporter: Reporter) -> dict[str, 
                 job.code, video.codec, video.frame_count, video.fps, video.rotation, *size, frame_count, duration,
                 options.loop_mode)
     reporter.stage("analysing audio")
-    features = engine.audio_features(audio, video.fps, frame_count, dict(job.options))
+    features = engine.audio_features(audio, video.fps, frame_count, job.options)
     reporter.stage("rendering")
     job.result_path.parent.mkdir(parents=True, exist_ok=True)
     job.work_dir.mkdir(parents=True, exist_ok=True)
@@ -167,7 +209,7 @@ def _render_all(job: Job, engine: LipSyncEngine, reporter: Reporter, writer: Vid
             faceless += found.count(False)
             faces_in_first_pass += sum(hit for index, hit in zip(batch.indices, found, strict=True)
                                        if index < first_pass)
-            rendered = engine.render(batch, features, dict(job.options)) if any(found) else batch.frames
+            rendered = engine.render(batch, features, job.options) if any(found) else batch.frames
             for frame in rendered:
                 _draw_overlays(frame, options)
                 writer.write(frame)

@@ -86,6 +86,13 @@ def _open(path: Path, kind: str) -> av.container.InputContainer:
                          f"{path.name}") from None
 
 
+def _time_base(stream: av.video.stream.VideoStream, path: Path) -> Fraction:
+    # PyAV types it optional for streams being written; a demuxed stream without one has no usable timestamps.
+    if stream.time_base is None:
+        raise InputError(f"video file has no timestamps: {path.name}")
+    return stream.time_base
+
+
 def probe_video(path: Path) -> VideoInfo:
     """Reads stream facts and every frame's timestamp (demuxing only, no decoding beyond the first frame)."""
     with _open(path, "video") as container:
@@ -96,10 +103,11 @@ def probe_video(path: Path) -> VideoInfo:
         if not rate or rate <= 0:
             raise InputError(f"video file has no usable frame rate: {path.name}")
         has_audio = bool(container.streams.audio)
+        time_base = _time_base(stream, path)
         try:
             first = next(container.decode(stream), None)
             container.seek(0, stream=stream)
-            times = sorted(float(packet.pts * stream.time_base) for packet in container.demux(stream)
+            times = sorted(float(packet.pts * time_base) for packet in container.demux(stream)
                            if packet.pts is not None and packet.size > 0)
         except _MEDIA_ERRORS:
             raise InputError(f"video file is corrupt or truncated: {path.name}") from None
@@ -195,14 +203,16 @@ class VideoReader:
             with av.open(str(self.info.path), metadata_errors="ignore") as container:
                 stream = container.streams.video[0]
                 stream.thread_type = "AUTO"
-                start_pts = self.info.frame_times[first_stored] + self._start_time(stream)
+                time_base = _time_base(stream, self.info.path)
+                start_time = float(stream.start_time * time_base) if stream.start_time is not None else 0.0
+                start_pts = self.info.frame_times[first_stored] + start_time
                 if first_stored > 0:
-                    container.seek(int(start_pts / stream.time_base), stream=stream, backward=True)
+                    container.seek(int(start_pts / time_base), stream=stream, backward=True)
                 stored_index = -1
                 for frame in container.decode(stream):
                     if frame.pts is None:
                         continue
-                    stored_index = self._stored_index(frame, stream, stored_index)
+                    stored_index = self._stored_index(float(frame.pts * time_base) - start_time, stored_index)
                     if stored_index < first_stored:
                         continue
                     image = None
@@ -218,12 +228,9 @@ class VideoReader:
         if grid_index < stop:
             raise InputError(f"video file is truncated: frames after {grid_index / self.info.fps:.2f} s are missing")
 
-    @staticmethod
-    def _start_time(stream: av.video.stream.VideoStream) -> float:
-        return float(stream.start_time * stream.time_base) if stream.start_time is not None else 0.0
-
-    def _stored_index(self, frame: av.VideoFrame, stream: av.video.stream.VideoStream, previous: int) -> int:
-        time = float(frame.pts * stream.time_base) - self._start_time(stream) - self.info.frame_times[0]
+    def _stored_index(self, pts_s: float, previous: int) -> int:
+        """The stored frame at `pts_s` seconds from the stream's start (previous: the index of the one before)."""
+        time = pts_s - self.info.frame_times[0]
         index = int(np.searchsorted(self.info.frame_times, time + 1e-4, side="right")) - 1
         # Timestamps can collide after rounding; frames still arrive in presentation order.
         return max(index, previous + 1) if previous >= 0 else max(index, 0)
@@ -270,7 +277,7 @@ class VideoWriter:
             frame = cv2.resize(frame, self._size, interpolation=cv2.INTER_AREA)
         planar = cv2.cvtColor(frame, cv2.COLOR_BGR2YUV_I420)
         try:
-            self._stdin.write(memoryview(planar).cast("B"))
+            self._stdin.write(planar.data.cast("B"))
         except BrokenPipeError:
             self._fail()
 

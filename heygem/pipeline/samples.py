@@ -40,7 +40,7 @@ def moving_portrait_frames(count: int, fps: float, size: tuple[int, int] = (512,
         dy = 4 * np.sin(2 * np.pi * 0.31 * t + 1.0) * scale + (height - 512 * scale) / 2
         angle = 1.2 * np.sin(2 * np.pi * 0.17 * t)
         matrix = cv2.getRotationMatrix2D((256.0, 200.0), angle, scale)
-        matrix[:, 2] += (dx, dy)
+        matrix[:, 2] = matrix[:, 2] + (dx, dy)
         yield cv2.warpAffine(image, matrix, size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
 
 

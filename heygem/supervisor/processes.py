@@ -47,9 +47,11 @@ def kill_group(pid: int) -> None:
 
 
 def kill_leftovers(pgid: int, code: str) -> None:
-    """After a crash of the app: kill what its worker for `code` left running (e.g. ffmpeg).
+    """Kill what the worker for `code` started (e.g. ffmpeg) in group `pgid`, as recorded in the task store.
 
-    The group id alone is not trusted, since ids are reused; only processes carrying the task's marker are killed.
+    For a restarted app after a crash, and for a cancel from the ops CLI. The group id alone is not trusted, since
+    ids are reused; only processes carrying the task's marker are killed. The worker itself never carries it
+    where /proc shows it (it set the marker after it started), so a live worker is left to its supervisor.
     """
     marker = f"{TASK_MARKER}={code}".encode()
     for pid in group_members(pgid):

@@ -85,7 +85,7 @@ def read_outcome(work_dir: Path) -> Outcome | None:
 
 
 class WorkerReporter:
-    """The worker's side of the protocol; implements heygem.engines.base.Reporter.
+    """The worker's side of the protocol; implements heygem.pipeline.engine.Reporter.
 
     A background thread sends a heartbeat every `heartbeat_interval_s`; every change is pushed at once.
     Writes that fail (Manager gone) are retried on the next push after reconnecting.

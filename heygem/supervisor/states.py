@@ -9,10 +9,17 @@ import time
 from pathlib import Path
 from typing import Any
 
+from heygem.config import Config
 from heygem.errors import InputError, quote_input
+from heygem.options import TaskOptions
 
-# A task code names its files (<code>-r.mp4, <code>.log), so it must be a plain file-name fragment.
+# A task code names its files (result_file, heygem.logs.task_log_path): it must be a plain file-name fragment.
 _TASK_CODE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+
+
+def result_file(config: Config, code: str) -> Path:
+    """Where a task's result video lives; HeyGem's clients expect the name <code>-r.mp4."""
+    return config.paths.results_dir / f"{code}-r.mp4"
 
 
 def check_task_code(code: object) -> str:
@@ -41,21 +48,52 @@ class TaskState(str, enum.Enum):
 
 
 FINAL_STATES = frozenset({TaskState.SUCCEEDED, TaskState.FAILED, TaskState.CANCELLED})
+QUEUED_MESSAGE = "waiting in queue"
 
-TRANSITIONS: dict[TaskState, frozenset[TaskState]] = {
-    TaskState.QUEUED: frozenset({TaskState.INITIALIZING, TaskState.CANCELLED, TaskState.FAILED}),
-    TaskState.INITIALIZING: frozenset({TaskState.RUNNING, TaskState.SUCCEEDED, TaskState.FAILED,
-                                       TaskState.CANCELLED, TaskState.QUEUED}),
-    TaskState.RUNNING: frozenset({TaskState.SUCCEEDED, TaskState.FAILED, TaskState.CANCELLED, TaskState.QUEUED}),
-    # A retry puts a finished task back in the queue.
-    TaskState.SUCCEEDED: frozenset({TaskState.QUEUED}),
-    TaskState.FAILED: frozenset({TaskState.QUEUED}),
-    TaskState.CANCELLED: frozenset({TaskState.QUEUED}),
+
+class Operation(str, enum.Enum):
+    """The named transitions; heygem.supervisor.lifecycle carries each out with its full set of fields."""
+
+    HOLD = "hold"  # the head of the queue waits for a reason (GPU memory)
+    START = "start"  # a worker was started for it
+    REPORT = "report"  # the worker's latest phase, stage and progress
+    FINISH = "finish"  # succeeded or failed, whatever decided it
+    CANCEL = "cancel"
+    REQUEUE = "requeue"  # back to the queue, at its old place, after an interruption (the service stopped)
+    RETRY = "retry"  # back to the queue, at a person's request
+
+
+# The only changes of state there are: for each operation, the states it starts from and where it may lead.
+# The store checks every change against this table, in the transaction that writes it.
+TRANSITIONS: dict[Operation, dict[TaskState, frozenset[TaskState]]] = {
+    Operation.HOLD: {TaskState.QUEUED: frozenset({TaskState.QUEUED})},
+    Operation.START: {TaskState.QUEUED: frozenset({TaskState.INITIALIZING})},
+    Operation.REPORT: {TaskState.INITIALIZING: frozenset({TaskState.INITIALIZING, TaskState.RUNNING}),
+                       TaskState.RUNNING: frozenset({TaskState.RUNNING})},
+    # From the queue only as a failure: an engine that cannot be loaded, a worker that cannot be started.
+    Operation.FINISH: {TaskState.QUEUED: frozenset({TaskState.FAILED}),
+                       TaskState.INITIALIZING: frozenset({TaskState.SUCCEEDED, TaskState.FAILED}),
+                       TaskState.RUNNING: frozenset({TaskState.SUCCEEDED, TaskState.FAILED})},
+    Operation.CANCEL: {state: frozenset({TaskState.CANCELLED})
+                       for state in (TaskState.QUEUED, TaskState.INITIALIZING, TaskState.RUNNING)},
+    Operation.REQUEUE: {state: frozenset({TaskState.QUEUED}) for state in (TaskState.INITIALIZING, TaskState.RUNNING)},
+    Operation.RETRY: {state: frozenset({TaskState.QUEUED}) for state in (TaskState.FAILED, TaskState.CANCELLED)},
 }
 
 
-def can_transition(old: TaskState, new: TaskState) -> bool:
-    return old == new or new in TRANSITIONS[old]
+def can_transition(operation: Operation, old: TaskState, new: TaskState) -> bool:
+    return new in TRANSITIONS[operation].get(old, frozenset())
+
+
+@dataclasses.dataclass(frozen=True)
+class Position:
+    """Where a task's worker was: the stage and its progress."""
+
+    stage: str
+    progress: float
+
+    def __str__(self) -> str:
+        return f"stage {self.stage} at {self.progress:.0f} %"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,7 +103,7 @@ class TaskRequest:
     audio_path: Path
     video_path: Path
     engine: str = ""
-    options: dict[str, Any] = dataclasses.field(default_factory=dict)
+    options: TaskOptions = dataclasses.field(default_factory=TaskOptions)
     code: str | None = None
 
 
@@ -80,7 +118,7 @@ class TaskRecord:
     engine: str
     audio_path: str
     video_path: str
-    options: dict[str, Any]
+    options: TaskOptions
     result_path: str | None
     worker_pid: int | None
     created_at: float
@@ -90,6 +128,24 @@ class TaskRecord:
     attempts: int
     report: dict[str, Any]
     queue_position: int | None = None
+
+    @property
+    def position(self) -> Position:
+        return Position(self.stage or "init", self.progress)
+
+    @property
+    def summary(self) -> str:
+        """One line a person can read: the waiting reason, the stage, or why it ended."""
+        state = self.state
+        if state is TaskState.QUEUED:
+            reason = self.message or QUEUED_MESSAGE
+            return f"{reason} (position {self.queue_position})" if self.queue_position else reason
+        if state.is_active:
+            return self.stage or state.value
+        if state is TaskState.SUCCEEDED:
+            return self.warning or "done"
+        # Failures always carry a reason; the fallback only guards a record written by an older version.
+        return self.message or f"task {state.value} without a recorded reason"
 
     @property
     def duration_s(self) -> float | None:
@@ -109,6 +165,7 @@ class TaskRecord:
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
         data["state"] = self.state.value
+        data["options"] = self.options.to_json()
         data["duration_s"] = self.duration_s
         data["eta_s"] = self.eta_s
         return data

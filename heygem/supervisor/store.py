@@ -6,12 +6,14 @@ import json
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from heygem.supervisor.states import TaskRecord, TaskState, can_transition
+from heygem.errors import TaskNotFoundError, quote_input
+from heygem.options import TaskOptions
+from heygem.supervisor.states import Operation, TaskRecord, TaskState, can_transition
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS tasks (
@@ -38,14 +40,25 @@ CREATE TABLE IF NOT EXISTS tasks (
 );
 CREATE INDEX IF NOT EXISTS tasks_queue ON tasks (state, queued_at, seq);
 """
-_JSON_FIELDS = ("options", "report")
 _COLUMNS = ("code", "state", "stage", "progress", "message", "warning", "engine", "audio_path", "video_path",
             "options", "result_path", "worker_pid", "created_at", "started_at", "finished_at", "updated_at",
             "attempts", "report")
+# What a transition may write; the state itself comes from the operation's own argument.
+_CHANGEABLE = frozenset({"stage", "progress", "message", "warning", "worker_pid", "started_at", "finished_at",
+                         "attempts", "report", "queued_at"})
+# The fields of a transition, or a function that works them out from the record as it was.
+Fields = Mapping[str, Any] | Callable[[TaskRecord], Mapping[str, Any]]
 
 
 class TransitionError(Exception):
-    """A state change the state machine does not allow (e.g. a late update to a cancelled task)."""
+    """A change states.TRANSITIONS does not allow (e.g. a late update to a cancelled task)."""
+
+    def __init__(self, code: str, operation: Operation, old: TaskState, new: TaskState) -> None:
+        super().__init__(f"task {code}: {operation.value} cannot take it from {old.value} to {new.value}")
+        self.code = code
+        self.operation = operation
+        self.old = old
+        self.new = new
 
 
 class TaskStore:
@@ -75,15 +88,15 @@ class TaskStore:
                 raise
             self._db.execute("COMMIT")
 
-    def insert(self, code: str, engine: str, audio_path: str, video_path: str, options: dict[str, Any],
+    def insert(self, code: str, engine: str, audio_path: str, video_path: str, options: TaskOptions,
                result_path: str, message: str) -> None:
         now = time.time()
         with self._transaction() as db:
             db.execute(
                 "INSERT INTO tasks (code, state, engine, audio_path, video_path, options, result_path, message,"
                 " created_at, queued_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (code, TaskState.QUEUED.value, engine, audio_path, video_path, json.dumps(options), result_path,
-                 message, now, now, now))
+                (code, TaskState.QUEUED.value, engine, audio_path, video_path, json.dumps(options.to_json()),
+                 result_path, message, now, now, now))
 
     def exists(self, code: str) -> bool:
         with self._lock:
@@ -96,7 +109,13 @@ class TaskStore:
                 return None
             return self._record(row, self._queue_position(row))
 
-    def list(self, limit: int | None = None) -> list[TaskRecord]:
+    def require(self, code: str) -> TaskRecord:
+        record = self.get(code)
+        if record is None:
+            raise TaskNotFoundError(f"no task with code {quote_input(code)}")
+        return record
+
+    def newest(self, limit: int | None = None) -> list[TaskRecord]:
         with self._lock:
             rows = self._db.execute("SELECT * FROM tasks ORDER BY created_at DESC, seq DESC LIMIT ?",
                                     (-1 if limit is None else limit,)).fetchall()
@@ -123,28 +142,29 @@ class TaskStore:
         counts.update({TaskState(row["state"]): row["n"] for row in rows})
         return counts
 
-    def update(self, code: str, state: TaskState | None = None, **fields: Any) -> TaskRecord:
-        """Change fields (and the state, if the state machine allows it) in one transaction."""
+    def transition(self, code: str, operation: Operation, state: TaskState, fields: Fields) -> TaskRecord:
+        """Check the change against states.TRANSITIONS and write the state with its fields, in one transaction.
+
+        heygem.supervisor.lifecycle is the only caller: it names the operation and its whole set of fields.
+        """
         with self._transaction() as db:
             row = db.execute("SELECT * FROM tasks WHERE code = ?", (code,)).fetchone()
             if row is None:
-                raise KeyError(code)
-            if state is not None:
-                old = TaskState(row["state"])
-                if not can_transition(old, state):
-                    raise TransitionError(f"task {code}: {old.value} -> {state.value} is not allowed")
-                fields["state"] = state.value
-                if state is TaskState.QUEUED and old is not TaskState.QUEUED:
-                    fields.setdefault("queued_at", time.time())
-            for name in _JSON_FIELDS:
-                if name in fields:
-                    fields[name] = json.dumps(fields[name])
-            fields["updated_at"] = time.time()
-            assignments = ", ".join(f"{name} = ?" for name in fields)
-            db.execute(f"UPDATE tasks SET {assignments} WHERE code = ?", [*fields.values(), code])
-        record = self.get(code)
-        assert record is not None
-        return record
+                raise TaskNotFoundError(f"no task with code {quote_input(code)}")
+            old = self._record(row, None)
+            if not can_transition(operation, old.state, state):
+                raise TransitionError(code, operation, old.state, state)
+            values = dict(fields(old) if callable(fields) else fields)
+            unknown = set(values) - _CHANGEABLE
+            if unknown:
+                raise ValueError(f"{operation.value} writes fields a transition may not change: {sorted(unknown)}")
+            if "report" in values:
+                values["report"] = json.dumps(values["report"])
+            values["state"] = state.value
+            values["updated_at"] = time.time()
+            assignments = ", ".join(f"{name} = ?" for name in values)
+            db.execute(f"UPDATE tasks SET {assignments} WHERE code = ?", [*values.values(), code])
+        return self.require(code)
 
     def delete(self, code: str) -> None:
         with self._transaction() as db:
@@ -161,7 +181,7 @@ class TaskStore:
     @staticmethod
     def _record(row: sqlite3.Row, queue_position: int | None) -> TaskRecord:
         values = {name: row[name] for name in _COLUMNS}
-        for name in _JSON_FIELDS:
-            values[name] = json.loads(values[name])
+        values["options"] = TaskOptions.from_json(json.loads(values["options"]))
+        values["report"] = json.loads(values["report"])
         values["state"] = TaskState(values["state"])
         return TaskRecord(queue_position=queue_position, **values)

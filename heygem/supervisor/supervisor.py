@@ -29,12 +29,12 @@ from heygem.errors import (
     InputError,
     QueueFullError,
     TaskNotFoundError,
-    quote_input,
 )
 from heygem.files import require_regular_file
 from heygem.logs import task_log_path
 from heygem.pipeline.media import probe_audio
 from heygem.supervisor.admission import admit, probe_gpus
+from heygem.supervisor.lifecycle import Outcome, TaskLifecycle
 from heygem.supervisor.processes import describe_exit, kill_group, kill_leftovers, serve_status_manager
 from heygem.supervisor.protocol import (
     CONNECTION_ERRORS,
@@ -44,11 +44,12 @@ from heygem.supervisor.protocol import (
     write_manager_address,
 )
 from heygem.supervisor.results import is_valid_video, remove_legacy_partials
-from heygem.supervisor.states import TaskRecord, TaskRequest, TaskState, check_task_code
+from heygem.supervisor.states import Position, TaskRecord, TaskRequest, TaskState, check_task_code, result_file
 from heygem.supervisor.store import TaskStore, TransitionError
 from heygem.supervisor.worker import WorkerSpec, run_worker
 
-QUEUED_MESSAGE = "waiting in queue"
+# The cause in the message of a task that was active when the service stopped.
+SERVICE_STOPPED = "the service stopped"
 # Linux's limit on a Unix socket's path, in bytes (108 with the terminating NUL).
 MAX_SOCKET_PATH = 107
 
@@ -93,8 +94,8 @@ class _Worker:
         assert self.process.pid is not None
         return self.process.pid
 
-    def where(self) -> str:
-        return f"stage {self.status['stage']} at {self.status['progress']:.0f} %"
+    def position(self) -> Position:
+        return Position(self.status["stage"], self.status["progress"])
 
 
 class TaskSupervisor:
@@ -107,6 +108,7 @@ class TaskSupervisor:
             folder.mkdir(parents=True, exist_ok=True)
         self._data_lock = hold_data_dir(config.paths.data_dir / "run" / "supervisor.lock")
         self._store = TaskStore(config.paths.db_path)
+        self._tasks = TaskLifecycle(self._store)
         self._lock = threading.RLock()
         self._changed = threading.Condition(self._lock)
         self._workers: dict[str, _Worker] = {}
@@ -151,52 +153,42 @@ class TaskSupervisor:
             if self._store.exists(code):
                 raise InputError(f"a task with code {code!r} already exists")
             self._ensure_queue_room()
-            result_path = self.config.paths.results_dir / f"{code}-r.mp4"
-            self._store.insert(code, engine, str(audio_path), str(video_path), dict(request.options),
-                               str(result_path), QUEUED_MESSAGE)
+            self._tasks.queue(code, engine, str(audio_path), str(video_path), request.options,
+                              str(result_file(self.config, code)))
         logger.info("task {} queued (engine {})", code, engine)
         self._wake()
         return code
 
     def status(self, code: str) -> TaskRecord:
-        record = self._store.get(code)
-        if record is None:
-            raise TaskNotFoundError(f"no task with code {quote_input(code)}")
-        return self._with_live_progress(record)
+        return self._with_live_progress(self._store.require(code))
 
     def list_tasks(self, limit: int | None = None) -> list[TaskRecord]:
-        return [self._with_live_progress(record) for record in self._store.list(limit)]
+        return [self._with_live_progress(record) for record in self._store.newest(limit)]
 
     def cancel(self, code: str) -> TaskRecord:
         with self._lock:
-            record = self.status(code)
-            if record.state.is_final:
-                raise InputError(f"task {code} has already ended ({record.state.value})")
             worker = self._workers.get(code)
             if worker is None:
-                self._finalize(code, TaskState.CANCELLED, "cancelled while queued")
+                self._ended(self._tasks.cancel(code))
             else:
                 self._refresh_status(worker)
-                self._end_worker(worker, TaskState.CANCELLED, f"cancelled during {worker.where()}")
+                self._ended(self._tasks.cancel(code, worker.position()))
+                self._stop(worker)
         self._wake()
         return self.status(code)
 
     def retry(self, code: str) -> TaskRecord:
         with self._lock:
-            record = self.status(code)
-            if record.state not in (TaskState.FAILED, TaskState.CANCELLED):
-                raise InputError(f"only failed or cancelled tasks can be retried; task {code} is {record.state.value}")
             self._ensure_queue_room()
+            record = self._tasks.retry(code)
             if record.result_path:
                 Path(record.result_path).unlink(missing_ok=True)
-            self._store.update(code, TaskState.QUEUED, stage="", progress=0.0, message=QUEUED_MESSAGE, warning="",
-                               worker_pid=None, started_at=None, finished_at=None, report={})
         self._wake()
         return self.status(code)
 
     def delete(self, code: str) -> None:
         with self._lock:
-            record = self.status(code)
+            record = self._store.require(code)
             if not record.state.is_final:
                 with contextlib.suppress(InputError):  # it ended meanwhile
                     self.cancel(code)
@@ -237,15 +229,6 @@ class TaskSupervisor:
             "tasks_by_state": {state.value: count for state, count in counts.items()},
             "version": __version__,
         }
-
-    def worker_pids(self) -> dict[str, int]:
-        with self._lock:
-            return {code: worker.pid for code, worker in self._workers.items()}
-
-    def manager_pid(self) -> int | None:
-        with self._lock:
-            process = getattr(self._manager, "_process", None)
-            return process.pid if process is not None else None
 
     def shutdown(self) -> None:
         if self._stopping.is_set():
@@ -374,46 +357,45 @@ class TaskSupervisor:
         elapsed = now - worker.started_at
         silent_for = now - max(status["heartbeat"], worker.started_at, self._manager_started_at)
         if elapsed > worker.deadline_s:
-            self._end_worker(worker, TaskState.FAILED, f"timed out after {worker.deadline_s:.0f} s in {worker.where()}")
+            self._end_worker(worker, self._failed(
+                worker, f"timed out after {worker.deadline_s:.0f} s in {worker.position()}"))
             return
         if silent_for > settings.heartbeat_timeout_s:
-            self._end_worker(worker, TaskState.FAILED,
-                             f"no heartbeat for {silent_for:.0f} s (worker frozen) in {worker.where()}")
+            self._end_worker(worker, self._failed(
+                worker, f"no heartbeat for {silent_for:.0f} s (worker frozen) in {worker.position()}"))
             return
         if status["phase"] == "init" and elapsed > settings.init_grace_s:
             cause = f": {status['error']}" if status["error"] else ""
-            self._end_worker(worker, TaskState.FAILED, f"initialisation did not finish within "
-                             f"{settings.init_grace_s:.0f} s (stage {status['stage']}){cause}")
+            self._end_worker(worker, self._failed(worker, f"initialisation did not finish within "
+                                                  f"{settings.init_grace_s:.0f} s (stage {status['stage']}){cause}"))
             return
         if status["error"]:
             worker.error_since = worker.error_since or now
             # Errors during the init grace period only start counting once it is over.
             confirm_from = max(worker.error_since, worker.started_at + settings.init_grace_s)
             if now - confirm_from >= settings.error_confirm_s:
-                self._end_worker(worker, TaskState.FAILED, f"{status['stage']}: {status['error']} (reported for "
-                                 f"{now - worker.error_since:.0f} s without recovery)", rescue_result=True)
+                self._end_worker(worker, self._failed_unless_result(
+                    worker, f"{status['stage']}: {status['error']} (reported for "
+                            f"{now - worker.error_since:.0f} s without recovery)"))
                 return
         else:
             worker.error_since = None
-        state = TaskState.INITIALIZING if status["phase"] == "init" else TaskState.RUNNING
-        message = f"recovering from: {status['error']}" if status["error"] else ""
         try:
-            self._store.update(worker.code, state, stage=status["stage"], progress=status["progress"],
-                               message=message, warning=status["warning"])
-        except TransitionError:  # ended from outside, e.g. `python -m heygem tasks cancel`
-            kill_group(worker.pid)
-            worker.decided = True
+            self._tasks.report(worker.code, status)
+        except TransitionError as exc:  # ended from outside, e.g. `python -m heygem tasks cancel`
+            logger.info("{}; stopping its worker {}", exc, worker.pid)
+            self._stop(worker)
 
     def _admit(self) -> None:
         while len(self._workers) < self._settings.max_workers and not self._stopping.is_set():
             queued = self._store.queued_codes()
             if not queued:
                 return
-            record = self.status(queued[0])
+            record = self._store.require(queued[0])
             try:
                 need_gb = resolve_engine(record.engine).gpu_memory_gb
             except EngineUnavailableError as exc:
-                self._finalize(record.code, TaskState.FAILED, f"init: {exc}")
+                self._finish(record.code, Outcome.failed(f"init: {exc}"))
                 continue
             pending: dict[int, float] = {}
             for worker in self._workers.values():
@@ -422,7 +404,7 @@ class TaskSupervisor:
             decision = admit(need_gb, self._settings.gpu_reserve_gb, probe_gpus() if need_gb > 0 else [], pending)
             if not decision.admitted:
                 if record.message != decision.reason:
-                    self._store.update(record.code, message=decision.reason)
+                    self._tasks.hold(record.code, decision.reason)
                 return
             self._launch(record, decision.gpu_index, need_gb)
 
@@ -430,7 +412,7 @@ class TaskSupervisor:
         work_dir = self.config.paths.temp_dir / record.code
         shutil.rmtree(work_dir, ignore_errors=True)
         work_dir.mkdir(parents=True)
-        result_path = Path(record.result_path or self.config.paths.results_dir / f"{record.code}-r.mp4")
+        result_path = Path(record.result_path or result_file(self.config, record.code))
         spec = WorkerSpec(code=record.code, engine=record.engine, audio_path=record.audio_path,
                           video_path=record.video_path, result_path=str(result_path), work_dir=str(work_dir),
                           options=record.options, config=self.config.to_dict(), address_file=str(self._address_file),
@@ -440,17 +422,16 @@ class TaskSupervisor:
         try:
             process.start()
         except OSError as exc:  # out of processes or memory: fail this task rather than retry it forever
-            self._store.update(record.code, TaskState.INITIALIZING, attempts=record.attempts + 1)
-            self._finalize(record.code, TaskState.FAILED, f"init: could not start a worker: {exc}")
+            self._finish(record.code, Outcome.failed(f"init: could not start a worker: {exc}"))
             return
-        now = time.time()
+        assert process.pid is not None
+        started = self._tasks.start(record.code, process.pid)
+        assert started.started_at is not None
         worker = _Worker(code=record.code, process=process, work_dir=work_dir, result_path=result_path,
-                         started_at=now, deadline_s=self._deadline_s(record), gpu_index=gpu_index, need_gb=need_gb,
-                         status={"phase": "init", "stage": "init", "progress": 0.0, "error": "", "warning": "",
-                                 "heartbeat": now, "pid": process.pid or 0})
+                         started_at=started.started_at, deadline_s=self._deadline_s(record), gpu_index=gpu_index,
+                         need_gb=need_gb, status={"phase": "init", "stage": "init", "progress": 0.0, "error": "",
+                                                  "warning": "", "heartbeat": started.started_at, "pid": process.pid})
         self._workers[record.code] = worker
-        self._store.update(record.code, TaskState.INITIALIZING, stage="init", progress=0.0, message="", warning="",
-                           worker_pid=process.pid, started_at=now, finished_at=None, attempts=record.attempts + 1)
         logger.info("task {} started in worker {} (gpu {})", record.code, process.pid, gpu_index)
 
     def _deadline_s(self, record: TaskRecord) -> float:
@@ -463,15 +444,21 @@ class TaskSupervisor:
             deadline = max(deadline, self._settings.timeout_per_media_s * duration)
         return deadline
 
-    def _end_worker(self, worker: _Worker, state: TaskState, message: str, rescue_result: bool = False) -> None:
-        """Kill a live worker's whole process group and record the task's end at once."""
+    def _stop(self, worker: _Worker) -> None:
+        """SIGKILL a live worker's whole process group; its task's end is decided, so its exit only cleans up."""
         kill_group(worker.pid)
         worker.decided = True
-        if rescue_result and is_valid_video(worker.result_path):
-            self._finalize(worker.code, TaskState.SUCCEEDED, "", warning=f"{message}; its result is a valid video "
-                           "and was kept")
-        else:
-            self._finalize(worker.code, state, message)
+
+    def _end_worker(self, worker: _Worker, outcome: Outcome) -> None:
+        self._stop(worker)
+        self._finish(worker.code, outcome)
+
+    def _failed(self, worker: _Worker, message: str) -> Outcome:
+        return Outcome.failed(message, warning=worker.status["warning"])
+
+    def _failed_unless_result(self, worker: _Worker, message: str) -> Outcome:
+        """A failure, unless the worker already wrote a valid result video: then a success that says what failed."""
+        return Outcome.result_kept(message) if is_valid_video(worker.result_path) else self._failed(worker, message)
 
     def _reap(self, worker: _Worker) -> None:
         """A worker exited: final at once, from its outcome file, its last status or its exit code."""
@@ -481,7 +468,7 @@ class TaskSupervisor:
         del self._workers[worker.code]
         if not worker.decided:
             self._refresh_status(worker)
-            self._classify_exit(worker, exitcode)
+            self._finish(worker.code, self._exit_outcome(worker, exitcode))
         try:
             if self._statuses is not None:
                 self._statuses.pop(worker.code, None)
@@ -490,43 +477,34 @@ class TaskSupervisor:
         if not self._settings.keep_temp:
             shutil.rmtree(worker.work_dir, ignore_errors=True)
 
-    def _classify_exit(self, worker: _Worker, exitcode: int | None) -> None:
+    def _exit_outcome(self, worker: _Worker, exitcode: int | None) -> Outcome:
         outcome = read_outcome(worker.work_dir)
         if outcome is not None and outcome["ok"] and exitcode == 0:
             if worker.result_path.is_file():
-                self._finalize(worker.code, TaskState.SUCCEEDED, "", warning=worker.status["warning"],
-                               report=outcome["report"])
-                return
+                return Outcome.succeeded(outcome["report"], warning=worker.status["warning"])
             message = f"worker reported success but wrote no result file ({worker.result_path})"
         elif outcome is not None and not outcome["ok"]:
             message = outcome["message"]
         elif exitcode == 0:
-            message = f"worker exited without reporting a result during {worker.where()}"
+            message = f"worker exited without reporting a result during {worker.position()}"
         else:
-            message = describe_exit(exitcode, worker.where())
-        if is_valid_video(worker.result_path):
-            self._finalize(worker.code, TaskState.SUCCEEDED, "",
-                           warning=f"{message}; its result is a valid video and was kept")
-        else:
-            self._finalize(worker.code, TaskState.FAILED, message)
+            message = describe_exit(exitcode, str(worker.position()))
+        return self._failed_unless_result(worker, message)
 
-    def _finalize(self, code: str, state: TaskState, message: str, warning: str = "",
-                  report: dict[str, Any] | None = None) -> None:
-        fields: dict[str, Any] = {"message": message, "finished_at": time.time()}
-        if warning:
-            fields["warning"] = warning
-        if report is not None:
-            fields["report"] = report
-        if state is TaskState.SUCCEEDED:
-            fields["progress"] = 100.0
+    def _finish(self, code: str, outcome: Outcome) -> None:
         try:
-            self._store.update(code, state, **fields)
-        except TransitionError:  # already ended elsewhere (e.g. cancelled from the ops CLI)
+            record = self._tasks.finish(code, outcome)
+        except (TransitionError, TaskNotFoundError) as exc:
+            # Lost a race: cancelled from the ops CLI, or deleted, while the supervisor was deciding. That end stands.
+            detail = outcome.message or outcome.warning
+            logger.warning("task {}: outcome {} not recorded: {}{}", code, outcome.state.value, exc,
+                           f" (it said: {detail})" if detail else "")
             return
-        except KeyError:  # deleted meanwhile
-            return
-        log = logger.warning if state is TaskState.FAILED else logger.info
-        log("task {} {}{}", code, state.value, f": {message}" if message else "")
+        self._ended(record)
+
+    def _ended(self, record: TaskRecord) -> None:
+        log = logger.warning if record.state is TaskState.FAILED else logger.info
+        log("task {} {}{}", record.code, record.state.value, f": {record.message}" if record.message else "")
         self._changed.notify_all()
 
     def _ensure_queue_room(self) -> None:
@@ -538,17 +516,13 @@ class TaskSupervisor:
     def _recover_interrupted(self) -> None:
         """Tasks that were active when the service stopped: requeued once, or failed with the reason."""
         for code in self._store.codes_in(TaskState.INITIALIZING, TaskState.RUNNING):
-            record = self.status(code)
+            record = self._store.require(code)
             if record.worker_pid:
                 kill_leftovers(record.worker_pid, code)
-            where = f"stage {record.stage or 'init'} at {record.progress:.0f} %"
             if self._settings.requeue_interrupted and record.attempts < 2:
-                # It keeps its place at the front: it was admitted before everything still waiting.
-                self._store.update(code, TaskState.QUEUED, stage="", progress=0.0, worker_pid=None,
-                                   queued_at=record.created_at, message=f"requeued: the service stopped during {where}")
+                self._tasks.requeue(code, SERVICE_STOPPED)
             else:
-                self._store.update(code, TaskState.FAILED, finished_at=time.time(),
-                                   message=f"interrupted: the service stopped during {where}")
+                self._tasks.interrupt(code, SERVICE_STOPPED)
             shutil.rmtree(self.config.paths.temp_dir / code, ignore_errors=True)
 
     def _stop_everything(self) -> None:

@@ -13,6 +13,7 @@ import traceback
 from pathlib import Path
 from typing import Any
 
+from heygem.options import TaskOptions
 from heygem.supervisor.processes import become_group_leader
 
 
@@ -26,7 +27,7 @@ class WorkerSpec:
     video_path: str
     result_path: str
     work_dir: str
-    options: dict[str, Any]
+    options: TaskOptions
     config: dict[str, dict[str, Any]]
     address_file: str
     gpu_index: int | None
@@ -55,9 +56,9 @@ def run_worker(spec: WorkerSpec) -> None:
     from loguru import logger
 
     from heygem.config import load_config
-    from heygem.engines.base import Job
     from heygem.engines.registry import resolve_engine
     from heygem.logs import setup_worker_logging
+    from heygem.pipeline.engine import Job
     from heygem.supervisor.protocol import WorkerReporter, write_outcome
 
     config = load_config(overrides=spec.config)

@@ -13,12 +13,13 @@ from typing import Any, TypeVar
 import gradio as gr
 
 from heygem import __version__
-from heygem.api.intake import accept_upload
-from heygem.api.media_check import SLOT_NAMES, Slot
 from heygem.config import Config
 from heygem.engines.models import model_statuses
 from heygem.engines.registry import DEFAULT_ENGINE, ENGINES, list_engines
 from heygem.errors import HeyGemError, InputError, TaskNotFoundError
+from heygem.intake.media_check import SLOT_NAMES, Slot
+from heygem.intake.uploads import accept_upload
+from heygem.options import LOOP_MODES, MOUTH_INTENSITY, LoopMode, TaskOptions
 from heygem.supervisor import TaskRecord, TaskRequest, TaskState, TaskSupervisor
 from heygem.ui.views import (
     IDLE_HTML,
@@ -33,7 +34,8 @@ from heygem.ui.views import (
 
 CSS_PATH = Path(__file__).with_name("studio.css")
 GENERATE_TAB = "generate"
-LOOP_MODES = [("Ping-pong (forward, then backward)", "pingpong"), ("Loop from the start", "loop")]
+LOOP_MODE_LABELS: dict[LoopMode, str] = {"pingpong": "Ping-pong (forward, then backward)",
+                                         "loop": "Loop from the start"}
 # Writes ?code=<code> into the address bar, so a reload or a shared link comes back to the same task.
 REMEMBER_CODE_JS = """(code) => {
   const url = new URL(window.location.href);
@@ -45,6 +47,21 @@ REMEMBER_CODE_JS = """(code) => {
 T = TypeVar("T")
 # What the Generate tab's task view is made of, in this order, for every handler that updates it.
 TaskView = tuple[Any, Any, Any, Any, Any]
+
+Control = TypeVar("Control", bound=gr.components.Component)
+
+
+def checked_by_task_options(control: Control) -> Control:
+    """A task option's control whose value reaches the handler as sent, where TaskOptions refuses a bad one with
+    the message the CLI and the APIs give. Gradio's own check would answer a script's out-of-range value in other
+    words, and one of the wrong kind with a bare TypeError. (Not a subclass: Gradio writes a .pyi file beside the
+    module of every Component subclass.)"""
+    control.preprocess = _as_sent  # type: ignore[method-assign]
+    return control
+
+
+def _as_sent(payload: Any) -> Any:
+    return payload
 
 
 class Studio:
@@ -64,8 +81,10 @@ class Studio:
         return (gr.Dropdown(choices=choices, value=default), engine_note(engines),
                 gr.Button(interactive=bool(choices)), *self.attach(code))
 
-    def generate(self, audio: str | None, video: str | None, engine: str | None, loop_mode: str,
+    def generate(self, audio: str | None, video: str | None, engine: str | None, loop_mode: LoopMode,
                  mouth_intensity: float, ai_label: bool, watermark: bool) -> TaskView:
+        options = self.act(lambda: TaskOptions(loop_mode=loop_mode, mouth_intensity=mouth_intensity,
+                                               ai_label=ai_label, watermark=watermark))
         if not audio:
             raise gr.Error("Add the speech first: upload an audio file or record one with the microphone.")
         if not video:
@@ -76,10 +95,8 @@ class Studio:
         try:
             stored.append(self.accept(Path(audio), "audio"))
             stored.append(self.accept(Path(video), "video"))
-            code = self.supervisor.submit(TaskRequest(
-                audio_path=stored[0], video_path=stored[1], engine=engine,
-                options={"loop_mode": loop_mode, "mouth_intensity": float(mouth_intensity),
-                         "ai_label": bool(ai_label), "watermark": bool(watermark)}))
+            code = self.supervisor.submit(TaskRequest(audio_path=stored[0], video_path=stored[1], engine=engine,
+                                                      options=options))
         except HeyGemError as exc:
             for path in stored:
                 path.unlink(missing_ok=True)
@@ -200,13 +217,18 @@ def build_studio(supervisor: TaskSupervisor, config: Config) -> gr.Blocks:
                         engine = gr.Dropdown(label="3. Engine", choices=list(ENGINES), value=DEFAULT_ENGINE,
                                              interactive=True)
                         engine_info = gr.Markdown(elem_classes=["hg-note"])
+                        # Each option starts at the server's default (configs/default.yaml).
                         with gr.Accordion("Options", open=False):
-                            loop_mode = gr.Radio(LOOP_MODES, value="pingpong",
-                                                 label="When the speech is longer than the video")
-                            intensity = gr.Slider(0.0, 2.0, value=1.0, step=0.05, label="Mouth movement intensity")
+                            loop_mode = checked_by_task_options(gr.Radio(
+                                [(LOOP_MODE_LABELS[mode], mode) for mode in LOOP_MODES], value=config.media.loop_mode,
+                                label="When the speech is longer than the video"))
+                            intensity = checked_by_task_options(gr.Slider(
+                                MOUTH_INTENSITY.low, MOUTH_INTENSITY.high, value=config.meshwarp.mouth_intensity,
+                                step=0.05, label="Mouth movement intensity"))
                             with gr.Row():
-                                ai_label = gr.Checkbox(label='Add an "AI-generated" label to the video')
-                                watermark = gr.Checkbox(label="Add a watermark")
+                                ai_label = gr.Checkbox(value=config.media.ai_label,
+                                                       label='Add an "AI-generated" label to the video')
+                                watermark = gr.Checkbox(value=config.media.watermark, label="Add a watermark")
                         submit = gr.Button("Generate", variant="primary", size="lg", interactive=False)
                     with gr.Column(scale=5):
                         code = gr.Textbox(label="Task code", interactive=False, buttons=["copy"])

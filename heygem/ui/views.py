@@ -9,8 +9,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from heygem.api.tasks_view import describe
-from heygem.engines.base import Availability
+from heygem.pipeline.engine import Availability
 from heygem.supervisor.states import TaskRecord, TaskState
 
 TASK_COLUMNS = ["code", "created", "inputs", "engine", "state", "progress", "duration", "message"]
@@ -56,7 +55,7 @@ def status_html(record: TaskRecord | None) -> str:
         return IDLE_HTML
     state = record.state
     percent = 100.0 if state is TaskState.SUCCEEDED else record.progress
-    details = [f"<span class='hg-detail'>{html.escape(describe(record))}</span>"]
+    details = [f"<span class='hg-detail'>{html.escape(record.summary)}</span>"]
     if state is TaskState.RUNNING and record.eta_s is not None:
         details.append(f"<span class='hg-detail'>about {format_seconds(record.eta_s)} left</span>")
     if state.is_final and record.duration_s is not None:
@@ -82,7 +81,7 @@ def task_rows(records: Iterable[TaskRecord]) -> list[list[str]]:
         STATE_LABELS[record.state],
         f"{100 if record.state is TaskState.SUCCEEDED else record.progress:.0f} %",
         format_seconds(record.duration_s),
-        describe(record),
+        record.summary,
     ] for record in records]
 
 

@@ -1,4 +1,4 @@
-"""The one interface every engine implements, and the plain data a worker hands it."""
+"""The one interface every engine implements, and the plain data a worker hands it (the pipeline needs both)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal, Protocol
 
 from heygem.config import Config
+from heygem.options import TaskOptions
 
 Device = Literal["cpu", "cuda"]
 
@@ -27,7 +28,7 @@ class Job:
     video_path: Path
     result_path: Path
     work_dir: Path
-    options: dict[str, Any]
+    options: TaskOptions
     config: Config
 
 

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import httpx
 
-from heygem.api.media_check import Slot, check_media
 from heygem.config import Config
 from heygem.errors import InputError, quote_input
 from heygem.files import require_regular_file
+from heygem.intake.media_check import Slot, check_media
 
 URL_PATTERN = re.compile(r"^https?://", re.IGNORECASE)
 SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")

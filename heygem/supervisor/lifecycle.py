@@ -1,0 +1,111 @@
+"""Every change of a task's state, as one named operation that sets and clears its whole set of fields.
+
+Nothing else writes a task: the supervisor, `python -m heygem tasks cancel` and any execution backend call
+these operations. Each names its row of states.TRANSITIONS, and the store checks that row in the same
+transaction that writes the fields, so two processes racing on one task cannot both win. A refused change
+raises TransitionError; the two that a person asks for (cancel, retry) raise an InputError saying why.
+Messages that depend on where the task was are worked out inside that transaction, from the record as it was.
+
+The table of operations, with the fields each sets and clears, is in docs/architecture.md.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from heygem.errors import InputError
+from heygem.options import TaskOptions
+from heygem.supervisor.protocol import LiveStatus
+from heygem.supervisor.states import QUEUED_MESSAGE, Operation, Position, TaskRecord, TaskState
+from heygem.supervisor.store import TaskStore, TransitionError
+
+# What a task that has not started yet does not have: requeue and retry clear all of it.
+_NOT_STARTED: Mapping[str, Any] = {"stage": "", "progress": 0.0, "warning": "", "worker_pid": None,
+                                   "started_at": None, "finished_at": None, "report": {}}
+
+
+@dataclasses.dataclass(frozen=True)
+class Outcome:
+    """How a task ended, as `finish` records it: succeeded or failed, with what the task record shows."""
+
+    state: TaskState
+    message: str = ""
+    warning: str = ""
+    report: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+    @classmethod
+    def succeeded(cls, report: Mapping[str, Any], warning: str = "") -> Outcome:
+        return cls(TaskState.SUCCEEDED, warning=warning, report=report)
+
+    @classmethod
+    def failed(cls, message: str, warning: str = "") -> Outcome:
+        return cls(TaskState.FAILED, message=message, warning=warning)
+
+    @classmethod
+    def result_kept(cls, failure: str) -> Outcome:
+        """A failure that still left a valid result video: the task succeeded, and its warning says what failed."""
+        return cls(TaskState.SUCCEEDED, warning=f"{failure}; its result is a valid video and was kept")
+
+
+class TaskLifecycle:
+    """The named transitions of the tasks in one store."""
+
+    def __init__(self, store: TaskStore) -> None:
+        self.store = store
+
+    def queue(self, code: str, engine: str, audio_path: str, video_path: str, options: TaskOptions,
+              result_path: str) -> TaskRecord:
+        self.store.insert(code, engine, audio_path, video_path, options, result_path, QUEUED_MESSAGE)
+        return self.store.require(code)
+
+    def hold(self, code: str, reason: str) -> TaskRecord:
+        return self.store.transition(code, Operation.HOLD, TaskState.QUEUED, {"message": reason})
+
+    def start(self, code: str, worker_pid: int) -> TaskRecord:
+        return self.store.transition(code, Operation.START, TaskState.INITIALIZING, lambda old: {
+            "stage": "init", "progress": 0.0, "message": "", "warning": "", "worker_pid": worker_pid,
+            "started_at": time.time(), "finished_at": None, "report": {}, "attempts": old.attempts + 1})
+
+    def report(self, code: str, status: LiveStatus) -> TaskRecord:
+        state = TaskState.INITIALIZING if status["phase"] == "init" else TaskState.RUNNING
+        return self.store.transition(code, Operation.REPORT, state, {
+            "stage": status["stage"], "progress": status["progress"], "warning": status["warning"],
+            "message": f"recovering from: {status['error']}" if status["error"] else ""})
+
+    def finish(self, code: str, outcome: Outcome) -> TaskRecord:
+        fields: dict[str, Any] = {"message": outcome.message, "warning": outcome.warning, "finished_at": time.time()}
+        if outcome.state is TaskState.SUCCEEDED:
+            fields.update(progress=100.0, report=dict(outcome.report))
+        return self.store.transition(code, Operation.FINISH, outcome.state, fields)
+
+    def interrupt(self, code: str, cause: str) -> TaskRecord:
+        """Fail an active task whose worker was lost, saying where it was."""
+        return self.store.transition(code, Operation.FINISH, TaskState.FAILED, lambda old: {
+            "message": f"interrupted: {cause} during {old.position}", "finished_at": time.time()})
+
+    def cancel(self, code: str, position: Position | None = None) -> TaskRecord:
+        """`position`: the worker's latest, when the caller knows it better than the record."""
+
+        def fields(old: TaskRecord) -> dict[str, Any]:
+            where = "while queued" if old.state is TaskState.QUEUED else f"during {position or old.position}"
+            return {"message": f"cancelled {where}", "finished_at": time.time()}
+
+        try:
+            return self.store.transition(code, Operation.CANCEL, TaskState.CANCELLED, fields)
+        except TransitionError as exc:
+            raise InputError(f"task {code} has already ended ({exc.old.value})") from None
+
+    def requeue(self, code: str, cause: str) -> TaskRecord:
+        """Put an interrupted task back at the front: it was admitted before everything still waiting."""
+        return self.store.transition(code, Operation.REQUEUE, TaskState.QUEUED, lambda old: {
+            **_NOT_STARTED, "message": f"requeued: {cause} during {old.position}", "queued_at": old.created_at})
+
+    def retry(self, code: str) -> TaskRecord:
+        try:
+            return self.store.transition(code, Operation.RETRY, TaskState.QUEUED, {
+                **_NOT_STARTED, "message": QUEUED_MESSAGE, "queued_at": time.time()})
+        except TransitionError as exc:
+            raise InputError(f"only failed or cancelled tasks can be retried; task {code} is {exc.old.value}") from None

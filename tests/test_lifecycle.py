@@ -1,0 +1,221 @@
+"""Each named task transition: the fields it sets and clears, and every change of state it refuses."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from heygem.errors import InputError, TaskNotFoundError
+from heygem.options import TaskOptions
+from heygem.supervisor.lifecycle import Outcome, TaskLifecycle
+from heygem.supervisor.protocol import LiveStatus, Phase
+from heygem.supervisor.states import TRANSITIONS, Operation, Position, TaskRecord, TaskState
+from heygem.supervisor.store import TaskStore, TransitionError
+
+OPTIONS = TaskOptions(loop_mode="loop", mouth_intensity=1.5)
+
+
+def live(phase: Phase = "run", stage: str = "render", progress: float = 40.0, error: str = "",
+         warning: str = "") -> LiveStatus:
+    return {"phase": phase, "stage": stage, "progress": progress, "error": error, "warning": warning,
+            "heartbeat": 0.0, "pid": 4321}
+
+
+@pytest.fixture
+def lifecycle(tmp_path: Path) -> TaskLifecycle:
+    return TaskLifecycle(TaskStore(tmp_path / "tasks.sqlite3"))
+
+
+def queue(lifecycle: TaskLifecycle, code: str = "task") -> TaskRecord:
+    return lifecycle.queue(code, "meshwarp", "/in/speech.wav", "/in/face.mp4", OPTIONS, f"/out/{code}-r.mp4")
+
+
+def running(lifecycle: TaskLifecycle, code: str = "task") -> TaskRecord:
+    """A task deep in its run: a worker, a stage, progress, an error it is recovering from and a warning."""
+    queue(lifecycle, code)
+    lifecycle.start(code, 4321)
+    return lifecycle.report(code, live(error="decoder hiccup", warning="audio resampled"))
+
+
+def task_in(lifecycle: TaskLifecycle, state: TaskState, code: str = "task") -> TaskRecord:
+    """A task brought to `state` through the operations themselves."""
+    if state is TaskState.QUEUED:
+        return queue(lifecycle, code)
+    if state is TaskState.INITIALIZING:
+        queue(lifecycle, code)
+        return lifecycle.start(code, 4321)
+    running(lifecycle, code)
+    if state is TaskState.SUCCEEDED:
+        return lifecycle.finish(code, Outcome.succeeded({"frames": 10}))
+    if state is TaskState.FAILED:
+        return lifecycle.finish(code, Outcome.failed("render: boom", warning="audio resampled"))
+    if state is TaskState.CANCELLED:
+        return lifecycle.cancel(code)
+    return lifecycle.store.require(code)
+
+
+def changed(before: TaskRecord, after: TaskRecord) -> dict[str, Any]:
+    """The fields an operation changed, other than the bookkeeping of every write."""
+    ignored = {"updated_at", "queue_position"}
+    return {field.name: getattr(after, field.name) for field in dataclasses.fields(TaskRecord)
+            if field.name not in ignored and getattr(before, field.name) != getattr(after, field.name)}
+
+
+def test_queue_records_the_request_with_typed_options(lifecycle: TaskLifecycle) -> None:
+    record = queue(lifecycle)
+    assert (record.state, record.message, record.queue_position, record.attempts) == (
+        TaskState.QUEUED, "waiting in queue", 1, 0)
+    assert record.options == OPTIONS and record.result_path == "/out/task-r.mp4"
+    assert (record.stage, record.progress, record.warning, record.worker_pid) == ("", 0.0, "", None)
+    assert (record.started_at, record.finished_at, record.report) == (None, None, {})
+
+
+def test_hold_changes_only_the_waiting_reason(lifecycle: TaskLifecycle) -> None:
+    before = queue(lifecycle)
+    after = lifecycle.hold("task", "waiting for 7.0 GB of GPU memory, 4.1 GB free")
+    assert changed(before, after) == {"message": "waiting for 7.0 GB of GPU memory, 4.1 GB free"}
+
+
+def test_start_sets_the_worker_and_clears_the_waiting_reason(lifecycle: TaskLifecycle) -> None:
+    queue(lifecycle)
+    before = lifecycle.hold("task", "waiting for GPU memory")
+    after = lifecycle.start("task", 4321)
+    assert after.started_at is not None
+    assert changed(before, after) == {"state": TaskState.INITIALIZING, "stage": "init", "message": "",
+                                      "worker_pid": 4321, "started_at": after.started_at, "attempts": 1}
+
+
+def test_report_follows_the_worker(lifecycle: TaskLifecycle) -> None:
+    queue(lifecycle)
+    before = lifecycle.start("task", 4321)
+    loading = lifecycle.report("task", live(phase="init", stage="load model", progress=0.0))
+    assert changed(before, loading) == {"stage": "load model"}
+    recovering = lifecycle.report("task", live(error="CUDA out of memory", warning="audio resampled"))
+    assert changed(loading, recovering) == {"state": TaskState.RUNNING, "stage": "render", "progress": 40.0,
+                                            "message": "recovering from: CUDA out of memory",
+                                            "warning": "audio resampled"}
+    recovered = lifecycle.report("task", live(progress=55.0, warning="audio resampled"))
+    assert changed(recovering, recovered) == {"progress": 55.0, "message": ""}
+
+
+def test_finish_with_success_sets_the_report_and_full_progress(lifecycle: TaskLifecycle) -> None:
+    before = running(lifecycle)
+    after = lifecycle.finish("task", Outcome.succeeded({"frames": 10}, warning="audio resampled"))
+    assert after.finished_at is not None
+    assert changed(before, after) == {"state": TaskState.SUCCEEDED, "progress": 100.0, "message": "",
+                                      "finished_at": after.finished_at, "report": {"frames": 10}}
+    assert after.worker_pid == 4321, "which worker made it stays on record"
+
+
+def test_finish_with_a_failure_keeps_where_it_failed(lifecycle: TaskLifecycle) -> None:
+    before = running(lifecycle)
+    after = lifecycle.finish("task", Outcome.failed("render: boom"))
+    assert changed(before, after) == {"state": TaskState.FAILED, "message": "render: boom", "warning": "",
+                                      "finished_at": after.finished_at}
+    assert (after.stage, after.progress) == ("render", 40.0)
+
+
+def test_a_failure_that_left_a_valid_result_is_a_success_with_a_warning(lifecycle: TaskLifecycle) -> None:
+    running(lifecycle)
+    after = lifecycle.finish("task", Outcome.result_kept("render: face enhancer crashed"))
+    assert after.state is TaskState.SUCCEEDED and after.message == ""
+    assert after.warning == "render: face enhancer crashed; its result is a valid video and was kept"
+
+
+def test_interrupt_fails_the_task_saying_where_it_was(lifecycle: TaskLifecycle) -> None:
+    before = running(lifecycle)
+    after = lifecycle.interrupt("task", "the service stopped")
+    assert changed(before, after) == {"state": TaskState.FAILED, "finished_at": after.finished_at,
+                                      "message": "interrupted: the service stopped during stage render at 40 %"}
+
+
+def test_cancel_says_where_the_task_was(lifecycle: TaskLifecycle) -> None:
+    queue(lifecycle, "waiting")
+    assert lifecycle.cancel("waiting").message == "cancelled while queued"
+    before = running(lifecycle)
+    after = lifecycle.cancel("task")
+    assert changed(before, after) == {"state": TaskState.CANCELLED, "finished_at": after.finished_at,
+                                      "message": "cancelled during stage render at 40 %"}
+    running(lifecycle, "live")
+    # The supervisor knows its worker's latest position better than the last poll did.
+    assert lifecycle.cancel("live", Position("encode", 97.4)).message == "cancelled during stage encode at 97 %"
+
+
+def test_requeue_clears_the_run_and_keeps_the_old_place(lifecycle: TaskLifecycle) -> None:
+    before = running(lifecycle, "first")
+    queue(lifecycle, "second")
+    after = lifecycle.requeue("first", "the service stopped")
+    assert changed(before, after) == {
+        "state": TaskState.QUEUED, "stage": "", "progress": 0.0, "warning": "", "worker_pid": None,
+        "started_at": None, "message": "requeued: the service stopped during stage render at 40 %"}
+    assert after.duration_s is None, "a requeued task's duration does not grow while it waits"
+    assert after.queue_position == 1 and lifecycle.store.require("second").queue_position == 2
+    assert lifecycle.start("first", 99).attempts == 2
+
+
+@pytest.mark.parametrize("ended", [TaskState.FAILED, TaskState.CANCELLED])
+def test_retry_clears_everything_of_the_last_run_and_queues_at_the_end(lifecycle: TaskLifecycle,
+                                                                        ended: TaskState) -> None:
+    before = task_in(lifecycle, ended, "again")
+    queue(lifecycle, "later")
+    after = lifecycle.retry("again")
+    assert changed(before, after) == {
+        "state": TaskState.QUEUED, "stage": "", "progress": 0.0, "message": "waiting in queue", "warning": "",
+        "worker_pid": None, "started_at": None, "finished_at": None}
+    assert after.queue_position == 2, "behind what was already waiting"
+
+
+def test_retry_takes_only_failed_or_cancelled_tasks(lifecycle: TaskLifecycle) -> None:
+    task_in(lifecycle, TaskState.SUCCEEDED, "done")
+    with pytest.raises(InputError, match=r"^only failed or cancelled tasks can be retried; task done is succeeded$"):
+        lifecycle.retry("done")
+    running(lifecycle, "busy")
+    with pytest.raises(InputError, match=r"task busy is running$"):
+        lifecycle.retry("busy")
+
+
+def test_a_finished_task_can_only_be_retried_and_success_is_final() -> None:
+    assert not any(TaskState.SUCCEEDED in row for row in TRANSITIONS.values())
+    for state in (TaskState.FAILED, TaskState.CANCELLED):
+        assert [operation for operation, row in TRANSITIONS.items() if state in row] == [Operation.RETRY]
+
+
+OPERATIONS: dict[Operation, Callable[[TaskLifecycle, str], TaskRecord]] = {
+    Operation.HOLD: lambda lifecycle, code: lifecycle.hold(code, "waiting"),
+    Operation.START: lambda lifecycle, code: lifecycle.start(code, 99),
+    Operation.REPORT: lambda lifecycle, code: lifecycle.report(code, live()),
+    Operation.FINISH: lambda lifecycle, code: lifecycle.finish(code, Outcome.succeeded({})),
+    Operation.CANCEL: lambda lifecycle, code: lifecycle.cancel(code),
+    Operation.REQUEUE: lambda lifecycle, code: lifecycle.requeue(code, "the service stopped"),
+    Operation.RETRY: lambda lifecycle, code: lifecycle.retry(code),
+}
+REFUSED = [(operation, state) for operation in Operation for state in TaskState if state not in TRANSITIONS[operation]]
+
+
+@pytest.mark.parametrize(("operation", "state"), REFUSED, ids=[f"{op.value}-from-{st.value}" for op, st in REFUSED])
+def test_each_operation_refuses_the_states_outside_its_row(lifecycle: TaskLifecycle, operation: Operation,
+                                                           state: TaskState) -> None:
+    before = task_in(lifecycle, state)
+    with pytest.raises((TransitionError, InputError)) as refusal:
+        OPERATIONS[operation](lifecycle, "task")
+    if operation is Operation.CANCEL:
+        assert str(refusal.value) == f"task task has already ended ({state.value})"
+    after = lifecycle.store.require("task")
+    assert changed(before, after) == {} and after.updated_at == before.updated_at
+
+
+def test_finish_from_the_queue_is_a_failure_only(lifecycle: TaskLifecycle) -> None:
+    queue(lifecycle)
+    with pytest.raises(TransitionError, match="finish cannot take it from queued to succeeded"):
+        lifecycle.finish("task", Outcome.succeeded({}))
+    assert lifecycle.finish("task", Outcome.failed("init: unknown engine")).state is TaskState.FAILED
+
+
+@pytest.mark.parametrize("operation", list(Operation))
+def test_an_unknown_task_is_not_found(lifecycle: TaskLifecycle, operation: Operation) -> None:
+    with pytest.raises(TaskNotFoundError, match=r"^no task with code 'task'$"):
+        OPERATIONS[operation](lifecycle, "task")

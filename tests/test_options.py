@@ -1,0 +1,112 @@
+"""TaskOptions: one check and one message for every way in, typed from submit to the engine."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+import pytest
+
+from heygem.cli import main
+from heygem.config import load_config
+from heygem.errors import ConfigError, InputError
+from heygem.options import LOOP_MODES, MOUTH_INTENSITY, TaskOptions
+from heygem.supervisor.store import TaskStore
+from heygem.ui.studio import Studio
+from tests.option_cases import OUT_OF_RANGE, WRONG_KIND, case_id
+from tests.supervision import submit, wait_final
+
+
+@pytest.mark.parametrize("case", OUT_OF_RANGE + WRONG_KIND, ids=case_id)
+def test_the_constructor_refuses_with_the_one_message(case: tuple[str, Any, str]) -> None:
+    name, value, message = case
+    with pytest.raises(InputError) as refusal:
+        TaskOptions(**{name: value})
+    assert str(refusal.value) == message
+
+
+def test_values_at_the_edges_and_defaults_are_accepted() -> None:
+    assert TaskOptions() == TaskOptions(None, None, None, None)
+    assert TaskOptions(mouth_intensity=MOUTH_INTENSITY.low).mouth_intensity == 0.0
+    assert TaskOptions(mouth_intensity=2).mouth_intensity == 2.0
+    assert isinstance(TaskOptions(mouth_intensity=1).mouth_intensity, float), "an int from JSON becomes a float"
+    assert [TaskOptions(loop_mode=mode).loop_mode for mode in LOOP_MODES] == ["pingpong", "loop"]
+    with pytest.raises(InputError, match=r"got nan$"):
+        TaskOptions(mouth_intensity=math.nan)
+
+
+def test_json_round_trip_keeps_only_what_was_given() -> None:
+    options = TaskOptions(loop_mode="loop", ai_label=True)
+    assert options.to_json() == {"loop_mode": "loop", "ai_label": True}
+    assert TaskOptions.from_json(options.to_json()) == options
+    with pytest.raises(InputError, match=r"^unknown option 'mouth_intesity': the options are loop_mode, "
+                                         r"mouth_intensity, ai_label, watermark$"):
+        TaskOptions.from_json({"mouth_intesity": 1})
+    with pytest.raises(InputError, match=r"^options must be a JSON object"):
+        TaskOptions.from_json([1, 2])
+
+
+def test_form_fields_are_read_from_their_text() -> None:
+    fields = {"loop_mode": "loop", "mouth_intensity": " 1.25 ", "ai_label": "on", "watermark": "false",
+              "code": "not an option", "audio": ""}
+    assert TaskOptions.from_form(fields) == TaskOptions("loop", 1.25, True, False)
+    assert TaskOptions.from_form({"mouth_intensity": ""}) == TaskOptions()
+
+
+@pytest.mark.parametrize("case", OUT_OF_RANGE + [case for case in WRONG_KIND if isinstance(case[1], str)],
+                         ids=case_id)
+def test_form_fields_are_refused_with_the_one_message(case: tuple[str, Any, str]) -> None:
+    name, value, message = case
+    with pytest.raises(InputError) as refusal:
+        TaskOptions.from_form({name: str(value)})
+    assert str(refusal.value) == message
+
+
+@pytest.mark.parametrize("case", [case for case in OUT_OF_RANGE], ids=case_id)
+def test_the_cli_refuses_with_the_one_message(capsys: pytest.CaptureFixture[str], case: tuple[str, Any, str],
+                                              tmp_path: Path) -> None:
+    name, value, message = case
+    flag = "--" + name.replace("_", "-")
+    code = main(["generate", "--audio", str(tmp_path / "a.wav"), "--video", str(tmp_path / "v.mp4"),
+                 "--out", str(tmp_path / "o.mp4"), flag, str(value)])
+    assert code == 2
+    assert capsys.readouterr().err.strip() == f"error: {message}"
+
+
+def test_the_cli_help_shows_the_declared_choices_and_range(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["generate", "--help"])
+    help_text = capsys.readouterr().out
+    assert "--loop-mode {pingpong,loop}" in help_text and "--mouth-intensity 0..2" in help_text
+
+
+@pytest.mark.parametrize("case", OUT_OF_RANGE + WRONG_KIND, ids=case_id)
+def test_the_studio_handler_refuses_with_the_one_message(start_supervisor, case: tuple[str, Any, str]) -> None:
+    supervisor = start_supervisor()
+    studio = Studio(supervisor, supervisor.config)
+    name, value, message = case
+    controls: dict[str, Any] = {"loop_mode": "pingpong", "mouth_intensity": 1.0, "ai_label": False,
+                                "watermark": False, name: value}
+    with pytest.raises(gr.Error) as refusal:
+        studio.generate("speech.wav", "face.mp4", "meshwarp", **controls)
+    assert refusal.value.message == message
+    assert supervisor.list_tasks() == []
+
+
+def test_the_configured_default_must_lie_in_the_options_range(make_config) -> None:
+    with pytest.raises(ConfigError, match=r"^meshwarp.mouth_intensity: must be a number from 0 to 2, got 2.5$"):
+        make_config(meshwarp={"mouth_intensity": 2.5})
+    with pytest.raises(ConfigError, match=r"^media.loop_mode: expected one of pingpong, loop, got 'sideways'$"):
+        load_config(environ={"HEYGEM_MEDIA__LOOP_MODE": "sideways"})
+
+
+def test_options_reach_the_engine_typed_through_store_spec_and_job(start_supervisor, inputs) -> None:
+    supervisor = start_supervisor()
+    options = TaskOptions(loop_mode="loop", mouth_intensity=0.5, watermark=True)
+    code = submit(supervisor, inputs, [["options", None]], options=options)
+    record = wait_final(supervisor, code)
+    # The scripted engine reports what its Job held: the same typed value, through the worker spec.
+    assert record.report == {"steps": 1, "options": repr(options)}
+    assert TaskStore(supervisor.config.paths.db_path).require(code).options == options
