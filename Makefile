@@ -9,9 +9,10 @@ PYTEST_ARGS ?=
 
 .PHONY: test demo bench lint venv debian-packages clean
 
-# Lint and type checks first, then the suite; Chromium for the browser test, espeak-ng for real speech.
+# Lint and type checks first, then the suite; Chromium for the browser test, espeak-ng for real speech; ffmpeg for
+# ffprobe and Node.js for path.join, as HeyGem's desktop client reads its results (tests/test_desktop_client.py).
 test: lint
-	@$(MAKE) --no-print-directory debian-packages PACKAGES="chromium espeak-ng"
+	@$(MAKE) --no-print-directory debian-packages PACKAGES="chromium espeak-ng ffmpeg nodejs"
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 # espeak-ng gives the demo real speech (without it, the demo falls back to synthetic speech-like audio).

@@ -7,7 +7,10 @@ import os
 import sys
 from collections.abc import Sequence
 
+from loguru import logger
+
 from heygem.config import Config, load_config
+from heygem.desktop_client import ClientFolder, find_client_folder
 from heygem.errors import HeyGemError
 from heygem.logs import setup_app_logging
 
@@ -17,12 +20,18 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--host", help="address to bind (default: server.host, 127.0.0.1)")
     parser.add_argument("--port", type=int, help="port to listen on (default: server.port, 8383)")
     parser.add_argument("--config", help="YAML file with settings that override configs/default.yaml")
+    parser.add_argument("--heygem-client", action="store_true",
+                        help="serve HeyGem.ai / Duix.Avatar's desktop client: share its folder "
+                             "(~/duix_avatar_data/face2face/temp) as paths.input_dir")
     return parser.parse_args(argv)
 
 
-def load(args: argparse.Namespace) -> Config:
+def load(args: argparse.Namespace, client_folder: ClientFolder | None) -> Config:
     flags = {"host": args.host, "port": args.port}
-    overrides = {"server": {key: value for key, value in flags.items() if value is not None}}
+    overrides: dict[str, dict[str, object]] = {
+        "server": {key: value for key, value in flags.items() if value is not None}}
+    if client_folder is not None:
+        overrides["paths"] = {"input_dir": str(client_folder.path)}
     return load_config(args.config, overrides=overrides)
 
 
@@ -33,12 +42,16 @@ def keep_gradio_inside(config: Config) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
     try:
-        config = load(parse_args(argv))
+        client_folder = find_client_folder() if args.heygem_client else None
+        config = load(args, client_folder)
     except HeyGemError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     setup_app_logging(config)
+    if client_folder is not None:
+        logger.info(client_folder.note)
     keep_gradio_inside(config)
     import uvicorn
 

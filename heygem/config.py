@@ -134,6 +134,11 @@ class ServerConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class EasyConfig:
+    language: Literal["en", "zh"]
+
+
+@dataclasses.dataclass(frozen=True)
 class MediaConfig:
     max_audio_duration_s: float
     max_frame_side: int
@@ -192,6 +197,7 @@ SECTIONS: dict[str, type] = {
     "models": ModelsConfig,
     "wav2lip": Wav2LipConfig,
     "server": ServerConfig,
+    "easy": EasyConfig,
     "media": MediaConfig,
     "meshwarp": MeshWarpConfig,
 }
@@ -205,6 +211,7 @@ class Config:
     models: ModelsConfig
     wav2lip: Wav2LipConfig
     server: ServerConfig
+    easy: EasyConfig
     media: MediaConfig
     meshwarp: MeshWarpConfig
     raw: Mapping[str, Mapping[str, Any]]

@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -34,10 +35,12 @@ def free_port() -> int:
 
 
 class ServerProcess:
-    """One studio+API server. `restart()` keeps the data folder, as an operator's restart would."""
+    """One studio+API server. `restart()` keeps the data folder, as an operator's restart would. `args`: more
+    command-line arguments of app.py; `settings`: environment variables."""
 
-    def __init__(self, root: Path, **settings: Any) -> None:
+    def __init__(self, root: Path, args: Sequence[str] = (), **settings: Any) -> None:
         self.root = root
+        self.args = list(args)
         self.data_dir = root / "data"
         self.input_dir = root / "inputs"
         self.input_dir.mkdir(parents=True, exist_ok=True)
@@ -61,7 +64,8 @@ class ServerProcess:
 
     def start(self) -> ServerProcess:
         with self.log_path.open("ab") as log:
-            self.process = subprocess.Popen([sys.executable, str(REPO_ROOT / "app.py"), "--port", str(self.port)],
+            self.process = subprocess.Popen([sys.executable, str(REPO_ROOT / "app.py"), "--port", str(self.port),
+                                             *self.args],
                                             cwd=REPO_ROOT, env=self.environment(), stdout=log,
                                             stderr=subprocess.STDOUT)
         self.wait_healthy()

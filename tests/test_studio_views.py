@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from heygem.api.easy import SYSTEM_ERROR, answer
+from heygem.api.easy import answer
+from heygem.api.easy_answers import SYSTEM_ERROR, heygem_data
 from heygem.api.metrics import render_metrics
-from heygem.api.tasks_view import heygem_data
 from heygem.options import TaskOptions
 from heygem.pipeline.engine import Availability
 from heygem.supervisor.states import TaskRecord, TaskState
@@ -30,14 +30,19 @@ def record(**changes: Any) -> TaskRecord:
 
 
 def test_heygem_status_follows_the_state() -> None:
-    assert heygem_data(RECORD) == {"code": "abc", "status": 1, "progress": 0,
+    assert heygem_data(RECORD, "en") == {"code": "abc", "status": 1, "progress": 0,
                                    "msg": "waiting in queue (position 2)", "result": ""}
-    running = heygem_data(record(state=TaskState.RUNNING, stage="rendering", progress=42.7, started_at=NOW - 10))
+    running = heygem_data(record(state=TaskState.RUNNING, stage="rendering", progress=42.7, started_at=NOW - 10),
+                          "en")
     assert (running["status"], running["progress"], running["msg"], running["result"]) == (1, 42, "rendering", "")
-    done = heygem_data(record(state=TaskState.SUCCEEDED, progress=99.0, started_at=NOW - 10, finished_at=NOW))
-    assert (done["status"], done["progress"], done["result"]) == (2, 100, "/data/results/abc-r.mp4")
+    done = record(state=TaskState.SUCCEEDED, progress=99.0, started_at=NOW - 10, finished_at=NOW)
+    # A task of the studio or /api/v1: the absolute path; one submitted through /easy: its copy in the shared folder.
+    assert (heygem_data(done, "en")["status"], heygem_data(done, "en")["progress"]) == (2, 100)
+    assert heygem_data(done, "en")["result"] == "/data/results/abc-r.mp4"
+    shared = dataclasses.replace(done, shared_result_path="/home/u/duix_avatar_data/face2face/temp/abc-r.mp4")
+    assert heygem_data(shared, "en")["result"] == "/abc-r.mp4"
     for state in (TaskState.FAILED, TaskState.CANCELLED):
-        ended = heygem_data(record(state=state, message=""))
+        ended = heygem_data(record(state=state, message=""), "en")
         assert ended["status"] == 3 and ended["msg"] and ended["result"] == ""
 
 
@@ -45,7 +50,7 @@ def test_an_unexpected_error_answers_9999_with_a_message() -> None:
     def broken() -> dict[str, Any]:
         raise RuntimeError("disk on fire")
 
-    body = answer(broken).body
+    body = answer(broken, "en").body
     assert b'"code":9999' in body and b"internal error: RuntimeError: disk on fire" in body
     assert SYSTEM_ERROR == 9999
 

@@ -1,6 +1,7 @@
 """HeyGem.ai's synthesis API (/easy/*), so its existing clients work unchanged.
 
-Every answer is HTTP 200 with {"code", "data", "msg", "success"}; the numeric code says what happened.
+Every answer is HTTP 200 with {"code", "data", "msg", "success"}; the numeric code says what happened
+(heygem.api.easy_answers says how, in the language easy.language names).
 """
 
 from __future__ import annotations
@@ -17,7 +18,18 @@ from loguru import logger
 from starlette.concurrency import run_in_threadpool
 
 from heygem.api.context import ConfigDep, SupervisorDep
-from heygem.api.tasks_view import heygem_data
+from heygem.api.easy_answers import (
+    BAD_PARAMETER,
+    BUSY,
+    NOT_FOUND,
+    SUCCESS,
+    SYSTEM_ERROR,
+    Language,
+    chaofen_note,
+    envelope,
+    heygem_data,
+    refusal,
+)
 from heygem.config import Config
 from heygem.engines.registry import DEFAULT_ENGINE, ENGINES
 from heygem.errors import InputError, QueueFullError, TaskNotFoundError
@@ -26,12 +38,6 @@ from heygem.options import TaskOptions
 from heygem.supervisor import TaskSupervisor
 from heygem.supervisor.states import TaskRequest, check_task_code
 
-SUCCESS = 10000
-BUSY = 10001
-BAD_PARAMETER = 10002
-NOT_FOUND = 10004
-SYSTEM_ERROR = 9999
-
 # True == 1 and False == 0, so these sets also hold the booleans.
 TRUE_VALUES = {1, "1", "true", "True", "yes"}
 FALSE_VALUES = {0, "0", "false", "False", "no", None, ""}
@@ -39,50 +45,54 @@ FALSE_VALUES = {0, "0", "false", "False", "no", None, ""}
 router = APIRouter(prefix="/easy", tags=["HeyGem compatible"])
 
 
-def envelope(code: int, data: dict[str, Any] | None = None, msg: str = "", status_code: int = 200) -> JSONResponse:
-    return JSONResponse({"code": code, "data": data or {}, "msg": msg, "success": code == SUCCESS},
-                        status_code=status_code)
-
-
-def answer(action: Callable[[], dict[str, Any]]) -> JSONResponse:
+def answer(action: Callable[[], dict[str, Any]], language: Language) -> JSONResponse:
     """Run one API action and translate its outcome into HeyGem's envelope."""
     try:
         data = action()
     except QueueFullError as exc:
-        return envelope(BUSY, msg=str(exc))
+        return refusal(BUSY, str(exc), language)
     except InputError as exc:
-        return envelope(BAD_PARAMETER, msg=str(exc))
+        return refusal(BAD_PARAMETER, str(exc), language)
     except TaskNotFoundError as exc:
-        return envelope(NOT_FOUND, msg=str(exc))
+        return refusal(NOT_FOUND, str(exc), language)
     except Exception as exc:
         logger.exception("unexpected error in the HeyGem API")
-        return envelope(SYSTEM_ERROR, msg=f"internal error: {type(exc).__name__}: {exc}")
+        return refusal(SYSTEM_ERROR, f"internal error: {type(exc).__name__}: {exc}", language)
     return envelope(SUCCESS, data, data.get("msg", ""))
 
 
 @router.post("/submit")
 async def submit(request: Request, supervisor: SupervisorDep,
                  config: ConfigDep) -> JSONResponse:
+    language = config.easy.language
     try:
         body = json.loads(await request.body() or b"{}")
     except (ValueError, UnicodeDecodeError):
-        return envelope(BAD_PARAMETER, msg="the request body must be a JSON object")
+        return refusal(BAD_PARAMETER, "the request body must be a JSON object", language)
     except RecursionError:  # JSON nested thousands of levels deep
-        return envelope(BAD_PARAMETER, msg="the request body is nested too deeply; send a flat JSON object")
+        return refusal(BAD_PARAMETER, "the request body is nested too deeply; send a flat JSON object", language)
     if not isinstance(body, dict):
-        return envelope(BAD_PARAMETER, msg="the request body must be a JSON object")
+        return refusal(BAD_PARAMETER, "the request body must be a JSON object", language)
     # Probing inputs and downloading URLs block; keep them off the event loop.
-    return await run_in_threadpool(answer, lambda: submit_task(body, supervisor, config))
+    return await run_in_threadpool(answer, lambda: submit_task(body, supervisor, config), language)
 
 
 @router.get("/query")
-def query(supervisor: SupervisorDep, code: str = "") -> JSONResponse:
-    return answer(lambda: heygem_data(supervisor.status(required_code(code))))
+def query(supervisor: SupervisorDep, config: ConfigDep, code: str = "") -> JSONResponse:
+    # No code finds no task (10004): the desktop client ignores that answer and asks again, where 10002 would make
+    # it give the video up.
+    def status() -> dict[str, Any]:
+        if not code:
+            raise TaskNotFoundError("no task code given: ask /easy/query?code=<task code>")
+        return heygem_data(supervisor.status(code), config.easy.language)
+
+    return answer(status, config.easy.language)
 
 
 @router.post("/cancel")
-def cancel(supervisor: SupervisorDep, code: str = "") -> JSONResponse:
-    return answer(lambda: heygem_data(supervisor.cancel(required_code(code))))
+def cancel(supervisor: SupervisorDep, config: ConfigDep, code: str = "") -> JSONResponse:
+    return answer(lambda: heygem_data(supervisor.cancel(required_code(code)), config.easy.language),
+                  config.easy.language)
 
 
 def submit_task(body: dict[str, Any], supervisor: TaskSupervisor, config: Config) -> dict[str, Any]:
@@ -97,14 +107,15 @@ def submit_task(body: dict[str, Any], supervisor: TaskSupervisor, config: Config
     try:
         inputs.append(accept_api_input(body.get("audio_url"), "audio_url", "audio", config))
         inputs.append(accept_api_input(body.get("video_url"), "video_url", "video", config))
+        # The result is also placed in paths.input_dir: the desktop client opens it there.
         code = supervisor.submit(TaskRequest(audio_path=inputs[0], video_path=inputs[1], engine=engine,
-                                             options=options, code=code))
+                                             options=options, code=code, shared_result=True))
     except Exception:
         discard_downloads(inputs, config)
         raise
-    data = heygem_data(supervisor.status(code))
+    data = heygem_data(supervisor.status(code), config.easy.language)
     if flag(body, "chaofen", False):
-        data["msg"] += "; chaofen (face super-resolution) is not supported here and was ignored"
+        data["msg"] += chaofen_note(config.easy.language)
     return data
 
 

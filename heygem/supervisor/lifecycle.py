@@ -57,8 +57,9 @@ class TaskLifecycle:
         self.store = store
 
     def queue(self, code: str, engine: str, audio_path: str, video_path: str, options: TaskOptions,
-              result_path: str) -> TaskRecord:
-        self.store.insert(code, engine, audio_path, video_path, options, result_path, QUEUED_MESSAGE)
+              result_path: str, shared_result_path: str | None = None) -> TaskRecord:
+        self.store.insert(code, engine, audio_path, video_path, options, result_path, QUEUED_MESSAGE,
+                          shared_result_path)
         return self.store.require(code)
 
     def hold(self, code: str, reason: str) -> TaskRecord:

@@ -1,7 +1,10 @@
-"""Whether a result file is a usable video: the supervisor keeps such a result even when a worker failed."""
+"""Result files: whether one is a usable video (the supervisor keeps such a result even when a worker failed), and
+the copy of a result that HeyGem's desktop client opens in the folder it shares with the service."""
 
 from __future__ import annotations
 
+import os
+import shutil
 from pathlib import Path
 
 
@@ -26,3 +29,21 @@ def remove_legacy_partials(results_dir: Path) -> None:
     served; results now grow in the task's work folder, and any such leftover is removed at start."""
     for path in results_dir.glob(".*.partial.*"):
         path.unlink(missing_ok=True)
+
+
+def place_shared_copy(result: Path, target: Path) -> None:
+    """Put the finished `result` at `target` as well: a hard link where the file system allows it (instant, no
+    extra space), else a copy. It is made under a hidden name beside `target` and renamed onto it, so a client
+    never opens a partial file, and whatever was at `target` (a symlink included) is replaced, never followed."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    temporary = target.with_name(f".{target.name}.partial")
+    temporary.unlink(missing_ok=True)
+    try:
+        try:
+            os.link(result, temporary)
+        except OSError:  # another file system (EXDEV), or one without hard links: a copy does the same job
+            shutil.copyfile(result, temporary)
+        os.replace(temporary, target)
+    finally:
+        # Left behind only when the rename failed, or did nothing: target was already a link to the result.
+        temporary.unlink(missing_ok=True)

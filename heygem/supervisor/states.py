@@ -15,6 +15,9 @@ from heygem.options import TaskOptions
 
 # A task code names its files (result_file, heygem.logs.task_log_path): it must be a plain file-name fragment.
 _TASK_CODE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+# HeyGem's desktop client asks for ?code=null (JavaScript's null in a URL) while its own submit is under way, and
+# must hear "no such task" then: a task with this code would answer in the place of another.
+RESERVED_CODES = frozenset({"null", "undefined"})
 
 
 def result_file(config: Config, code: str) -> Path:
@@ -22,11 +25,19 @@ def result_file(config: Config, code: str) -> Path:
     return config.paths.results_dir / f"{code}-r.mp4"
 
 
+def shared_result_file(config: Config, code: str) -> Path:
+    """The copy of a task's result in paths.input_dir, the folder HeyGem's desktop client shares with the service."""
+    return config.paths.input_dir / result_file(config, code).name
+
+
 def check_task_code(code: object) -> str:
     """The code itself, or an InputError that says what a code may hold."""
     if not isinstance(code, str) or not _TASK_CODE.fullmatch(code):
         raise InputError(f"task code {quote_input(code)} is invalid: use 1-128 letters, digits, '.', '_' or '-' "
                          "(a UUID works)")
+    if code in RESERVED_CODES:
+        raise InputError(f"task code {code!r} is reserved: HeyGem's desktop client asks for ?code={code} while its "
+                         "own submit is under way; choose another code (a UUID works)")
     return code
 
 
@@ -98,13 +109,16 @@ class Position:
 
 @dataclasses.dataclass(frozen=True)
 class TaskRequest:
-    """What a caller submits. `code` is the caller's id (HeyGem clients send a UUID); None: one is made."""
+    """What a caller submits. `code` is the caller's id (HeyGem clients send a UUID); None: one is made.
+    `shared_result`: the finished video is also placed in paths.input_dir (shared_result_file), where HeyGem's
+    desktop client, which shares that folder, opens it."""
 
     audio_path: Path
     video_path: Path
     engine: str = ""
     options: TaskOptions = dataclasses.field(default_factory=TaskOptions)
     code: str | None = None
+    shared_result: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -128,6 +142,8 @@ class TaskRecord:
     attempts: int
     report: dict[str, Any]
     queue_position: int | None = None
+    # Where the copy of the result for HeyGem's desktop client goes (TaskRequest.shared_result); None: no copy.
+    shared_result_path: str | None = None
 
     @property
     def position(self) -> Position:

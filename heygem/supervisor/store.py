@@ -29,6 +29,7 @@ CREATE TABLE IF NOT EXISTS tasks (
     video_path TEXT NOT NULL,
     options TEXT NOT NULL DEFAULT '{}',
     result_path TEXT,
+    shared_result_path TEXT,
     worker_pid INTEGER,
     created_at REAL NOT NULL,
     queued_at REAL NOT NULL,
@@ -40,9 +41,11 @@ CREATE TABLE IF NOT EXISTS tasks (
 );
 CREATE INDEX IF NOT EXISTS tasks_queue ON tasks (state, queued_at, seq);
 """
+# Columns added after version 0.1, with their definitions: a store written by an older version gains them at open.
+_ADDED_COLUMNS = {"shared_result_path": "TEXT"}
 _COLUMNS = ("code", "state", "stage", "progress", "message", "warning", "engine", "audio_path", "video_path",
             "options", "result_path", "worker_pid", "created_at", "started_at", "finished_at", "updated_at",
-            "attempts", "report")
+            "attempts", "report", "shared_result_path")
 # What a transition may write; the state itself comes from the operation's own argument.
 _CHANGEABLE = frozenset({"stage", "progress", "message", "warning", "worker_pid", "started_at", "finished_at",
                          "attempts", "report", "queued_at"})
@@ -72,6 +75,10 @@ class TaskStore:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(_SCHEMA)
+        present = {row["name"] for row in self._db.execute("PRAGMA table_info(tasks)")}
+        for name, definition in _ADDED_COLUMNS.items():
+            if name not in present:
+                self._db.execute(f"ALTER TABLE tasks ADD COLUMN {name} {definition}")
 
     def close(self) -> None:
         with self._lock:
@@ -89,14 +96,15 @@ class TaskStore:
             self._db.execute("COMMIT")
 
     def insert(self, code: str, engine: str, audio_path: str, video_path: str, options: TaskOptions,
-               result_path: str, message: str) -> None:
+               result_path: str, message: str, shared_result_path: str | None = None) -> None:
         now = time.time()
         with self._transaction() as db:
             db.execute(
-                "INSERT INTO tasks (code, state, engine, audio_path, video_path, options, result_path, message,"
-                " created_at, queued_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO tasks (code, state, engine, audio_path, video_path, options, result_path,"
+                " shared_result_path, message, created_at, queued_at, updated_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (code, TaskState.QUEUED.value, engine, audio_path, video_path, json.dumps(options.to_json()),
-                 result_path, message, now, now, now))
+                 result_path, shared_result_path, message, now, now, now))
 
     def exists(self, code: str) -> bool:
         with self._lock:

@@ -43,8 +43,16 @@ from heygem.supervisor.protocol import (
     read_outcome,
     write_manager_address,
 )
-from heygem.supervisor.results import is_valid_video, remove_legacy_partials
-from heygem.supervisor.states import Position, TaskRecord, TaskRequest, TaskState, check_task_code, result_file
+from heygem.supervisor.results import is_valid_video, place_shared_copy, remove_legacy_partials
+from heygem.supervisor.states import (
+    Position,
+    TaskRecord,
+    TaskRequest,
+    TaskState,
+    check_task_code,
+    result_file,
+    shared_result_file,
+)
 from heygem.supervisor.store import TaskStore, TransitionError
 from heygem.supervisor.worker import WorkerSpec, run_worker
 
@@ -153,8 +161,9 @@ class TaskSupervisor:
             if self._store.exists(code):
                 raise InputError(f"a task with code {code!r} already exists")
             self._ensure_queue_room()
+            shared = str(shared_result_file(self.config, code)) if request.shared_result else None
             self._tasks.queue(code, engine, str(audio_path), str(video_path), request.options,
-                              str(result_file(self.config, code)))
+                              str(result_file(self.config, code)), shared)
         logger.info("task {} queued (engine {})", code, engine)
         self._wake()
         return code
@@ -181,8 +190,9 @@ class TaskSupervisor:
         with self._lock:
             self._ensure_queue_room()
             record = self._tasks.retry(code)
-            if record.result_path:
-                Path(record.result_path).unlink(missing_ok=True)
+            for result in (record.result_path, record.shared_result_path):
+                if result:
+                    Path(result).unlink(missing_ok=True)
         self._wake()
         return self.status(code)
 
@@ -195,8 +205,7 @@ class TaskSupervisor:
             self._store.delete(code)
         uploads = self.config.paths.uploads_dir.resolve()
         files = [task_log_path(self.config, code)]
-        if record.result_path:
-            files.append(Path(record.result_path))
+        files += [Path(path) for path in (record.result_path, record.shared_result_path) if path]
         files += [Path(path) for path in (record.audio_path, record.video_path) if Path(path).is_relative_to(uploads)]
         for path in files:
             path.unlink(missing_ok=True)
@@ -492,6 +501,7 @@ class TaskSupervisor:
         return self._failed_unless_result(worker, message)
 
     def _finish(self, code: str, outcome: Outcome) -> None:
+        outcome = self._share_result(code, outcome)
         try:
             record = self._tasks.finish(code, outcome)
         except (TransitionError, TaskNotFoundError) as exc:
@@ -501,6 +511,21 @@ class TaskSupervisor:
                            f" (it said: {detail})" if detail else "")
             return
         self._ended(record)
+
+    def _share_result(self, code: str, outcome: Outcome) -> Outcome:
+        """A success of a task whose result is shared with HeyGem's desktop client (TaskRequest.shared_result) places
+        the copy first: the client opens it as soon as it hears "done", and stops for good if it is not there."""
+        record = self._store.get(code)
+        if outcome.state is not TaskState.SUCCEEDED or record is None or not record.shared_result_path:
+            return outcome
+        assert record.result_path is not None
+        try:
+            place_shared_copy(Path(record.result_path), Path(record.shared_result_path))
+        except OSError as exc:
+            return Outcome.failed(f"finishing: the result could not be placed in the shared folder as "
+                                  f"{record.shared_result_path} ({exc.strerror or exc}); it is kept as "
+                                  f"{record.result_path}", warning=outcome.warning)
+        return outcome
 
     def _ended(self, record: TaskRecord) -> None:
         log = logger.warning if record.state is TaskState.FAILED else logger.info

@@ -1,0 +1,131 @@
+"""The copy of a result in the folder HeyGem's desktop client shares with the service (paths.input_dir).
+
+Made by the supervisor, before a task submitted with shared_result is recorded as succeeded; removed with the task
+(delete) or before it runs again (retry). Real supervisor, real workers (scripted engines).
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import sqlite3
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from heygem.errors import InputError
+from heygem.supervisor import TaskRequest, TaskState, TaskSupervisor
+from heygem.supervisor.results import place_shared_copy
+from heygem.supervisor.states import check_task_code
+from heygem.supervisor.store import TaskStore
+from tests.supervision import SCRIPTED, script_file, wait_final
+
+StartSupervisor = Callable[..., TaskSupervisor]
+# The task table as version 0.1 wrote it.
+OLD_SCHEMA = """CREATE TABLE tasks (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT, code TEXT NOT NULL UNIQUE, state TEXT NOT NULL,
+    stage TEXT NOT NULL DEFAULT '', progress REAL NOT NULL DEFAULT 0, message TEXT NOT NULL DEFAULT '',
+    warning TEXT NOT NULL DEFAULT '', engine TEXT NOT NULL, audio_path TEXT NOT NULL, video_path TEXT NOT NULL,
+    options TEXT NOT NULL DEFAULT '{}', result_path TEXT, worker_pid INTEGER, created_at REAL NOT NULL,
+    queued_at REAL NOT NULL, started_at REAL, finished_at REAL, updated_at REAL NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0, report TEXT NOT NULL DEFAULT '{}')"""
+
+
+@pytest.fixture
+def result(tmp_path: Path) -> Path:
+    path = tmp_path / "results" / "abc-r.mp4"
+    path.parent.mkdir()
+    path.write_bytes(b"a finished video")
+    return path
+
+
+def test_the_copy_is_a_hard_link_made_in_one_step(result: Path, tmp_path: Path) -> None:
+    target = tmp_path / "shared" / "abc-r.mp4"
+    place_shared_copy(result, target)
+    assert target.stat().st_ino == result.stat().st_ino
+    place_shared_copy(result, target)  # again, onto a link to the same file
+    assert sorted(path.name for path in target.parent.iterdir()) == ["abc-r.mp4"]
+
+
+def test_without_hard_links_the_copy_is_a_copy(result: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def cross_device(source: Path, target: Path) -> None:
+        raise OSError(errno.EXDEV, "Invalid cross-device link")
+
+    monkeypatch.setattr(os, "link", cross_device)
+    target = tmp_path / "abc-r.mp4"
+    place_shared_copy(result, target)
+    assert target.read_bytes() == result.read_bytes() and target.stat().st_ino != result.stat().st_ino
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["abc-r.mp4", "results"]
+
+
+def test_a_symlink_at_the_target_is_replaced_not_followed(result: Path, tmp_path: Path) -> None:
+    victim = tmp_path / "victim.txt"
+    victim.write_text("untouched")
+    target = tmp_path / "abc-r.mp4"
+    target.symlink_to(victim)
+    place_shared_copy(result, target)
+    assert not target.is_symlink() and target.read_bytes() == result.read_bytes()
+    assert victim.read_text() == "untouched"
+
+
+def submit(supervisor: TaskSupervisor, inputs: tuple[Path, Path], code: str, shared: bool) -> TaskRequest:
+    audio, video = inputs
+    request = TaskRequest(audio, script_file(video.parent, [["render", 0.3]]), engine=SCRIPTED, code=code,
+                          shared_result=shared)
+    supervisor.submit(request)
+    return request
+
+
+def test_only_tasks_that_ask_get_a_shared_copy_and_delete_removes_it(start_supervisor: StartSupervisor,
+                                                                     inputs: tuple[Path, Path]) -> None:
+    supervisor = start_supervisor()
+    shared_folder = supervisor.config.paths.input_dir
+    submit(supervisor, inputs, "for-the-client", shared=True)
+    submit(supervisor, inputs, "for-the-studio", shared=False)
+    client_task, studio_task = (wait_final(supervisor, code) for code in ("for-the-client", "for-the-studio"))
+    assert client_task.state is studio_task.state is TaskState.SUCCEEDED
+    assert client_task.shared_result_path == str(shared_folder / "for-the-client-r.mp4")
+    assert Path(client_task.shared_result_path).stat().st_ino == Path(str(client_task.result_path)).stat().st_ino
+    assert studio_task.shared_result_path is None and not (shared_folder / "for-the-studio-r.mp4").exists()
+
+    supervisor.delete("for-the-client")
+    assert not Path(client_task.shared_result_path).exists() and not Path(str(client_task.result_path)).exists()
+
+
+def test_a_copy_that_cannot_be_placed_fails_the_task_and_retry_places_it(start_supervisor: StartSupervisor,
+                                                                         inputs: tuple[Path, Path]) -> None:
+    supervisor = start_supervisor()
+    blocker = supervisor.config.paths.input_dir / "blocked-r.mp4"
+    blocker.mkdir(parents=True)  # a folder where the copy goes: no rename replaces it, not even as root
+    submit(supervisor, inputs, "blocked", shared=True)
+    record = wait_final(supervisor, "blocked")
+    assert record.state is TaskState.FAILED
+    assert record.message.startswith(f"finishing: the result could not be placed in the shared folder as {blocker} (")
+    assert record.message.endswith(f"it is kept as {record.result_path}")
+    assert Path(str(record.result_path)).is_file()
+
+    blocker.rmdir()
+    supervisor.retry("blocked")
+    again = wait_final(supervisor, "blocked")
+    assert again.state is TaskState.SUCCEEDED and blocker.is_file()
+
+
+def test_a_store_of_an_older_version_gains_the_column(tmp_path: Path) -> None:
+    db_path = tmp_path / "tasks.sqlite3"
+    with sqlite3.connect(db_path) as db:  # the 0.1 schema, one finished task in it
+        db.execute(OLD_SCHEMA)
+        db.execute("INSERT INTO tasks (code, state, engine, audio_path, video_path, result_path, created_at, queued_at,"
+                   " updated_at) VALUES ('old', 'succeeded', 'meshwarp', '/a.wav', '/v.mp4', '/old-r.mp4', 1, 1, 1)")
+    store = TaskStore(db_path)
+    try:
+        old = store.require("old")
+        assert old.state is TaskState.SUCCEEDED and old.result_path == "/old-r.mp4" and old.shared_result_path is None
+    finally:
+        store.close()
+
+
+@pytest.mark.parametrize("code", ["null", "undefined"])
+def test_the_codes_the_desktop_client_asks_for_before_its_submit_are_reserved(code: str) -> None:
+    with pytest.raises(InputError, match=f"task code '{code}' is reserved"):
+        check_task_code(code)
