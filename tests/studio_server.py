@@ -9,7 +9,7 @@ from typing import Any
 
 import httpx
 
-from tests.media import astronaut_video, speech_wav
+from tests.media import astronaut_video, faceless_video, speech_wav
 
 CLIP_S = 2.0
 JOB_TIMEOUT_S = 90.0
@@ -23,6 +23,12 @@ def write_inputs(folder: Path) -> tuple[Path, Path]:
     """A 2 s speech and a 2 s small portrait video (the built-in engine needs a real face)."""
     folder.mkdir(parents=True, exist_ok=True)
     return make_speech(folder / "speech.wav", CLIP_S), astronaut_video(folder / "portrait.mp4", CLIP_S, size=(256, 256))
+
+
+def client_media(folder: Path) -> dict[str, Path]:
+    """write_inputs' speech and portrait, and a faceless video of the same length, by name."""
+    speech, video = write_inputs(folder)
+    return {"speech": speech, "video": video, "faceless": faceless_video(folder / "faceless.mp4", CLIP_S)}
 
 
 def submit(client: httpx.Client, **fields: Any) -> dict[str, Any]:

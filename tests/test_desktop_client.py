@@ -30,9 +30,8 @@ from tests.desktop_client import (
     node_path_join,
     parse_ffprobe_output,
 )
-from tests.media import faceless_video
 from tests.server_process import ServerProcess
-from tests.studio_server import write_inputs
+from tests.studio_server import client_media
 
 FRAME_S = 1 / 25  # the test video's frame: the result's length is a whole number of frames
 # The codes of the videos made so far, by name, for the tests that follow.
@@ -70,9 +69,7 @@ def server(tmp_path_factory: pytest.TempPathFactory, home: Path) -> Iterator[Ser
 
 @pytest.fixture(scope="module")
 def media(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    folder = tmp_path_factory.mktemp("desktop-client-media")
-    speech, video = write_inputs(folder)
-    return {"speech": speech, "video": video, "faceless": faceless_video(folder / "faceless.mp4")}
+    return client_media(tmp_path_factory.mktemp("desktop-client-media"))
 
 
 def ffprobe_seconds(path: Path) -> float:

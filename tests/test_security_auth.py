@@ -82,6 +82,13 @@ def test_the_token_opens_every_route(server: ServerProcess, routes: list[tuple[s
     assert not refused
 
 
+def test_the_blocking_predict_endpoint_follows_the_same_rule(server: ServerProcess) -> None:
+    with httpx.Client(base_url=server.url, timeout=10) as client:
+        for route in ("/gradio_api/call/predict", "/gradio_api/run/predict", "/gradio_api/queue/join"):
+            assert status_of(client, "POST", route) == 401
+            assert status_of(client, "POST", route, {"X-API-Token": TOKEN}) != 401
+
+
 def test_gradio_client_runs_a_job_with_the_token(server: ServerProcess, tmp_path: Path) -> None:
     with pytest.raises(AuthenticationError):
         Client(server.url, verbose=False)

@@ -437,13 +437,14 @@ class TaskSupervisor:
         started = self._tasks.start(record.code, process.pid)
         assert started.started_at is not None
         worker = _Worker(code=record.code, process=process, work_dir=work_dir, result_path=result_path,
-                         started_at=started.started_at, deadline_s=self._deadline_s(record), gpu_index=gpu_index,
+                         started_at=started.started_at, deadline_s=self.deadline_s(record), gpu_index=gpu_index,
                          need_gb=need_gb, status={"phase": "init", "stage": "init", "progress": 0.0, "error": "",
                                                   "warning": "", "heartbeat": started.started_at, "pid": process.pid})
         self._workers[record.code] = worker
         logger.info("task {} started in worker {} (gpu {})", record.code, process.pid, gpu_index)
 
-    def _deadline_s(self, record: TaskRecord) -> float:
+    def deadline_s(self, record: TaskRecord) -> float:
+        """Seconds a task may run from its worker's start: task_timeout_s, or longer for long audio."""
         deadline = self._settings.task_timeout_s
         if self._settings.timeout_per_media_s > 0:
             try:

@@ -21,6 +21,8 @@ from heygem.intake.media_check import SLOT_NAMES, Slot
 from heygem.intake.uploads import accept_upload
 from heygem.options import LOOP_MODES, MOUTH_INTENSITY, LoopMode, TaskOptions
 from heygem.supervisor import TaskRecord, TaskRequest, TaskState, TaskSupervisor
+from heygem.ui.controls import checked_by_task_options
+from heygem.ui.predict import add_predict_endpoint
 from heygem.ui.views import (
     IDLE_HTML,
     TASK_COLUMNS,
@@ -48,21 +50,6 @@ T = TypeVar("T")
 # What the Generate tab's task view is made of, in this order, for every handler that updates it.
 TaskView = tuple[Any, Any, Any, Any, Any]
 
-Control = TypeVar("Control", bound=gr.components.Component)
-
-
-def checked_by_task_options(control: Control) -> Control:
-    """A task option's control whose value reaches the handler as sent, where TaskOptions refuses a bad one with
-    the message the CLI and the APIs give. Gradio's own check would answer a script's out-of-range value in other
-    words, and one of the wrong kind with a bare TypeError. (Not a subclass: Gradio writes a .pyi file beside the
-    module of every Component subclass.)"""
-    control.preprocess = _as_sent  # type: ignore[method-assign]
-    return control
-
-
-def _as_sent(payload: Any) -> Any:
-    return payload
-
 
 class Studio:
     """The page's handlers, bound to one supervisor and config."""
@@ -85,6 +72,10 @@ class Studio:
                  mouth_intensity: float, ai_label: bool, watermark: bool) -> TaskView:
         options = self.act(lambda: TaskOptions(loop_mode=loop_mode, mouth_intensity=mouth_intensity,
                                                ai_label=ai_label, watermark=watermark))
+        return self.attach(self.submit(audio, video, engine, options))
+
+    def submit(self, audio: str | None, video: str | None, engine: str | None, options: TaskOptions) -> str:
+        """Check and keep the two uploads, and queue their task; a gr.Error says what is missing or wrong."""
         if not audio:
             raise gr.Error("Add the speech first: upload an audio file or record one with the microphone.")
         if not video:
@@ -101,7 +92,7 @@ class Studio:
             for path in stored:
                 path.unlink(missing_ok=True)
             raise gr.Error(str(exc)) from None
-        return self.attach(code)
+        return code
 
     def accept(self, upload: Path, slot: Slot) -> Path:
         try:
@@ -273,5 +264,6 @@ def build_studio(supervisor: TaskSupervisor, config: Config) -> gr.Blocks:
         delete_button.click(studio.delete_task, [selected], [selected, task_table], api_visibility="private")
         for trigger in (system_tab.select, refresh_system.click):
             trigger(studio.system, None, [system_info, models_info], api_visibility="private")
+        add_predict_endpoint(studio)
     page.queue(default_concurrency_limit=2)
     return page
