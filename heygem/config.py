@@ -133,9 +133,13 @@ class ServerConfig:
             raise ConfigError(f"server.port: must be between 1 and 65535, got {self.port}")
 
 
+# The languages of the texts of HeyGem's API (/easy/*).
+EasyLanguage = Literal["en", "zh"]
+
+
 @dataclasses.dataclass(frozen=True)
 class EasyConfig:
-    language: Literal["en", "zh"]
+    language: EasyLanguage
 
 
 @dataclasses.dataclass(frozen=True)

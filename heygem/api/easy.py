@@ -24,13 +24,12 @@ from heygem.api.easy_answers import (
     NOT_FOUND,
     SUCCESS,
     SYSTEM_ERROR,
-    Language,
     chaofen_note,
     envelope,
     heygem_data,
     refusal,
 )
-from heygem.config import Config
+from heygem.config import Config, EasyLanguage
 from heygem.engines.registry import DEFAULT_ENGINE, ENGINES
 from heygem.errors import InputError, QueueFullError, TaskNotFoundError
 from heygem.intake.uploads import accept_api_input, discard_downloads
@@ -45,7 +44,7 @@ FALSE_VALUES = {0, "0", "false", "False", "no", None, ""}
 router = APIRouter(prefix="/easy", tags=["HeyGem compatible"])
 
 
-def answer(action: Callable[[], dict[str, Any]], language: Language) -> JSONResponse:
+def answer(action: Callable[[], dict[str, Any]], language: EasyLanguage) -> JSONResponse:
     """Run one API action and translate its outcome into HeyGem's envelope."""
     try:
         data = action()

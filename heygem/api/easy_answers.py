@@ -13,14 +13,13 @@ faithfully). The numbers are the same in both languages.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from fastapi.responses import JSONResponse
 
+from heygem.config import EasyLanguage
 from heygem.pipeline.generate import NO_FACE_MESSAGE
 from heygem.supervisor.states import QUEUED_MESSAGE, TaskRecord, TaskState
-
-Language = Literal["en", "zh"]
 
 SUCCESS = 10000
 BUSY = 10001
@@ -41,7 +40,7 @@ HEYGEM_STATUS = {
 }
 
 # Every stage a worker reports (heygem.supervisor.protocol and heygem.pipeline.generate), as the task's state text.
-# tests/test_easy_text.py checks that each stage the code reports is here.
+# tests/test_easy_answers.py checks that each stage the code reports is here.
 STAGES_ZH = {
     "init": "正在初始化",
     "run": "开始合成",
@@ -87,12 +86,12 @@ def envelope(code: int, data: dict[str, Any] | None = None, msg: str = "", statu
                         status_code=status_code)
 
 
-def refusal(code: int, detail: str, language: Language) -> JSONResponse:
+def refusal(code: int, detail: str, language: EasyLanguage) -> JSONResponse:
     """An answer that refuses a request (queue full, bad parameter, no such task, system error)."""
     return envelope(code, msg=detail if language == "en" else f"{REFUSALS_ZH[code]}：{detail}")
 
 
-def heygem_data(record: TaskRecord, language: Language) -> dict[str, Any]:
+def heygem_data(record: TaskRecord, language: EasyLanguage) -> dict[str, Any]:
     """`data` of /easy/query. `result`, once the task succeeded: for a task submitted through /easy, the path of its
     copy in the shared folder as the desktop client joins it onto that folder ("/<code>-r.mp4", like the reference
     service); for any other task, the absolute path of the result."""
@@ -111,7 +110,7 @@ def heygem_data(record: TaskRecord, language: Language) -> dict[str, Any]:
     }
 
 
-def task_text(record: TaskRecord, language: Language) -> str:
+def task_text(record: TaskRecord, language: EasyLanguage) -> str:
     """data.msg of a task: where it waits, the stage it is in, or how it ended."""
     if language == "en":
         return record.summary
@@ -139,7 +138,7 @@ def kind_zh(message: str, fallback: str) -> str:
     return STAGE_FAILURES_ZH.get(stage, fallback)
 
 
-def chaofen_note(language: Language) -> str:
+def chaofen_note(language: EasyLanguage) -> str:
     """Appended to data.msg when a submit asks for chaofen, which is accepted and ignored."""
     if language == "en":
         return "; chaofen (face super-resolution) is not supported here and was ignored"
