@@ -125,7 +125,8 @@ def test_a_task_past_its_timeout_is_killed_with_its_whole_group(start_supervisor
 
 
 def test_a_result_that_exists_despite_an_error_status_succeeds_with_a_warning(start_supervisor, inputs) -> None:
-    supervisor = start_supervisor(init_grace_s=0.5, error_confirm_s=1)
+    # An init grace long enough for a spawned worker to start on a busy machine (0.5 s was not, under load).
+    supervisor = start_supervisor(init_grace_s=5, error_confirm_s=1)
     code = submit(supervisor, inputs, [["render", 1], ["error", "face enhancer crashed"], ["sleep", 3600]])
     record = wait_final(supervisor, code, timeout_s=20)
     assert record.state is TaskState.SUCCEEDED
