@@ -68,7 +68,8 @@ def test_task_rows_show_original_upload_names() -> None:
 
 @pytest.fixture
 def system_info() -> dict[str, Any]:
-    return {"device": "NVIDIA H200", "workers_busy": 1, "max_workers": 2, "queue_length": 3, "version": "0.1.0",
+    return {"backend": "local", "nodes": [],
+            "device": "NVIDIA H200", "workers_busy": 1, "max_workers": 2, "queue_length": 3, "version": "0.1.0",
             "gpus": [{"index": 0, "name": 'NVIDIA "H200"', "memory_total_gb": 139.8, "memory_used_gb": 20.5,
                       "memory_free_gb": 119.3}],
             "tasks_by_state": {"queued": 3, "running": 1, "succeeded": 7}}
