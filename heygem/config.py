@@ -65,7 +65,8 @@ class RayConfig:
             if getattr(self, name) < 0:
                 raise ConfigError(f"ray.{name}: must be 0 or more, got {getattr(self, name)}")
         if not 0 <= self.status_port < 65536:
-            raise ConfigError(f"ray.status_port: must be 0 (any free port) or up to 65535, got {self.status_port}")
+            raise ConfigError(f"ray.status_port: must be a port up to 65535, or 0 for any free port, "
+                              f"got {self.status_port}")
         # Ray's own floor for an object store.
         if self.object_store_mb < 100:
             raise ConfigError(f"ray.object_store_mb: must be at least 100, got {self.object_store_mb}")

@@ -138,6 +138,12 @@ def marked(prefix: str) -> list[tuple[int, str]]:
     return found
 
 
+def task_workers(code: str) -> list[int]:
+    """The worker process of a ray task on its node: heygem's worker, not the guard that started it."""
+    return [pid for pid, command in marked(code)
+            if "-m heygem.supervisor.backends.ray_node" in command and "node_guard" not in command]
+
+
 class RayCluster:
     """A head with no CPUs and no GPUs (tasks run on worker nodes only) plus worker nodes, each one
     `ray start --block` process with its own temp folder (two nodes starting at once in one folder would pick

@@ -25,7 +25,15 @@ from typing import Any
 
 from loguru import logger
 
-from tests.ray_cluster import SHORT_ROOT, RayCluster, inside_namespace, marked, processes, ray_processes
+from tests.ray_cluster import (
+    SHORT_ROOT,
+    RayCluster,
+    inside_namespace,
+    marked,
+    processes,
+    ray_processes,
+    task_workers,
+)
 
 # Seconds the harness waits for anything it is asked to wait for; callers pass less.
 LONGEST_WAIT_S = 240
@@ -71,12 +79,21 @@ class Harness:
 
     def kill_worker(self, code: str) -> int:
         """SIGKILL heygem's worker process of a task on its node, and only it."""
-        workers = [pid for pid, command in marked(code)
-                   if "-m heygem.supervisor.backends.ray_node" in command and "node_guard" not in command]
+        workers = task_workers(code)
         if len(workers) != 1:
             raise RuntimeError(f"expected one worker of task {code}, found {workers}: {self.task_processes(code)}")
         os.kill(workers[0], signal.SIGKILL)
         return workers[0]
+
+    def kill_ray_worker(self, code: str) -> int:
+        """SIGKILL the Ray worker process that runs a task on its node (the guard's watched pid, its first argument),
+        as Ray's out-of-memory killer or a crash would."""
+        guards = [command for _, command in marked(code) if "heygem.supervisor.backends.node_guard" in command]
+        if len(guards) != 1:
+            raise RuntimeError(f"expected one guard of task {code}: {self.task_processes(code)}")
+        ray_worker = int(guards[0].split("node_guard", 1)[1].split()[0])
+        os.kill(ray_worker, signal.SIGKILL)
+        return ray_worker
 
     def logged(self, text: str) -> list[str]:
         return [line.strip() for line in self.log_lines if text in line]

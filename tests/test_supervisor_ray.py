@@ -150,6 +150,18 @@ def test_a_worker_killed_on_its_node_fails_as_a_local_sigkill_does(cluster: Remo
     assert cluster.wait_no_task_processes(code, 15) == [], "the worker's ffmpeg children died with it"
 
 
+def test_a_ray_worker_process_that_dies_takes_the_task_with_it_and_its_guard_cleans_up(cluster: Remote) -> None:
+    code = cluster.submit([["child", 60], ["render", 30]], code=f"{PREFIX}runner")
+    running = cluster.wait_running(code, 5, TASK_TIMEOUT_S)
+    cluster.kill_ray_worker(code)
+    record = cluster.wait_final(code, 30)
+    assert record.state is TaskState.FAILED
+    assert record.message.startswith(f"the Ray worker process running it on worker node 127.0.0.1 (id "
+                                     f"{running.node.id[:12]}) died (WorkerCrashedError) during stage render at "), \
+        record.message
+    assert cluster.wait_no_task_processes(code, 15) == [], "the guard killed the worker and its ffmpeg children"
+
+
 def test_cancel_leaves_no_process_of_the_task_on_any_node(cluster: Remote) -> None:
     code = cluster.submit([["child", 60], ["render", 30]], code=f"{PREFIX}cancel")
     cluster.wait_running(code, 5, TASK_TIMEOUT_S)

@@ -29,6 +29,9 @@ class Admission:
     gpu_index: int | None = None
     node_id: str | None = None
     reason: str = ""
+    # Refused, but room may appear without anything waking the supervisor (a backend whose view of free resources
+    # lags): ask again after this many seconds rather than at the next poll.
+    retry_s: float | None = None
 
 
 def _init_nvml() -> bool:

@@ -119,6 +119,7 @@ class TaskSupervisor:
         self._manager: StatusManager | None = None
         self._statuses: DictProxy | None = None
         self._manager_started_at = 0.0
+        self._admit_again_at = float("inf")
         self._address_file = config.paths.data_dir / "run" / "status-manager.json"
 
     # ----- public API -------------------------------------------------------------------------------
@@ -279,7 +280,7 @@ class TaskSupervisor:
             while not self._stopping.is_set():
                 with self._lock:
                     sentinels = {worker.handle.sentinel: worker for worker in self._workers.values()}
-                timeout = max(0.0, next_poll - time.monotonic())
+                timeout = max(0.0, min(next_poll, self._admit_again_at) - time.monotonic())
                 ready = connection.wait([*sentinels, self._wake_reader], timeout)
                 while self._wake_reader.poll():
                     self._wake_reader.recv_bytes()
@@ -418,6 +419,7 @@ class TaskSupervisor:
                 continue
             loading = [worker.handle for worker in self._workers.values() if worker.status["phase"] == "init"]
             decision = self._backend.room(demand, loading)
+            self._admit_again_at = time.monotonic() + decision.retry_s if decision.retry_s else float("inf")
             if not decision.admitted:
                 if record.message != decision.reason:
                     self._tasks.hold(record.code, decision.reason)

@@ -1,13 +1,17 @@
 """Where a task's worker runs: `local` (a process on this machine) or `ray` (a node of a Ray cluster).
 
-heygem.supervisor.backends.base holds the seam; each backend's module is imported only when it is chosen, so
-an app on the local backend never imports Ray.
+heygem.supervisor.backends.base holds the seam. Nothing is imported here at the top: a backend's module only when
+it is chosen (an app on the local backend never imports Ray), and the node guard, which lives in this package,
+starts in a few milliseconds.
 """
 
 from __future__ import annotations
 
-from heygem.config import Config
-from heygem.supervisor.backends.base import ExecutionBackend
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from heygem.config import Config
+    from heygem.supervisor.backends.base import ExecutionBackend
 
 
 def create_backend(config: Config) -> ExecutionBackend:

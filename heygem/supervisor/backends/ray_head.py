@@ -67,6 +67,10 @@ SHIP_EXCLUDES = ["data", "docs", "bench/results", "*.onnx", "*.pth", "__pycache_
 STREAM_AHEAD = 4
 # Seconds to wait for a task's stream to close once it ended, or was killed.
 JOIN_TIMEOUT_S = 10
+# Ray's view of a node's free resources lags the end of a task by a few tens of milliseconds (measured 22 ms):
+# for this long after one of ours ended, a refused admission asks again this soon instead of at the next poll.
+RELEASE_LAG_S = 2.0
+RECHECK_S = 0.05
 # Tolerance when comparing fractional resources (Ray keeps four decimals).
 EPSILON = 1e-6
 
@@ -158,8 +162,13 @@ class RayWorker(WorkerHandle):
             cause = error.cause if isinstance(error.cause, BaseException) else error
             return WorkerExit(ExitKind.RUNNER_DIED, detail=f"the task's Ray side on {where} failed "
                                                            f"({type(cause).__name__}: {_first_line(cause)})")
-        kind = type(error).__name__ if error is not None else "its stream ended without a word"
-        return WorkerExit(ExitKind.RUNNER_DIED, detail=f"the Ray worker process running it on {where} died ({kind})")
+        if error is None:
+            return WorkerExit(ExitKind.RUNNER_DIED, detail=f"its stream from {where} ended without a word")
+        if isinstance(error, (ray.exceptions.WorkerCrashedError, ray.exceptions.OutOfMemoryError)):
+            detail = f"the Ray worker process running it on {where} died ({type(error).__name__})"
+        else:  # its runtime environment could not be set up on the node, say
+            detail = f"Ray ended it on {where} ({type(error).__name__}: {_first_line(error)})"
+        return WorkerExit(ExitKind.RUNNER_DIED, detail=detail)
 
     def _drain(self) -> None:
         import ray
@@ -168,6 +177,8 @@ class RayWorker(WorkerHandle):
             for item in self._stream:
                 kind, value = ray.get(item)
                 self._take(kind, value)
+                if kind == END:  # the last word: the supervisor need not wait for Ray to close the stream
+                    break
         except ray.exceptions.RayError as exc:
             self._error = exc
         except Exception as exc:  # a full disk on the head, say: the task ends, and the log says why
@@ -219,6 +230,7 @@ class RayBackend(ExecutionBackend):
                               f"supervisor.gpu_reserve_gb ({reserve_gb:g}), which every GPU keeps free")
         self._workers: dict[str, RayWorker] = {}
         self._lost_nodes: set[str] = set()  # Ray lists a dead node as alive for seconds after its loss
+        self._last_end = 0.0  # time.monotonic() when a task of ours last ended
         self._authkey = secrets.token_bytes(32)
         self._manager_port = self.settings.status_port
         self._status_host = self.settings.status_host
@@ -344,7 +356,9 @@ class RayBackend(ExecutionBackend):
             return Admission(False, reason=f"no node of the Ray cluster can run this task: it needs {demand}, and "
                                            f"{has}; it waits for a node that has (ray start --num-cpus/--num-gpus), "
                                            "or lower ray.task_cpus / ray.gpu_task_cpus")
-        return Admission(False, reason=f"waiting for a Ray node with {demand} free")
+        recent = time.monotonic() - self._last_end < RELEASE_LAG_S
+        return Admission(False, reason=f"waiting for a Ray node with {demand} free",
+                         retry_s=RECHECK_S if recent else None)
 
     # ----- launch -----------------------------------------------------------------------------------
 
@@ -381,6 +395,7 @@ class RayBackend(ExecutionBackend):
             del self._workers[worker.code]
         if ended.kind is ExitKind.NODE_LOST and worker.node is not None:
             self._lost_nodes.add(worker.node.id)
+        self._last_end = time.monotonic()
         with contextlib.suppress(Exception):
             self._files.withdraw.remote(f"{worker.code}/")
 
