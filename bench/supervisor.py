@@ -52,7 +52,7 @@ def start(data_dir: Path, max_workers: int, cluster: RayCluster | None = None) -
         "paths": {"data_dir": str(data_dir), "input_dir": str(data_dir)},
         "supervisor": {"max_workers": max_workers, "queue_max": 1000}}
     if cluster is not None:
-        overrides["supervisor"]["backend"] = "ray"
+        overrides["supervisor"].update(backend="ray", requeue_interrupted=True)
         overrides["ray"] = {"address": cluster.address, "auth_token_file": str(cluster.token_file)}
     return TaskSupervisor(load_config(overrides=overrides)).start()
 
@@ -112,6 +112,25 @@ def measure_throughput(supervisor: TaskSupervisor, inputs: tuple[Path, Path], co
     return records, time.monotonic() - began
 
 
+def measure_node_loss(supervisor: TaskSupervisor, cluster: RayCluster, inputs: tuple[Path, Path],
+                      losses: int) -> list[float]:
+    """Kill the raylet of the node running a task (the machine is lost, to Ray): seconds until the supervisor has
+    requeued it (requeue_interrupted is on). A node of 1 CPU takes the lost one's place each time."""
+    latencies = []
+    for index in range(losses):
+        code = submit(supervisor, inputs, [["render", 30]], code=f"lost-{index}")
+        running = wait_for(supervisor, code, lambda r: r.state is TaskState.RUNNING and r.node is not None)
+        time.sleep(0.5)
+        assert running.node is not None
+        cluster.kill_node(running.node.id)
+        killed = time.monotonic()
+        wait_for(supervisor, code, lambda r: r.attempts == 2 or r.message.startswith("requeued:"))
+        latencies.append(time.monotonic() - killed)
+        supervisor.cancel(code)
+        cluster.add_worker({"cpus": 1})
+    return latencies
+
+
 def throughput_line(label: str, records: list[TaskRecord], elapsed: float) -> str:
     succeeded = sum(record.state is TaskState.SUCCEEDED for record in records)
     return (f"{len(records)} no-op tasks, {label}: {elapsed:.1f} s, {len(records) / elapsed:.2f} tasks/s, "
@@ -140,7 +159,8 @@ def bench_ray(kills: int, tasks: int) -> None:
             throughput["local, 2 workers"] = measure_throughput(supervisor, inputs, tasks)
         finally:
             supervisor.shutdown()
-        cluster = RayCluster(root / "cluster").start([{"cpus": 1}])
+        # Ray's own health-check settings, as a cluster would have them.
+        cluster = RayCluster(root / "cluster", fast_health=False).start([{"cpus": 1}])
         try:
             supervisor = start(root / "ray-1", max_workers=2, cluster=cluster)
             try:
@@ -158,6 +178,8 @@ def bench_ray(kills: int, tasks: int) -> None:
                                                                                                 tasks)
                 print(summary("ray: SIGKILL of a worker on its node to status failed",
                               measure_kill_latency(supervisor, inputs, kills, node_worker)), flush=True)
+                print(summary("ray: raylet of a worker node SIGKILLed to task requeued (Ray's default health checks)",
+                              measure_node_loss(supervisor, cluster, inputs, losses=3)), flush=True)
             finally:
                 supervisor.shutdown()
         finally:

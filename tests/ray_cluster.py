@@ -149,12 +149,15 @@ class RayCluster:
     `ray start --block` process with its own temp folder (two nodes starting at once in one folder would pick
     the same socket name and one of them would abort)."""
 
-    def __init__(self, root: Path, port: int = 6379, object_store_mb: int = 200) -> None:
+    def __init__(self, root: Path, port: int = 6379, object_store_mb: int = 200, fast_health: bool = True) -> None:
+        """`fast_health`: FAST_HEALTH for the tests; False keeps Ray's defaults (the benchmark's figures)."""
         self.root = root
+        self.fast_health = fast_health
         self.port = port
         self.object_store_mb = object_store_mb
         self.token_file = root / "ray-token"
         self.nodes: dict[str, subprocess.Popen[bytes]] = {}  # node id -> its `ray start`
+        self.lost: list[subprocess.Popen[bytes]] = []  # the `ray start` of nodes killed, exiting on their own
         self.head_id = ""
         self._count = 0
 
@@ -164,7 +167,8 @@ class RayCluster:
 
     def environment(self) -> dict[str, str]:
         """Token authentication with a token of our own: never ~/.ray/auth_token."""
-        return {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(self.token_file), **FAST_HEALTH}
+        return {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(self.token_file),
+                **(FAST_HEALTH if self.fast_health else {})}
 
     def start(self, workers: list[dict[str, float]]) -> RayCluster:
         self.root.mkdir(parents=True, exist_ok=True)
@@ -174,14 +178,12 @@ class RayCluster:
         self.head_id = self._node_of(self._start_node(["--head", f"--port={self.port}", "--num-cpus=0",
                                                        "--num-gpus=0", "--include-dashboard=false"]))
         starting = [self._start_node(self._worker_args(spec)) for spec in workers]
-        for process in starting:
-            self._node_of(process)
-        self.wait_alive(len(workers) + 1)
+        self.wait_alive([self.head_id, *(self._node_of(process) for process in starting)])
         return self
 
     def add_worker(self, spec: dict[str, float]) -> str:
         node_id = self._node_of(self._start_node(self._worker_args(spec)))
-        self.wait_alive(sum(process.poll() is None for process in self.nodes.values()))
+        self.wait_alive([node_id])
         return node_id
 
     def _worker_args(self, spec: dict[str, float]) -> list[str]:
@@ -213,8 +215,8 @@ class RayCluster:
             time.sleep(0.05)
         raise TimeoutError(f"no raylet appeared within {timeout_s} s; see {self.root}/node-*.log")
 
-    def wait_alive(self, count: int, timeout_s: float = 90) -> None:
-        """Until the GCS lists `count` alive nodes (connecting a driver for the question if none is)."""
+    def wait_alive(self, node_ids: list[str], timeout_s: float = 90) -> None:
+        """Until the GCS lists these nodes as alive (connecting a driver for the question if none is)."""
         import ray
 
         connected_here = not ray.is_initialized()
@@ -222,9 +224,9 @@ class RayCluster:
             ray.init(address=self.address, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
         try:
             deadline = time.monotonic() + timeout_s
-            while sum(node["Alive"] for node in ray.nodes()) < count:
+            while not set(node_ids) <= {node["NodeID"] for node in ray.nodes() if node["Alive"]}:
                 if time.monotonic() > deadline:
-                    raise TimeoutError(f"{count} Ray nodes not alive within {timeout_s} s")
+                    raise TimeoutError(f"Ray nodes {node_ids} not alive within {timeout_s} s")
                 time.sleep(0.1)
         finally:
             if connected_here:
@@ -239,21 +241,13 @@ class RayCluster:
         if pid is None:
             raise RuntimeError(f"no raylet runs for node {node_id}")
         os.kill(pid, signal.SIGKILL)
-        process = self.nodes.pop(node_id)
-        try:
-            process.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
+        self.lost.append(self.nodes.pop(node_id))
 
     def stop(self) -> list[str]:
         """SIGTERM each node's `ray start --block`, workers first, head last (each stops its own daemons);
         `ray stop --force` only as a sweep. Returns what is left of Ray on this machine (should be nothing)."""
         order = [node for node in self.nodes if node != self.head_id] + [self.head_id]
-        for node_id in order:
-            process = self.nodes.pop(node_id, None)
-            if process is None:
-                continue
+        for process in [*self.lost, *(self.nodes.pop(node_id) for node_id in order if node_id in self.nodes)]:
             if process.poll() is None:
                 process.send_signal(signal.SIGTERM)
             try:

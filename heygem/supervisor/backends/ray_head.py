@@ -14,6 +14,7 @@ import, so they must be in the environment by then (export_auth).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import os
 import secrets
@@ -166,8 +167,11 @@ class RayWorker(WorkerHandle):
             return WorkerExit(ExitKind.RUNNER_DIED, detail=f"its stream from {where} ended without a word")
         if isinstance(error, (ray.exceptions.WorkerCrashedError, ray.exceptions.OutOfMemoryError)):
             detail = f"the Ray worker process running it on {where} died ({type(error).__name__})"
-        else:  # its runtime environment could not be set up on the node, say
+        elif isinstance(error, ray.exceptions.RayError):  # its runtime environment failed on the node, say
             detail = f"Ray ended it on {where} ({type(error).__name__}: {_first_line(error)})"
+        else:
+            detail = f"this server could not take what {where} sent back ({type(error).__name__}: " \
+                     f"{_first_line(error)})"
         return WorkerExit(ExitKind.RUNNER_DIED, detail=detail)
 
     def _drain(self) -> None:
@@ -375,6 +379,9 @@ class RayBackend(ExecutionBackend):
         except Exception as exc:
             raise HeyGemError(f"the head's file server did not take the inputs ({type(exc).__name__}: "
                               f"{_first_line(exc)})") from None
+        # The server section (its API token and password among it) stays on the head: a worker never needs it.
+        spec = dataclasses.replace(spec, config={section: values for section, values in spec.config.items()
+                                                 if section != "server"})
         task = NodeTask(spec=spec, inputs={slot: (prefix + slot, sizes[prefix + slot], path.suffix)
                                            for slot, path in paths.items()},
                         manager_address=self.manager_address(), manager_authkey=self._authkey,
