@@ -3,15 +3,18 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+# The ray backend's packages: the suite covers that backend, while `make demo` and a plain install stay lean.
+RAY_STAMP := $(VENV)/.installed-ray
 # GPU boxes: make test REQUIREMENTS=requirements-gpu.txt
 REQUIREMENTS ?= requirements.txt
 PYTEST_ARGS ?=
 
 .PHONY: test demo bench lint venv debian-packages clean
 
-# Lint and type checks first, then the suite; Chromium for the browser test, espeak-ng for real speech; ffmpeg for
-# ffprobe and Node.js for path.join, as HeyGem's desktop client reads its results (tests/test_desktop_client.py).
-test: lint
+# Lint and type checks first, then the suite (ray backend included); Chromium for the browser test, espeak-ng
+# for real speech; ffmpeg for ffprobe and Node.js for path.join, as HeyGem's desktop client reads its results
+# (tests/test_desktop_client.py).
+test: lint $(RAY_STAMP)
 	@$(MAKE) --no-print-directory debian-packages PACKAGES="chromium espeak-ng ffmpeg nodejs"
 	$(PY) -m pytest $(PYTEST_ARGS)
 
@@ -38,6 +41,10 @@ $(STAMP): $(REQUIREMENTS) requirements-dev.txt
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r $(REQUIREMENTS) -r requirements-dev.txt
 	touch $(STAMP)
+
+$(RAY_STAMP): requirements-ray.txt $(STAMP)
+	$(PY) -m pip install --quiet -r requirements-ray.txt
+	touch $(RAY_STAMP)
 
 # Installs the Debian packages named in PACKAGES that are missing (apt-get; sudo when not root).
 debian-packages:

@@ -26,6 +26,7 @@ ENV_PREFIX = "HEYGEM_"
 
 @dataclasses.dataclass(frozen=True)
 class SupervisorConfig:
+    backend: Literal["local", "ray"]
     max_workers: int
     queue_max: int
     poll_interval_s: float
@@ -42,6 +43,33 @@ class SupervisorConfig:
     def check(self) -> None:
         _require_positive(self, "max_workers", "queue_max", "poll_interval_s", "task_timeout_s",
                           "heartbeat_timeout_s", "heartbeat_interval_s")
+
+
+@dataclasses.dataclass(frozen=True)
+class RayConfig:
+    address: str
+    task_cpus: float
+    gpu_task_cpus: float
+    gpu_memory_gb: float
+    ship_code: bool
+    models_dir: Path | None
+    status_host: str
+    status_port: int
+    auth_token_file: Path | None
+    object_store_mb: int
+    temp_dir: Path | None
+
+    def check(self) -> None:
+        _require_positive(self, "task_cpus")
+        for name in ("gpu_task_cpus", "gpu_memory_gb"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"ray.{name}: must be 0 or more, got {getattr(self, name)}")
+        if not 0 <= self.status_port < 65536:
+            raise ConfigError(f"ray.status_port: must be a port up to 65535, or 0 for any free port, "
+                              f"got {self.status_port}")
+        # Ray's own floor for an object store.
+        if self.object_store_mb < 100:
+            raise ConfigError(f"ray.object_store_mb: must be at least 100, got {self.object_store_mb}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -196,6 +224,7 @@ class MeshWarpConfig:
 
 SECTIONS: dict[str, type] = {
     "supervisor": SupervisorConfig,
+    "ray": RayConfig,
     "paths": PathsConfig,
     "logging": LoggingConfig,
     "models": ModelsConfig,
@@ -210,6 +239,7 @@ SECTIONS: dict[str, type] = {
 @dataclasses.dataclass(frozen=True)
 class Config:
     supervisor: SupervisorConfig
+    ray: RayConfig
     paths: PathsConfig
     logging: LoggingConfig
     models: ModelsConfig

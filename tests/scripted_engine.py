@@ -10,6 +10,7 @@ pairs carried out in order by `run`. The supervisor never opens a task's video, 
   ["freeze", null]     SIGSTOP itself: no heartbeat any more
   ["await", path]      waits (up to a minute) until the file at `path` exists: the test decides when it goes on
   ["options", null]    puts repr(job.options) in the report, to show what reached the engine
+  ["env", name]        puts the worker's environment variable `name` in the report (None when unset)
 """
 
 from __future__ import annotations
@@ -105,11 +106,20 @@ class ScriptedEngine(Engine):
                 await_file(Path(argument))
             elif action == "options":
                 report["options"] = repr(job.options)
+            elif action == "env":
+                report[argument] = os.environ.get(argument)
             else:
                 raise ValueError(f"unknown step {action!r}")
         if not job.result_path.exists():
             job.result_path.write_bytes(b"")
         return report
+
+
+class GpuScriptedEngine(ScriptedEngine):
+    """Declares 5 GB of GPU memory, as a GPU engine would; it runs its script on whatever it is given."""
+
+    name = "scripted-gpu"
+    gpu_memory_gb = 5.0
 
 
 class HangingLoadEngine(ScriptedEngine):

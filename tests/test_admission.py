@@ -35,3 +35,32 @@ def test_this_machine_without_nvml_runs_in_cpu_mode(start_supervisor) -> None:
     assert info["device"] == "CPU only"
     assert info["gpus"] == []
     assert info["workers_busy"] == 0
+
+
+def test_the_ray_backend_turns_declared_gpu_memory_into_a_share_of_one_gpu(make_config) -> None:
+    from heygem.supervisor.backends.ray_head import gpu_share
+
+    settings = make_config(ray={"gpu_memory_gb": 24}).ray
+    assert gpu_share(3.0, settings, reserve_gb=1.0) == 0.14, "wav2lip: seven share a 24 GB GPU"
+    assert 7 * gpu_share(3.0, settings, 1.0) <= 1 < 8 * gpu_share(3.0, settings, 1.0)
+    assert gpu_share(5.0, make_config(ray={"gpu_memory_gb": 21}).ray, reserve_gb=1.0) == 0.25
+    assert gpu_share(40.0, settings, reserve_gb=1.0) == 1.0, "never more than a whole GPU"
+    assert gpu_share(3.0, make_config().ray, reserve_gb=1.0) == 1.0, "gpu_memory_gb 0: a whole GPU each"
+
+
+def test_a_gpu_memory_that_the_reserve_eats_is_refused_by_name(make_config) -> None:
+    from heygem.errors import ConfigError
+    from heygem.supervisor.backends.ray_head import RayBackend
+
+    config = make_config(supervisor={"backend": "ray", "gpu_reserve_gb": 2.0}, ray={"gpu_memory_gb": 2})
+    with pytest.raises(ConfigError, match=r"^ray.gpu_memory_gb \(2\) must be 0 or more than "
+                                          r"supervisor.gpu_reserve_gb \(2\), which every GPU keeps free$"):
+        RayBackend(config)
+
+
+def test_a_demand_reads_as_what_a_waiting_task_needs() -> None:
+    from heygem.supervisor.backends.base import Demand
+
+    assert str(Demand(1.0, 0.0, 0.0)) == "1 CPU"
+    assert str(Demand(0.0, 0.25, 5.0)) == "0.25 GPU"
+    assert str(Demand(2.0, 0.14, 3.0)) == "2 CPU and 0.14 GPU"

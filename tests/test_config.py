@@ -30,6 +30,16 @@ def test_environment_overrides_any_key() -> None:
     assert config.supervisor.keep_temp is True
 
 
+def test_the_ray_backend_is_chosen_and_configured_by_environment() -> None:
+    config = load_config(environ={"HEYGEM_SUPERVISOR__BACKEND": "ray", "HEYGEM_RAY__ADDRESS": "10.0.0.2:6379",
+                                  "HEYGEM_RAY__GPU_MEMORY_GB": "24", "HEYGEM_RAY__AUTH_TOKEN_FILE": "/etc/heygem/ray"})
+    assert config.supervisor.backend == "ray"
+    assert (config.ray.address, config.ray.gpu_memory_gb) == ("10.0.0.2:6379", 24.0)
+    assert config.ray.auth_token_file == Path("/etc/heygem/ray")
+    defaults = load_config(environ={})
+    assert defaults.supervisor.backend == "local" and defaults.ray.address == "" and defaults.ray.task_cpus == 1
+
+
 def test_a_config_file_overrides_and_the_environment_wins(tmp_path: Path) -> None:
     file = tmp_path / "site.yaml"
     file.write_text("supervisor:\n  max_workers: 3\n  queue_max: 7\n")
@@ -44,6 +54,12 @@ def test_a_config_file_overrides_and_the_environment_wins(tmp_path: Path) -> Non
     ({"HEYGEM_SUPERVISOR__MAX_WORKERS": "0"}, "supervisor.max_workers: must be greater than 0"),
     ({"HEYGEM_SUPERVISOR__KEEP_TEMP": "maybe"}, "supervisor.keep_temp: expected true or false"),
     ({"HEYGEM_LOGGING__LEVEL": "LOUD"}, "logging.level: unknown level 'LOUD'"),
+    ({"HEYGEM_SUPERVISOR__BACKEND": "slurm"}, "supervisor.backend: expected one of local, ray, got 'slurm'"),
+    ({"HEYGEM_RAY__TASK_CPUS": "0"}, "ray.task_cpus: must be greater than 0, got 0.0"),
+    ({"HEYGEM_RAY__GPU_MEMORY_GB": "-1"}, "ray.gpu_memory_gb: must be 0 or more, got -1.0"),
+    ({"HEYGEM_RAY__STATUS_PORT": "70000"},
+     "ray.status_port: must be a port up to 65535, or 0 for any free port, got 70000"),
+    ({"HEYGEM_RAY__OBJECT_STORE_MB": "50"}, "ray.object_store_mb: must be at least 100, got 50"),
 ])
 def test_invalid_settings_name_the_key(environ: dict[str, str], message: str) -> None:
     with pytest.raises(ConfigError, match=message.replace("(", r"\(")):

@@ -13,10 +13,11 @@ from heygem.errors import InputError, TaskNotFoundError
 from heygem.options import TaskOptions
 from heygem.supervisor.lifecycle import Outcome, TaskLifecycle
 from heygem.supervisor.protocol import LiveStatus, Phase
-from heygem.supervisor.states import TRANSITIONS, Operation, Position, TaskRecord, TaskState
+from heygem.supervisor.states import TRANSITIONS, Operation, Position, TaskRecord, TaskState, WorkerNode
 from heygem.supervisor.store import TaskStore, TransitionError
 
 OPTIONS = TaskOptions(loop_mode="loop", mouth_intensity=1.5)
+NODE = WorkerNode("3f2a" * 14, "10.0.0.7")
 
 
 def live(phase: Phase = "run", stage: str = "render", progress: float = 40.0, error: str = "",
@@ -157,6 +158,22 @@ def test_requeue_clears_the_run_and_keeps_the_old_place(lifecycle: TaskLifecycle
     assert lifecycle.start("first", 99).attempts == 2
 
 
+@pytest.mark.parametrize("state", [TaskState.INITIALIZING, TaskState.RUNNING])
+def test_place_records_the_node_and_keeps_the_state(lifecycle: TaskLifecycle, state: TaskState) -> None:
+    before = task_in(lifecycle, state)
+    after = lifecycle.place("task", NODE)
+    assert changed(before, after) == {"node": NODE}
+    assert str(after.node) == "worker node 10.0.0.7 (id 3f2a3f2a3f2a)"
+    assert after.to_dict()["node"] == {"id": NODE.id, "address": "10.0.0.7"}
+
+
+def test_a_requeue_and_a_new_start_forget_the_node(lifecycle: TaskLifecycle) -> None:
+    running(lifecycle)
+    lifecycle.place("task", NODE)
+    assert lifecycle.requeue("task", "worker node 10.0.0.7 (id 3f2a3f2a3f2a) lost").node is None
+    assert lifecycle.start("task", None).node is None
+
+
 @pytest.mark.parametrize("ended", [TaskState.FAILED, TaskState.CANCELLED])
 def test_retry_clears_everything_of_the_last_run_and_queues_at_the_end(lifecycle: TaskLifecycle,
                                                                         ended: TaskState) -> None:
@@ -187,6 +204,7 @@ def test_a_finished_task_can_only_be_retried_and_success_is_final() -> None:
 OPERATIONS: dict[Operation, Callable[[TaskLifecycle, str], TaskRecord]] = {
     Operation.HOLD: lambda lifecycle, code: lifecycle.hold(code, "waiting"),
     Operation.START: lambda lifecycle, code: lifecycle.start(code, 99),
+    Operation.PLACE: lambda lifecycle, code: lifecycle.place(code, NODE),
     Operation.REPORT: lambda lifecycle, code: lifecycle.report(code, live()),
     Operation.FINISH: lambda lifecycle, code: lifecycle.finish(code, Outcome.succeeded({})),
     Operation.CANCEL: lambda lifecycle, code: lifecycle.cancel(code),
@@ -219,3 +237,23 @@ def test_finish_from_the_queue_is_a_failure_only(lifecycle: TaskLifecycle) -> No
 def test_an_unknown_task_is_not_found(lifecycle: TaskLifecycle, operation: Operation) -> None:
     with pytest.raises(TaskNotFoundError, match=r"^no task with code 'task'$"):
         OPERATIONS[operation](lifecycle, "task")
+
+
+def test_a_store_of_an_older_version_gains_the_node_column_and_keeps_its_tasks(tmp_path: Path) -> None:
+    import sqlite3
+
+    from heygem.supervisor import store
+
+    path = tmp_path / "old.sqlite3"
+    old_schema = store._SCHEMA.replace(",\n    node TEXT\n", "\n")
+    assert "node" not in old_schema
+    with sqlite3.connect(path) as db:
+        db.executescript(old_schema)
+        db.execute("INSERT INTO tasks (code, state, engine, audio_path, video_path, created_at, queued_at, updated_at)"
+                   " VALUES ('old', 'succeeded', 'meshwarp', '/a.wav', '/v.mp4', 1, 1, 1)")
+    migrated = TaskLifecycle(TaskStore(path))
+    assert migrated.store.require("old").node is None
+    queue(migrated, "new")
+    migrated.start("new", None)
+    assert migrated.place("new", NODE).node == NODE
+    assert TaskStore(path).require("new").node == NODE, "a second opening finds the column and adds nothing"

@@ -73,7 +73,8 @@ def test_task_rows_show_original_upload_names() -> None:
 
 @pytest.fixture
 def system_info() -> dict[str, Any]:
-    return {"device": "NVIDIA H200", "workers_busy": 1, "max_workers": 2, "queue_length": 3, "version": "0.1.0",
+    return {"backend": "local", "nodes": [],
+            "device": "NVIDIA H200", "workers_busy": 1, "max_workers": 2, "queue_length": 3, "version": "0.1.0",
             "gpus": [{"index": 0, "name": 'NVIDIA "H200"', "memory_total_gb": 139.8, "memory_used_gb": 20.5,
                       "memory_free_gb": 119.3}],
             "tasks_by_state": {"queued": 3, "running": 1, "succeeded": 7}}
@@ -98,3 +99,59 @@ def test_metrics_are_prometheus_text(system_info: dict[str, Any]) -> None:
     assert "heygem_queue_length 3" in text and "heygem_workers_busy 1" in text
     assert 'heygem_gpu_memory_used_bytes{gpu="0",name="NVIDIA \\"H200\\""} 22011707392' in text
     assert text.endswith("\n") and all(line.startswith(("#", "heygem_")) for line in text.splitlines())
+
+
+CLUSTER = [
+    {"id": "a" * 56, "address": "10.0.0.1", "alive": True, "head": True, "cpus": 0.0, "cpus_free": 0.0, "gpus": 0.0,
+     "gpus_free": 0.0, "memory_gb": 22.8, "tasks": 0},
+    {"id": "b" * 56, "address": "10.0.0.7", "alive": True, "head": False, "cpus": 8.0, "cpus_free": 6.0,
+     "gpus": 1.0, "gpus_free": 0.72, "memory_gb": 90.1, "tasks": 2},
+    {"id": "c" * 56, "address": "10.0.0.8", "alive": False, "head": False, "cpus": 8.0, "cpus_free": 0.0,
+     "gpus": 1.0, "gpus_free": 0.0, "memory_gb": 90.1, "tasks": 0},
+]
+
+
+@pytest.fixture
+def cluster_info(system_info: dict[str, Any]) -> dict[str, Any]:
+    return {**system_info, "backend": "ray", "nodes": CLUSTER, "gpus": [],
+            "device": "Ray cluster: 2 nodes alive, 8 CPUs, 1 GPUs"}
+
+
+def test_the_system_tab_lists_the_cluster_nodes_alive_first(cluster_info: dict[str, Any]) -> None:
+    text = system_markdown(cluster_info, {"meshwarp": Availability(True)})
+    assert "### Cluster" in text and "### Machine" not in text
+    rows = [line for line in text.splitlines() if line.startswith("| `")]
+    assert rows == ["| `aaaaaaaaaaaa` | 10.0.0.1 | head | 0 / 0 | 0 / 0 | 22.8 GB | 0 |",
+                    "| `bbbbbbbbbbbb` | 10.0.0.7 | alive | 6 / 8 | 0.72 / 1 | 90.1 GB | 2 |",
+                    "| `cccccccccccc` | 10.0.0.8 | lost | 0 / 8 | 0 / 1 | 90.1 GB | 0 |"]
+
+
+def test_metrics_show_each_alive_node_and_the_backend(cluster_info: dict[str, Any],
+                                                      system_info: dict[str, Any]) -> None:
+    class Supervisor:
+        def __init__(self, info: dict[str, Any]) -> None:
+            self.info = info
+
+        def system_info(self) -> dict[str, Any]:
+            return self.info
+
+    text = render_metrics(Supervisor(cluster_info))  # type: ignore[arg-type]
+    assert "heygem_cluster_nodes_alive 2" in text
+    assert 'heygem_node_gpus_free{node="bbbbbbbbbbbb",address="10.0.0.7",head="false"} 0.72' in text
+    assert 'heygem_node_tasks{node="bbbbbbbbbbbb",address="10.0.0.7",head="false"} 2' in text
+    assert 'node="cccccccccccc"' not in text, "a lost node is counted, not listed"
+    assert 'heygem_info{version="0.1.0",backend="ray"} 1' in text
+    local = render_metrics(Supervisor(system_info))  # type: ignore[arg-type]
+    assert "heygem_node_" not in local and "heygem_cluster_" not in local
+    assert 'heygem_info{version="0.1.0",backend="local"} 1' in local
+
+
+def test_healthz_shows_the_cluster_without_addresses() -> None:
+    from heygem.api.rest import cluster_health
+
+    assert cluster_health([]) is None
+    health = cluster_health(CLUSTER)
+    assert health is not None
+    assert (health["nodes_alive"], health["nodes_lost"]) == (2, 1)
+    assert [node["id"] for node in health["nodes"]] == ["a" * 56, "b" * 56]
+    assert all("address" not in node for node in health["nodes"])

@@ -24,13 +24,30 @@ def render_metrics(supervisor: TaskSupervisor) -> str:
                                  ("free", "memory_free_gb", "GPU memory free.")):
         gauge(lines, f"heygem_gpu_memory_{name}_bytes", help_text,
               ((gpu_labels(gpu), round(gpu[key] * GIB)) for gpu in info["gpus"]))
-    gauge(lines, "heygem_info", "Version of this server.", [(f'version="{escape(info["version"])}"', 1)])
+    nodes = [node for node in info["nodes"] if node["alive"]]
+    if info["nodes"]:  # the ray backend
+        gauge(lines, "heygem_cluster_nodes_alive", "Ray nodes alive.", [("", len(nodes))])
+        for key, help_text in (("cpus", "CPUs of each alive Ray node."),
+                               ("cpus_free", "CPUs free on each alive Ray node."),
+                               ("gpus", "GPUs of each alive Ray node."),
+                               ("gpus_free", "GPUs (and shares of one) free on each alive Ray node."),
+                               ("tasks", "This server's tasks running on each alive Ray node.")):
+            gauge(lines, f"heygem_node_{key}", help_text, ((node_labels(node), node[key]) for node in nodes))
+        gauge(lines, "heygem_node_memory_bytes", "Ray's schedulable memory of each alive Ray node.",
+              ((node_labels(node), round(node["memory_gb"] * GIB)) for node in nodes))
+    gauge(lines, "heygem_info", "Version of this server and where its workers run.",
+          [(f'version="{escape(info["version"])}",backend="{info["backend"]}"', 1)])
     return "\n".join(lines) + "\n"
 
 
 def gauge(lines: list[str], name: str, help_text: str, samples: Iterable[tuple[str, float]]) -> None:
     lines += [f"# HELP {name} {help_text}", f"# TYPE {name} gauge"]
     lines += [f"{name}{{{labels}}} {value}" if labels else f"{name} {value}" for labels, value in samples]
+
+
+def node_labels(node: dict) -> str:
+    head = "true" if node["head"] else "false"
+    return f'node="{escape(node["id"][:12])}",address="{escape(node["address"])}",head="{head}"'
 
 
 def gpu_labels(gpu: dict) -> str:

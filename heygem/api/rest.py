@@ -24,9 +24,20 @@ tasks = APIRouter(prefix="/api/v1/tasks")
 @router.get("/healthz")
 def healthz(supervisor: SupervisorDep) -> JSONResponse:
     info = supervisor.system_info()
-    return JSONResponse({"status": "ok", "version": info["version"], "device": info["device"],
-                         "workers_busy": info["workers_busy"], "max_workers": info["max_workers"],
-                         "queue_length": info["queue_length"]})
+    return JSONResponse({"status": "ok", "version": info["version"], "backend": info["backend"],
+                         "device": info["device"], "workers_busy": info["workers_busy"],
+                         "max_workers": info["max_workers"], "queue_length": info["queue_length"],
+                         "cluster": cluster_health(info["nodes"])})
+
+
+def cluster_health(nodes: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The ray backend's nodes, without their addresses: /healthz answers without credentials. None for local."""
+    if not nodes:
+        return None
+    alive = [node for node in nodes if node["alive"]]
+    return {"nodes_alive": len(alive), "nodes_lost": len(nodes) - len(alive),
+            "nodes": [{key: value for key, value in node.items() if key not in ("address", "alive")}
+                      for node in alive]}
 
 
 @router.get("/metrics")

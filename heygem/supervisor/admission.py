@@ -1,4 +1,5 @@
-"""Admission: which queued task may start now, and on which GPU. NVML decides; without it, CPU mode."""
+"""Admission on this machine: whether a queued task may start now, and on which GPU. NVML decides; without it,
+CPU mode. (The ray backend admits on the cluster's resources: heygem.supervisor.backends.ray_head.)"""
 
 from __future__ import annotations
 
@@ -24,8 +25,13 @@ class GpuInfo:
 @dataclasses.dataclass(frozen=True)
 class Admission:
     admitted: bool
+    # Where: a GPU of this machine (local backend), or a cluster node's id (ray backend).
     gpu_index: int | None = None
+    node_id: str | None = None
     reason: str = ""
+    # Refused, but room may appear without anything waking the supervisor (a backend whose view of free resources
+    # lags): ask again after this many seconds rather than at the next poll.
+    retry_s: float | None = None
 
 
 def _init_nvml() -> bool:

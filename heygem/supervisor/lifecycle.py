@@ -19,12 +19,12 @@ from typing import Any
 from heygem.errors import InputError
 from heygem.options import TaskOptions
 from heygem.supervisor.protocol import LiveStatus
-from heygem.supervisor.states import QUEUED_MESSAGE, Operation, Position, TaskRecord, TaskState
+from heygem.supervisor.states import QUEUED_MESSAGE, Operation, Position, TaskRecord, TaskState, WorkerNode
 from heygem.supervisor.store import TaskStore, TransitionError
 
 # What a task that has not started yet does not have: requeue and retry clear all of it.
 _NOT_STARTED: Mapping[str, Any] = {"stage": "", "progress": 0.0, "warning": "", "worker_pid": None,
-                                   "started_at": None, "finished_at": None, "report": {}}
+                                   "started_at": None, "finished_at": None, "report": {}, "node": None}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,10 +65,16 @@ class TaskLifecycle:
     def hold(self, code: str, reason: str) -> TaskRecord:
         return self.store.transition(code, Operation.HOLD, TaskState.QUEUED, {"message": reason})
 
-    def start(self, code: str, worker_pid: int) -> TaskRecord:
+    def start(self, code: str, worker_pid: int | None) -> TaskRecord:
+        """`worker_pid`: the local worker's process id; None where the worker runs on another machine."""
         return self.store.transition(code, Operation.START, TaskState.INITIALIZING, lambda old: {
             "stage": "init", "progress": 0.0, "message": "", "warning": "", "worker_pid": worker_pid,
-            "started_at": time.time(), "finished_at": None, "report": {}, "attempts": old.attempts + 1})
+            "started_at": time.time(), "finished_at": None, "report": {}, "attempts": old.attempts + 1,
+            "node": None})
+
+    def place(self, code: str, node: WorkerNode) -> TaskRecord:
+        """Record the cluster node the task's worker runs on, once the cluster has placed it."""
+        return self.store.transition(code, Operation.PLACE, None, {"node": node})
 
     def report(self, code: str, status: LiveStatus) -> TaskRecord:
         state = TaskState.INITIALIZING if status["phase"] == "init" else TaskState.RUNNING

@@ -58,15 +58,24 @@ class StatusManager(SyncManager):
 StatusManager.register("statuses", callable=_get_statuses, proxytype=DictProxy)
 
 
-def write_manager_address(path: Path, address: str) -> None:
+def write_manager_address(path: Path, address: str | tuple[str, int], authkey: bytes | None = None) -> None:
+    """`address`: a Unix socket path, or (host, port) for workers on other machines. `authkey`: for workers
+    that were not spawned by this app (ray backend), which do not inherit its key; the file is then private."""
+    entry: dict[str, Any] = {"address": address}
+    if authkey is not None:
+        entry["authkey"] = authkey.hex()
     temporary = path.with_suffix(".tmp")
-    temporary.write_text(json.dumps({"address": address}), encoding="utf-8")
+    temporary.touch(mode=0o600)
+    temporary.write_text(json.dumps(entry), encoding="utf-8")
     os.replace(temporary, path)
 
 
 def connect_statuses(address_file: Path) -> DictProxy:
-    address = json.loads(address_file.read_text(encoding="utf-8"))["address"]
-    manager = StatusManager(address=address, authkey=current_process().authkey)
+    entry = json.loads(address_file.read_text(encoding="utf-8"))
+    # JSON turns a (host, port) tuple into a list, which multiprocessing does not take for an address.
+    address = tuple(entry["address"]) if isinstance(entry["address"], list) else entry["address"]
+    authkey = bytes.fromhex(entry["authkey"]) if "authkey" in entry else current_process().authkey
+    manager = StatusManager(address=address, authkey=authkey)
     manager.connect()
     return manager.statuses()  # type: ignore[attr-defined]
 
@@ -137,6 +146,10 @@ class WorkerReporter:
     def finish(self) -> None:
         logger.info("{} ended after {:.2f} s", self._status["stage"], time.monotonic() - self._stage_began)
         self._update(phase="done")
+        self.close()
+
+    def close(self) -> None:
+        """Stop the heartbeat, leaving the last status as it is: another reporter of the task takes over."""
         self._stopped.set()
 
     def _update(self, **changes: Any) -> None:

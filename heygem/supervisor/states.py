@@ -67,6 +67,7 @@ class Operation(str, enum.Enum):
 
     HOLD = "hold"  # the head of the queue waits for a reason (GPU memory)
     START = "start"  # a worker was started for it
+    PLACE = "place"  # the cluster node its worker runs on is known (ray backend)
     REPORT = "report"  # the worker's latest phase, stage and progress
     FINISH = "finish"  # succeeded or failed, whatever decided it
     CANCEL = "cancel"
@@ -79,6 +80,8 @@ class Operation(str, enum.Enum):
 TRANSITIONS: dict[Operation, dict[TaskState, frozenset[TaskState]]] = {
     Operation.HOLD: {TaskState.QUEUED: frozenset({TaskState.QUEUED})},
     Operation.START: {TaskState.QUEUED: frozenset({TaskState.INITIALIZING})},
+    Operation.PLACE: {TaskState.INITIALIZING: frozenset({TaskState.INITIALIZING}),
+                      TaskState.RUNNING: frozenset({TaskState.RUNNING})},
     Operation.REPORT: {TaskState.INITIALIZING: frozenset({TaskState.INITIALIZING, TaskState.RUNNING}),
                        TaskState.RUNNING: frozenset({TaskState.RUNNING})},
     # From the queue only as a failure: an engine that cannot be loaded, a worker that cannot be started.
@@ -105,6 +108,24 @@ class Position:
 
     def __str__(self) -> str:
         return f"stage {self.stage} at {self.progress:.0f} %"
+
+
+@dataclasses.dataclass(frozen=True)
+class WorkerNode:
+    """The cluster node a task's worker runs or ran on (ray backend): Ray's node id and the node's address."""
+
+    id: str
+    address: str
+
+    def __str__(self) -> str:
+        return f"worker node {self.address} (id {self.id[:12]})"
+
+    def to_json(self) -> dict[str, str]:
+        return {"id": self.id, "address": self.address}
+
+    @classmethod
+    def from_json(cls, data: Any) -> WorkerNode | None:
+        return cls(str(data["id"]), str(data["address"])) if isinstance(data, dict) else None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -141,6 +162,8 @@ class TaskRecord:
     updated_at: float
     attempts: int
     report: dict[str, Any]
+    # None with the local backend, and until a ray task's node is known.
+    node: WorkerNode | None = None
     queue_position: int | None = None
     # Where the copy of the result for HeyGem's desktop client goes (TaskRequest.shared_result); None: no copy.
     shared_result_path: str | None = None

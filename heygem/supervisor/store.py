@@ -13,7 +13,7 @@ from typing import Any
 
 from heygem.errors import TaskNotFoundError, quote_input
 from heygem.options import TaskOptions
-from heygem.supervisor.states import Operation, TaskRecord, TaskState, can_transition
+from heygem.supervisor.states import Operation, TaskRecord, TaskState, WorkerNode, can_transition
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS tasks (
@@ -37,18 +37,19 @@ CREATE TABLE IF NOT EXISTS tasks (
     finished_at REAL,
     updated_at REAL NOT NULL,
     attempts INTEGER NOT NULL DEFAULT 0,
-    report TEXT NOT NULL DEFAULT '{}'
+    report TEXT NOT NULL DEFAULT '{}',
+    node TEXT
 );
 CREATE INDEX IF NOT EXISTS tasks_queue ON tasks (state, queued_at, seq);
 """
-# Columns added after version 0.1, with their definitions: a store written by an older version gains them at open.
-_ADDED_COLUMNS = {"shared_result_path": "TEXT"}
+# Columns added after a release, with their definitions: a store written by an older version gains them at open.
+_ADDED_COLUMNS = {"shared_result_path": "TEXT", "node": "TEXT"}
 _COLUMNS = ("code", "state", "stage", "progress", "message", "warning", "engine", "audio_path", "video_path",
             "options", "result_path", "worker_pid", "created_at", "started_at", "finished_at", "updated_at",
-            "attempts", "report", "shared_result_path")
+            "attempts", "report", "shared_result_path", "node")
 # What a transition may write; the state itself comes from the operation's own argument.
 _CHANGEABLE = frozenset({"stage", "progress", "message", "warning", "worker_pid", "started_at", "finished_at",
-                         "attempts", "report", "queued_at"})
+                         "attempts", "report", "queued_at", "node"})
 # The fields of a transition, or a function that works them out from the record as it was.
 Fields = Mapping[str, Any] | Callable[[TaskRecord], Mapping[str, Any]]
 
@@ -75,10 +76,16 @@ class TaskStore:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(_SCHEMA)
-        present = {row["name"] for row in self._db.execute("PRAGMA table_info(tasks)")}
-        for name, definition in _ADDED_COLUMNS.items():
-            if name not in present:
-                self._db.execute(f"ALTER TABLE tasks ADD COLUMN {name} {definition}")
+        self._add_missing_columns()
+
+    def _add_missing_columns(self) -> None:
+        """Migrate a store of an older version in place; in one transaction, so the ops CLI and the app opening
+        the same old file at once cannot both add a column."""
+        with self._transaction() as db:
+            present = {row["name"] for row in db.execute("PRAGMA table_info(tasks)")}
+            for name, definition in _ADDED_COLUMNS.items():
+                if name not in present:
+                    db.execute(f"ALTER TABLE tasks ADD COLUMN {name} {definition}")
 
     def close(self) -> None:
         with self._lock:
@@ -150,9 +157,10 @@ class TaskStore:
         counts.update({TaskState(row["state"]): row["n"] for row in rows})
         return counts
 
-    def transition(self, code: str, operation: Operation, state: TaskState, fields: Fields) -> TaskRecord:
+    def transition(self, code: str, operation: Operation, state: TaskState | None, fields: Fields) -> TaskRecord:
         """Check the change against states.TRANSITIONS and write the state with its fields, in one transaction.
 
+        `state` None keeps the task's state as it is in that transaction (still checked against the table).
         heygem.supervisor.lifecycle is the only caller: it names the operation and its whole set of fields.
         """
         with self._transaction() as db:
@@ -160,6 +168,7 @@ class TaskStore:
             if row is None:
                 raise TaskNotFoundError(f"no task with code {quote_input(code)}")
             old = self._record(row, None)
+            state = old.state if state is None else state
             if not can_transition(operation, old.state, state):
                 raise TransitionError(code, operation, old.state, state)
             values = dict(fields(old) if callable(fields) else fields)
@@ -168,6 +177,8 @@ class TaskStore:
                 raise ValueError(f"{operation.value} writes fields a transition may not change: {sorted(unknown)}")
             if "report" in values:
                 values["report"] = json.dumps(values["report"])
+            if "node" in values:
+                values["node"] = json.dumps(values["node"].to_json()) if values["node"] else None
             values["state"] = state.value
             values["updated_at"] = time.time()
             assignments = ", ".join(f"{name} = ?" for name in values)
@@ -192,4 +203,5 @@ class TaskStore:
         values["options"] = TaskOptions.from_json(json.loads(values["options"]))
         values["report"] = json.loads(values["report"])
         values["state"] = TaskState(values["state"])
+        values["node"] = WorkerNode.from_json(json.loads(values["node"])) if values["node"] else None
         return TaskRecord(queue_position=queue_position, **values)

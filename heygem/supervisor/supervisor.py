@@ -14,7 +14,6 @@ import time
 import uuid
 from multiprocessing import connection
 from multiprocessing.managers import DictProxy
-from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import IO, Any
 
@@ -33,33 +32,28 @@ from heygem.errors import (
 from heygem.files import require_regular_file
 from heygem.logs import task_log_path
 from heygem.pipeline.media import probe_audio
-from heygem.supervisor.admission import admit, probe_gpus
+from heygem.supervisor.admission import Admission, probe_gpus
+from heygem.supervisor.backends import create_backend
+from heygem.supervisor.backends.base import Demand, ExitKind, WorkerExit, WorkerHandle
 from heygem.supervisor.lifecycle import Outcome, TaskLifecycle
-from heygem.supervisor.processes import describe_exit, kill_group, kill_leftovers, serve_status_manager
-from heygem.supervisor.protocol import (
-    CONNECTION_ERRORS,
-    LiveStatus,
-    StatusManager,
-    read_outcome,
-    write_manager_address,
-)
+from heygem.supervisor.processes import describe_exit, kill_leftovers, serve_status_manager
+from heygem.supervisor.protocol import CONNECTION_ERRORS, LiveStatus, StatusManager, write_manager_address
 from heygem.supervisor.results import is_valid_video, place_shared_copy, remove_legacy_partials
 from heygem.supervisor.states import (
     Position,
     TaskRecord,
     TaskRequest,
     TaskState,
+    WorkerNode,
     check_task_code,
     result_file,
     shared_result_file,
 )
 from heygem.supervisor.store import TaskStore, TransitionError
-from heygem.supervisor.worker import WorkerSpec, run_worker
+from heygem.supervisor.worker import WorkerSpec
 
 # The cause in the message of a task that was active when the service stopped.
 SERVICE_STOPPED = "the service stopped"
-# Linux's limit on a Unix socket's path, in bytes (108 with the terminating NUL).
-MAX_SOCKET_PATH = 107
 
 
 def hold_data_dir(lock_path: Path) -> IO[str]:
@@ -85,22 +79,19 @@ def hold_data_dir(lock_path: Path) -> IO[str]:
 @dataclasses.dataclass
 class _Worker:
     code: str
-    process: BaseProcess
+    handle: WorkerHandle
     work_dir: Path
     result_path: Path
     started_at: float
     deadline_s: float
-    gpu_index: int | None
-    need_gb: float
     status: LiveStatus
+    # When this app last saw the heartbeat change, by its own clock: a node's clock may differ from ours.
+    beat_seen_at: float
     error_since: float | None = None
     # Set when the supervisor has decided the task's end (kill, cancel); the exit then only cleans up.
     decided: bool = False
-
-    @property
-    def pid(self) -> int:
-        assert self.process.pid is not None
-        return self.process.pid
+    # The node recorded in the store (ray backend), so that it is recorded once.
+    node: WorkerNode | None = None
 
     def position(self) -> Position:
         return Position(self.status["stage"], self.status["progress"])
@@ -117,6 +108,7 @@ class TaskSupervisor:
         self._data_lock = hold_data_dir(config.paths.data_dir / "run" / "supervisor.lock")
         self._store = TaskStore(config.paths.db_path)
         self._tasks = TaskLifecycle(self._store)
+        self._backend = create_backend(config)
         self._lock = threading.RLock()
         self._changed = threading.Condition(self._lock)
         self._workers: dict[str, _Worker] = {}
@@ -128,6 +120,7 @@ class TaskSupervisor:
         self._manager: StatusManager | None = None
         self._statuses: DictProxy | None = None
         self._manager_started_at = 0.0
+        self._admit_again_at = float("inf")
         self._address_file = config.paths.data_dir / "run" / "status-manager.json"
 
     # ----- public API -------------------------------------------------------------------------------
@@ -135,6 +128,7 @@ class TaskSupervisor:
     def start(self) -> TaskSupervisor:
         remove_legacy_partials(self.config.paths.results_dir)
         self._recover_interrupted()
+        self._backend.start(self._wake)
         self._thread = threading.Thread(target=self._run, name="task-supervisor", daemon=True)
         self._thread.start()
         if not self._ready.wait(60):
@@ -144,8 +138,8 @@ class TaskSupervisor:
                                f"({type(self._start_error).__name__}: {self._start_error}); spawned processes "
                                "need the main program to be a file, not standard input") from self._start_error
         atexit.register(self.shutdown)
-        logger.info("task supervisor started: max_workers={}, data in {}", self._settings.max_workers,
-                    self.config.paths.data_dir)
+        logger.info("task supervisor started: {} backend, max_workers={}, data in {}", self._backend.name,
+                    self._settings.max_workers, self.config.paths.data_dir)
         return self
 
     def submit(self, request: TaskRequest) -> str:
@@ -225,13 +219,23 @@ class TaskSupervisor:
                 self._changed.wait(min(0.5, remaining))
 
     def system_info(self) -> dict[str, Any]:
-        gpus = probe_gpus()
+        """This machine's GPUs (local backend) or the cluster's nodes (ray backend), workers and queue."""
+        nodes = self._backend.cluster()
+        gpus = probe_gpus() if not nodes else []
         with self._lock:
             busy = len(self._workers)
         counts = self._store.count_by_state()
+        if nodes:
+            alive = [node for node in nodes if node.alive]
+            device = (f"Ray cluster: {len(alive)} nodes alive, {sum(node.cpus for node in alive):g} CPUs, "
+                      f"{sum(node.gpus for node in alive):g} GPUs")
+        else:
+            device = ", ".join(gpu.name for gpu in gpus) if gpus else "CPU only"
         return {
-            "device": ", ".join(gpu.name for gpu in gpus) if gpus else "CPU only",
+            "backend": self._backend.name,
+            "device": device,
             "gpus": [dataclasses.asdict(gpu) for gpu in gpus],
+            "nodes": [dataclasses.asdict(node) for node in nodes],
             "workers_busy": busy,
             "max_workers": self._settings.max_workers,
             "queue_length": counts[TaskState.QUEUED],
@@ -277,8 +281,8 @@ class TaskSupervisor:
         try:
             while not self._stopping.is_set():
                 with self._lock:
-                    sentinels = {worker.process.sentinel: worker for worker in self._workers.values()}
-                timeout = max(0.0, next_poll - time.monotonic())
+                    sentinels = {worker.handle.sentinel: worker for worker in self._workers.values()}
+                timeout = max(0.0, min(next_poll, self._admit_again_at) - time.monotonic())
                 ready = connection.wait([*sentinels, self._wake_reader], timeout)
                 while self._wake_reader.poll():
                     self._wake_reader.recv_bytes()
@@ -289,6 +293,7 @@ class TaskSupervisor:
                         for sentinel in ready:
                             if sentinel in sentinels:
                                 self._reap(sentinels[sentinel])
+                        self._record_nodes()
                         if time.monotonic() >= next_poll:
                             self._poll()
                             next_poll = time.monotonic() + self._settings.poll_interval_s
@@ -303,24 +308,16 @@ class TaskSupervisor:
             self._wake_writer.send_bytes(b"!")
 
     def _start_manager(self) -> None:
-        manager = StatusManager(address=self._manager_socket(), ctx=self._context)
+        manager = StatusManager(address=self._backend.manager_address(), authkey=self._backend.manager_authkey(),
+                                ctx=self._context)
         manager.start(initializer=serve_status_manager)
         self._manager = manager
         self._statuses = manager.statuses()  # type: ignore[attr-defined]
         self._manager_started_at = time.time()
-        write_manager_address(self._address_file, str(manager.address))
-
-    def _manager_socket(self) -> str | None:
-        """The Manager's socket, in <data_dir>/run: left to itself, multiprocessing puts it in a /tmp/pymp-* folder
-        that every app killed with SIGKILL leaves behind. A socket left by a dead Manager is removed first (we hold
-        the data folder's lock, so its owner is gone)."""
-        socket_path = self.config.paths.data_dir.resolve() / "run" / "status-manager.sock"
-        socket_path.unlink(missing_ok=True)
-        if len(os.fsencode(socket_path)) > MAX_SOCKET_PATH:
-            logger.info("{} is too long for a socket path; the status Manager listens in the system's temp folder",
-                        socket_path)
-            return None
-        return str(socket_path)
+        address = manager.address
+        assert isinstance(address, (str, tuple)), address  # a Unix socket path, or (host, port)
+        self._backend.manager_started(address)
+        write_manager_address(self._address_file, address)
 
     def _restart_manager(self) -> None:
         logger.error("the status Manager process died; starting a new one (workers reconnect)")
@@ -357,18 +354,34 @@ class TaskSupervisor:
         for worker in list(self._workers.values()):
             if worker.decided:
                 continue
-            worker.status = statuses.get(worker.code, worker.status)
+            status = statuses.get(worker.code, worker.status)
+            if status["heartbeat"] != worker.status["heartbeat"]:
+                worker.beat_seen_at = now
+            worker.status = status
             self._judge(worker, now)
+
+    def _record_nodes(self) -> None:
+        """Store the node of each worker the cluster has placed since the last look (ray backend)."""
+        for worker in self._workers.values():
+            node = worker.handle.node
+            if node is not None and node != worker.node and not worker.decided:
+                worker.node = node
+                with contextlib.suppress(TransitionError, TaskNotFoundError):  # ended meanwhile: that end stands
+                    self._tasks.place(worker.code, node)
+                logger.info("task {} runs on {}", worker.code, node)
 
     def _judge(self, worker: _Worker, now: float) -> None:
         """Apply deadlines and the error-confirmation window to one live worker."""
         settings, status = self._settings, worker.status
         elapsed = now - worker.started_at
-        silent_for = now - max(status["heartbeat"], worker.started_at, self._manager_started_at)
+        placed_at = worker.handle.placed_at
         if elapsed > worker.deadline_s:
             self._end_worker(worker, self._failed(
                 worker, f"timed out after {worker.deadline_s:.0f} s in {worker.position()}"))
             return
+        # A worker that waits for a cluster node has no heartbeat yet; the init grace period covers that wait.
+        silent_for = 0.0 if placed_at is None else now - max(worker.beat_seen_at, placed_at,
+                                                            self._manager_started_at)
         if silent_for > settings.heartbeat_timeout_s:
             self._end_worker(worker, self._failed(
                 worker, f"no heartbeat for {silent_for:.0f} s (worker frozen) in {worker.position()}"))
@@ -392,7 +405,7 @@ class TaskSupervisor:
         try:
             self._tasks.report(worker.code, status)
         except TransitionError as exc:  # ended from outside, e.g. `python -m heygem tasks cancel`
-            logger.info("{}; stopping its worker {}", exc, worker.pid)
+            logger.info("{}; stopping its worker", exc)
             self._stop(worker)
 
     def _admit(self) -> None:
@@ -402,22 +415,20 @@ class TaskSupervisor:
                 return
             record = self._store.require(queued[0])
             try:
-                need_gb = resolve_engine(record.engine).gpu_memory_gb
+                demand = self._backend.demand(resolve_engine(record.engine))
             except EngineUnavailableError as exc:
                 self._finish(record.code, Outcome.failed(f"init: {exc}"))
                 continue
-            pending: dict[int, float] = {}
-            for worker in self._workers.values():
-                if worker.gpu_index is not None and worker.status["phase"] == "init":
-                    pending[worker.gpu_index] = pending.get(worker.gpu_index, 0.0) + worker.need_gb
-            decision = admit(need_gb, self._settings.gpu_reserve_gb, probe_gpus() if need_gb > 0 else [], pending)
+            loading = [worker.handle for worker in self._workers.values() if worker.status["phase"] == "init"]
+            decision = self._backend.room(demand, loading)
+            self._admit_again_at = time.monotonic() + decision.retry_s if decision.retry_s else float("inf")
             if not decision.admitted:
                 if record.message != decision.reason:
                     self._tasks.hold(record.code, decision.reason)
                 return
-            self._launch(record, decision.gpu_index, need_gb)
+            self._launch(record, demand, decision)
 
-    def _launch(self, record: TaskRecord, gpu_index: int | None, need_gb: float) -> None:
+    def _launch(self, record: TaskRecord, demand: Demand, admission: Admission) -> None:
         work_dir = self.config.paths.temp_dir / record.code
         shutil.rmtree(work_dir, ignore_errors=True)
         work_dir.mkdir(parents=True)
@@ -425,23 +436,22 @@ class TaskSupervisor:
         spec = WorkerSpec(code=record.code, engine=record.engine, audio_path=record.audio_path,
                           video_path=record.video_path, result_path=str(result_path), work_dir=str(work_dir),
                           options=record.options, config=self.config.to_dict(), address_file=str(self._address_file),
-                          gpu_index=gpu_index)
-        process = self._context.Process(target=run_worker, args=(spec,), name=f"heygem-worker-{record.code}",
-                                        daemon=True)
+                          gpu_index=None)
         try:
-            process.start()
-        except OSError as exc:  # out of processes or memory: fail this task rather than retry it forever
+            handle = self._backend.launch(spec, demand, admission)
+        except (OSError, HeyGemError) as exc:  # out of processes or memory: fail it rather than retry it forever
             self._finish(record.code, Outcome.failed(f"init: could not start a worker: {exc}"))
             return
-        assert process.pid is not None
-        started = self._tasks.start(record.code, process.pid)
+        started = self._tasks.start(record.code, handle.pid)
         assert started.started_at is not None
-        worker = _Worker(code=record.code, process=process, work_dir=work_dir, result_path=result_path,
-                         started_at=started.started_at, deadline_s=self.deadline_s(record), gpu_index=gpu_index,
-                         need_gb=need_gb, status={"phase": "init", "stage": "init", "progress": 0.0, "error": "",
-                                                  "warning": "", "heartbeat": started.started_at, "pid": process.pid})
-        self._workers[record.code] = worker
-        logger.info("task {} started in worker {} (gpu {})", record.code, process.pid, gpu_index)
+        status: LiveStatus = {"phase": "init", "stage": self._backend.launch_stage, "progress": 0.0, "error": "",
+                              "warning": "", "heartbeat": started.started_at, "pid": handle.pid or 0}
+        self._workers[record.code] = _Worker(code=record.code, handle=handle, work_dir=work_dir,
+                                             result_path=result_path, started_at=started.started_at,
+                                             deadline_s=self.deadline_s(record), status=status,
+                                             beat_seen_at=started.started_at)
+        logger.info("task {} started: worker {}, {} (gpu {})", record.code, handle.pid or "on the cluster", demand,
+                    handle.gpu_index)
 
     def deadline_s(self, record: TaskRecord) -> float:
         """Seconds a task may run from its worker's start: task_timeout_s, or longer for long audio."""
@@ -455,8 +465,8 @@ class TaskSupervisor:
         return deadline
 
     def _stop(self, worker: _Worker) -> None:
-        """SIGKILL a live worker's whole process group; its task's end is decided, so its exit only cleans up."""
-        kill_group(worker.pid)
+        """Kill a live worker and all it started; its task's end is decided, so its exit only cleans up."""
+        worker.handle.kill()
         worker.decided = True
 
     def _end_worker(self, worker: _Worker, outcome: Outcome) -> None:
@@ -471,14 +481,15 @@ class TaskSupervisor:
         return Outcome.result_kept(message) if is_valid_video(worker.result_path) else self._failed(worker, message)
 
     def _reap(self, worker: _Worker) -> None:
-        """A worker exited: final at once, from its outcome file, its last status or its exit code."""
-        worker.process.join(timeout=1)
-        exitcode = worker.process.exitcode
-        kill_group(worker.pid)  # ffmpeg children left behind by a crashed worker
+        """A worker ended: final at once, from its outcome, its last status, its exit code, or its node's loss."""
+        ended = worker.handle.wait_exit()
         del self._workers[worker.code]
         if not worker.decided:
             self._refresh_status(worker)
-            self._finish(worker.code, self._exit_outcome(worker, exitcode))
+            if ended.kind is ExitKind.NODE_LOST and not is_valid_video(worker.result_path):
+                self._interrupted(worker, ended.detail)
+            else:
+                self._finish(worker.code, self._exit_outcome(worker, ended))
         try:
             if self._statuses is not None:
                 self._statuses.pop(worker.code, None)
@@ -487,9 +498,11 @@ class TaskSupervisor:
         if not self._settings.keep_temp:
             shutil.rmtree(worker.work_dir, ignore_errors=True)
 
-    def _exit_outcome(self, worker: _Worker, exitcode: int | None) -> Outcome:
-        outcome = read_outcome(worker.work_dir)
-        if outcome is not None and outcome["ok"] and exitcode == 0:
+    def _exit_outcome(self, worker: _Worker, ended: WorkerExit) -> Outcome:
+        outcome, exitcode = ended.outcome, ended.exitcode
+        if ended.kind is not ExitKind.EXITED:
+            message = f"{ended.detail} during {worker.position()}"
+        elif outcome is not None and outcome["ok"] and exitcode == 0:
             if worker.result_path.is_file():
                 return Outcome.succeeded(outcome["report"], warning=worker.status["warning"])
             message = f"worker reported success but wrote no result file ({worker.result_path})"
@@ -540,23 +553,38 @@ class TaskSupervisor:
                                  "try again when one has started")
 
     def _recover_interrupted(self) -> None:
-        """Tasks that were active when the service stopped: requeued once, or failed with the reason."""
+        """Tasks that were active when the service stopped: requeued once, or failed with the reason.
+
+        A task of the ray backend records no local pid: Ray ended its worker on the node with the app.
+        """
         for code in self._store.codes_in(TaskState.INITIALIZING, TaskState.RUNNING):
             record = self._store.require(code)
             if record.worker_pid:
                 kill_leftovers(record.worker_pid, code)
-            if self._settings.requeue_interrupted and record.attempts < 2:
-                self._tasks.requeue(code, SERVICE_STOPPED)
-            else:
-                self._tasks.interrupt(code, SERVICE_STOPPED)
+            self._requeue_or_fail(record, SERVICE_STOPPED)
             shutil.rmtree(self.config.paths.temp_dir / code, ignore_errors=True)
+
+    def _interrupted(self, worker: _Worker, cause: str) -> None:
+        """A live worker was lost with its machine: as if the service had stopped, at the worker's latest stage."""
+        try:
+            self._tasks.report(worker.code, worker.status)
+            record = self._requeue_or_fail(self._store.require(worker.code), cause)
+        except (TransitionError, TaskNotFoundError) as exc:  # ended meanwhile: that end stands
+            logger.warning("task {}: its worker's loss ({}) not recorded: {}", worker.code, cause, exc)
+            return
+        self._ended(record)
+
+    def _requeue_or_fail(self, record: TaskRecord, cause: str) -> TaskRecord:
+        if self._settings.requeue_interrupted and record.attempts < 2:
+            return self._tasks.requeue(record.code, cause)
+        return self._tasks.interrupt(record.code, cause)
 
     def _stop_everything(self) -> None:
         with self._lock:
             for worker in self._workers.values():
-                kill_group(worker.pid)
+                worker.handle.kill()
             for worker in self._workers.values():
-                worker.process.join(timeout=5)
+                worker.handle.wait_exit()
             self._workers.clear()
             self._recover_interrupted()
             try:
@@ -564,4 +592,5 @@ class TaskSupervisor:
                     self._manager.shutdown()
             except Exception as exc:
                 logger.debug("Manager shutdown: {}", exc)
+            self._backend.shutdown()
             self._changed.notify_all()

@@ -64,8 +64,9 @@ def run_worker(spec: WorkerSpec) -> None:
     config = load_config(overrides=spec.config)
     setup_worker_logging(config, spec.code)
     work_dir = Path(spec.work_dir)
-    logger.info("worker {} started for task {} (engine {}, gpu {})", os.getpid(), spec.code, spec.engine,
-                spec.gpu_index)
+    # Where the code came from tells which copy ran: with the ray backend, the one the head shipped to the node.
+    logger.info("worker {} started for task {} (engine {}, gpu {}, code in {})", os.getpid(), spec.code, spec.engine,
+                spec.gpu_index, Path(__file__).resolve().parents[1])
     reporter = WorkerReporter(spec.code, Path(spec.address_file), config.supervisor.heartbeat_interval_s)
     try:
         engine = resolve_engine(spec.engine)(config)

@@ -93,20 +93,33 @@ def engine_note(engines: Mapping[str, Availability]) -> str:
 
 
 def system_markdown(info: Mapping[str, Any], engines: Mapping[str, Availability]) -> str:
+    """The System tab: this machine (local backend) or the Ray cluster's nodes, the workers, the engines."""
     idle = max(0, info["max_workers"] - info["workers_busy"])
     lines = [
-        "### Machine", "",
+        "### Cluster" if info["nodes"] else "### Machine", "",
         f"- **Device:** {info['device']}",
         *[f"- **GPU {gpu['index']} memory:** {gpu['memory_used_gb']:.1f} GB used, {gpu['memory_free_gb']:.1f} GB free "
           f"of {gpu['memory_total_gb']:.1f} GB" for gpu in info["gpus"]],
         f"- **Workers:** {info['workers_busy']} busy, {idle} idle (at most {info['max_workers']} at once)",
         f"- **Queue:** {info['queue_length']} waiting",
         f"- **Version:** HeyGem {info['version']}",
+        *(_node_table(info["nodes"]) if info["nodes"] else []),
         "", "### Engines", "", "| Engine | State |", "|---|---|",
         *[f"| {name} | {'ready' if state.available else 'unavailable: ' + _cell(state.reason)} |"
           for name, state in engines.items()],
     ]
     return "\n".join(lines)
+
+
+def _node_table(nodes: Iterable[Mapping[str, Any]]) -> list[str]:
+    """Alive nodes first; the head runs no tasks when it was started with --num-cpus=0 --num-gpus=0."""
+    ordered = sorted(nodes, key=lambda node: (not node["alive"], not node["head"], node["address"]))
+    return ["", "| Node | Address | State | CPUs free / total | GPUs free / total | Memory | Tasks |",
+            "|---|---|---|---|---|---|---|",
+            *[f"| `{node['id'][:12]}` | {_cell(node['address'])} | "
+              f"{('head' if node['head'] else 'alive') if node['alive'] else 'lost'} | "
+              f"{node['cpus_free']:g} / {node['cpus']:g} | {node['gpus_free']:g} / {node['gpus']:g} | "
+              f"{node['memory_gb']:.1f} GB | {node['tasks']} |" for node in ordered]]
 
 
 def models_markdown(models: Iterable[Mapping[str, Any]]) -> str:
