@@ -9,9 +9,10 @@ PYTEST_ARGS ?=
 
 .PHONY: test demo bench lint venv debian-packages clean
 
-# Lint and type checks first, then the suite; Chromium for the browser test, espeak-ng for real speech.
+# Lint and type checks first, then the suite; Chromium for the browser test, espeak-ng for real speech, Debian's
+# ffmpeg for the real ffprobe (imageio-ffmpeg ships none) that reads our streams and results as players do.
 test: lint
-	@$(MAKE) --no-print-directory debian-packages PACKAGES="chromium espeak-ng"
+	@$(MAKE) --no-print-directory debian-packages PACKAGES="chromium espeak-ng ffmpeg"
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 # espeak-ng gives the demo real speech (without it, the demo falls back to synthetic speech-like audio).
@@ -24,6 +25,7 @@ bench: venv
 	$(PY) -m bench.supervisor
 	$(PY) -m bench.engine_speed
 	$(PY) -m bench.wav2lip_speed
+	$(PY) -m bench.live_stream
 
 # mypy's settings and the files it checks are in pyproject.toml.
 lint: venv

@@ -32,6 +32,7 @@ from heygem.errors import (
 )
 from heygem.files import require_regular_file
 from heygem.logs import task_log_path
+from heygem.pipeline.live import live_stream
 from heygem.pipeline.media import probe_audio
 from heygem.supervisor.admission import admit, probe_gpus
 from heygem.supervisor.lifecycle import Outcome, TaskLifecycle
@@ -201,6 +202,7 @@ class TaskSupervisor:
         for path in files:
             path.unlink(missing_ok=True)
         shutil.rmtree(self.config.paths.temp_dir / code, ignore_errors=True)
+        live_stream(self.config, code).remove()
         logger.info("task {} deleted with its files", code)
 
     def wait(self, code: str, timeout_s: float) -> TaskRecord:
@@ -413,10 +415,12 @@ class TaskSupervisor:
         shutil.rmtree(work_dir, ignore_errors=True)
         work_dir.mkdir(parents=True)
         result_path = Path(record.result_path or result_file(self.config, record.code))
+        stream = live_stream(self.config, record.code)
+        stream.remove()  # an earlier attempt's
         spec = WorkerSpec(code=record.code, engine=record.engine, audio_path=record.audio_path,
                           video_path=record.video_path, result_path=str(result_path), work_dir=str(work_dir),
                           options=record.options, config=self.config.to_dict(), address_file=str(self._address_file),
-                          gpu_index=gpu_index)
+                          gpu_index=gpu_index, live_dir=str(stream.folder) if self.config.live.enabled else None)
         process = self._context.Process(target=run_worker, args=(spec,), name=f"heygem-worker-{record.code}",
                                         daemon=True)
         try:
@@ -474,8 +478,18 @@ class TaskSupervisor:
                 self._statuses.pop(worker.code, None)
         except CONNECTION_ERRORS:
             pass
+        self._end_stream(worker.code)
         if not self._settings.keep_temp:
             shutil.rmtree(worker.work_dir, ignore_errors=True)
+
+    def _end_stream(self, code: str) -> None:
+        """The worker and its encoder are gone: the live stream ends, or goes if the result replaces it."""
+        stream = live_stream(self.config, code)
+        record = self._store.get(code)
+        if record is not None and record.state is TaskState.SUCCEEDED and not self.config.live.keep_after_success:
+            stream.remove()
+        else:
+            stream.end()
 
     def _exit_outcome(self, worker: _Worker, exitcode: int | None) -> Outcome:
         outcome = read_outcome(worker.work_dir)
@@ -524,6 +538,7 @@ class TaskSupervisor:
             else:
                 self._tasks.interrupt(code, SERVICE_STOPPED)
             shutil.rmtree(self.config.paths.temp_dir / code, ignore_errors=True)
+            live_stream(self.config, code).end()
 
     def _stop_everything(self) -> None:
         with self._lock:
