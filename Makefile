@@ -12,7 +12,8 @@ PYTEST_ARGS ?=
 .PHONY: test demo bench lint venv debian-packages clean
 
 # Lint and type checks first, then the suite (ray backend included); Chromium for the browser test, espeak-ng
-# for real speech; ffmpeg for ffprobe and Node.js for path.join, as HeyGem's desktop client reads its results
+# for real speech; Debian's ffmpeg for the real ffprobe (imageio-ffmpeg ships none) that reads our streams and
+# results as players and HeyGem's desktop client do, and Node.js for the client's path.join
 # (tests/test_desktop_client.py).
 test: lint $(RAY_STAMP)
 	@$(MAKE) --no-print-directory debian-packages PACKAGES="chromium espeak-ng ffmpeg nodejs"
@@ -28,6 +29,7 @@ bench: venv
 	$(PY) -m bench.supervisor
 	$(PY) -m bench.engine_speed
 	$(PY) -m bench.wav2lip_speed
+	$(PY) -m bench.live_stream
 
 # mypy's settings and the files it checks are in pyproject.toml.
 lint: venv

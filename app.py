@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 from collections.abc import Sequence
@@ -54,7 +55,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         logger.info(client_folder.note)
     keep_gradio_inside(config)
     import uvicorn
+    from uvicorn.main import STARTUP_FAILURE
 
+    from heygem.api.events import EventStreamServer
     from heygem.api.slow_clients import timed_protocol
     from heygem.server import create_app
 
@@ -66,11 +69,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     server = config.server
     print(f"HeyGem studio on http://{server.host}:{server.port}/ (HeyGem API at /easy/submit, /easy/query)",
           flush=True)
-    # uvicorn turns SIGINT/SIGTERM into the app's shutdown, which stops the supervisor and its workers.
-    uvicorn.run(app, host=server.host, port=server.port, log_level=config.logging.level.lower(),
-                http=timed_protocol(server.request_timeout_s),
-                timeout_graceful_shutdown=server.shutdown_grace_s, access_log=False)
-    return 0
+    # uvicorn turns SIGINT/SIGTERM into the app's shutdown, which stops the supervisor and its workers. What
+    # uvicorn.run does, with a server that also ends the app's event streams when it is asked to stop.
+    runner = EventStreamServer(uvicorn.Config(app, host=server.host, port=server.port,
+                                              log_level=config.logging.level.lower(),
+                                              http=timed_protocol(server.request_timeout_s),
+                                              timeout_graceful_shutdown=server.shutdown_grace_s, access_log=False),
+                               app.state.event_streams)
+    with contextlib.suppress(KeyboardInterrupt):
+        runner.run()
+    return 0 if runner.started else STARTUP_FAILURE
 
 
 if __name__ == "__main__":

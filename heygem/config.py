@@ -97,6 +97,10 @@ class PathsConfig:
     def uploads_dir(self) -> Path:
         return self.data_dir / "uploads"
 
+    @property
+    def live_dir(self) -> Path:
+        return self.data_dir / "live"
+
 
 @dataclasses.dataclass(frozen=True)
 class LoggingConfig:
@@ -153,10 +157,13 @@ class ServerConfig:
     task_list_limit: int
     shutdown_grace_s: float
     request_timeout_s: float
+    events_interval_s: float
+    events_heartbeat_s: float
 
     def check(self) -> None:
         _require_positive(self, "login_days", "max_upload_mb", "max_media_duration_s", "max_request_kb", "url_max_mb",
-                          "url_timeout_s", "ui_refresh_s", "task_list_limit", "request_timeout_s")
+                          "url_timeout_s", "ui_refresh_s", "task_list_limit", "request_timeout_s",
+                          "events_interval_s", "events_heartbeat_s")
         if not 0 < self.port < 65536:
             raise ConfigError(f"server.port: must be between 1 and 65535, got {self.port}")
 
@@ -197,6 +204,16 @@ class MediaConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class LiveConfig:
+    enabled: bool
+    segment_s: float
+    keep_after_success: bool
+
+    def check(self) -> None:
+        _require_positive(self, "segment_s")
+
+
+@dataclasses.dataclass(frozen=True)
 class MeshWarpConfig:
     mouth_intensity: float
     max_open_ratio: float
@@ -232,6 +249,7 @@ SECTIONS: dict[str, type] = {
     "server": ServerConfig,
     "easy": EasyConfig,
     "media": MediaConfig,
+    "live": LiveConfig,
     "meshwarp": MeshWarpConfig,
 }
 
@@ -247,6 +265,7 @@ class Config:
     server: ServerConfig
     easy: EasyConfig
     media: MediaConfig
+    live: LiveConfig
     meshwarp: MeshWarpConfig
     raw: Mapping[str, Mapping[str, Any]]
 

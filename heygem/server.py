@@ -13,7 +13,7 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from heygem import __version__
-from heygem.api import auth, easy, rest
+from heygem.api import auth, easy, events, live, rest, submit
 from heygem.api.auth import AuthMiddleware, Credentials, check_exposure
 from heygem.api.gradio_files import GradioFileCheck
 from heygem.api.limits import BodyLimitMiddleware
@@ -34,6 +34,7 @@ def create_app(config: Config) -> FastAPI:
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         # The server accepts connections only after this: no request meets a supervisor that is not ready.
         await run_in_threadpool(supervisor.start)
+        await run_in_threadpool(submit.clear_incoming, config)
         try:
             yield
         finally:
@@ -44,6 +45,7 @@ def create_app(config: Config) -> FastAPI:
     app.state.config = config
     app.state.supervisor = supervisor
     app.state.credentials = Credentials(config.server)
+    app.state.event_streams = events.EventStreams()
     # The middleware added last runs first: the credential, then the body's size, time and Gradio's file paths.
     app.add_middleware(BodyLimitMiddleware, max_bytes=config.server.max_request_kb * 1024,
                        timeout_s=config.server.request_timeout_s,
@@ -54,6 +56,9 @@ def create_app(config: Config) -> FastAPI:
     app.include_router(auth.router)
     app.include_router(easy.router)
     app.include_router(rest.router)
+    app.include_router(submit.router)
+    app.include_router(events.router)
+    app.include_router(live.router)
     mount_studio(app, supervisor, config)
     return app
 

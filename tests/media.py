@@ -33,6 +33,23 @@ def speech_wav(path: Path, duration: float = 5.0, bursts: Sequence[tuple[float, 
     return samples.write_wav(path, audio)
 
 
+SPOKEN_TEXT = ("HeyGem turns a recording of speech and a video of a face into one video, with the lips following "
+               "every word. It runs on a graphics card or on a plain processor, and it never loses a task. ")
+
+
+def spoken_wav(path: Path, seconds: float) -> Path:
+    """Exactly `seconds` of real speech (espeak-ng, its text repeated as needed), or speech_wav where it is missing."""
+    spoken = path.with_name(f"espeak-{path.name}")
+    words_per_second = 150 / 60  # espeak-ng's rate -s 150 (words per minute)
+    repeats = int(seconds * words_per_second / len(SPOKEN_TEXT.split())) + 1
+    if not samples.espeak_speech(SPOKEN_TEXT * repeats, spoken):
+        bursts = tuple((start, start + 0.9) for start in np.arange(0.3, seconds - 1, 1.5))
+        return speech_wav(path, seconds, bursts=bursts, breath=False)
+    ffmpeg("-i", str(spoken), "-af", "apad", "-t", f"{seconds:g}", "-ar", "16000", "-ac", "1", str(path))
+    spoken.unlink()
+    return path
+
+
 def silent_wav(path: Path, duration: float = 3.0) -> Path:
     return samples.write_wav(path, np.zeros(round(duration * 16000), np.float32))
 

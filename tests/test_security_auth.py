@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -150,3 +151,25 @@ def test_loopback_any_credential_or_an_explicit_choice_may_start(make_config: Co
     for host in ("0.0.0.0", "::", "192.168.1.20", "studio.example.org"):
         with pytest.raises(ConfigError, match=f"server.host is {host}, which other machines can reach"):
             check_exposure(make_config(server={"host": host}).server)
+
+
+def test_a_player_with_the_token_plays_a_task_s_live_stream(server: ServerProcess, tmp_path: Path) -> None:
+    """Debian's ffprobe, as ffplay would, sends the token with the playlist and with every segment."""
+    ffprobe = Path("/usr/bin/ffprobe")
+    if not ffprobe.exists():
+        pytest.skip("Debian's ffmpeg (ffprobe) is not installed; make test installs it")
+    speech, video = write_inputs(tmp_path)
+    with httpx.Client(base_url=server.url, headers={"X-API-Token": TOKEN}, timeout=30) as client:
+        code = client.post("/api/v1/tasks", files={"audio": (speech.name, speech.read_bytes()),
+                                                   "video": (video.name, video.read_bytes())}).json()["code"]
+        deadline = time.monotonic() + JOB_TIMEOUT_S
+        while client.get(f"/api/v1/tasks/{code}").json()["state"] != "succeeded":
+            assert time.monotonic() < deadline, f"task {code} did not succeed within {JOB_TIMEOUT_S} s"
+            time.sleep(0.2)
+    url = f"{server.url}/api/v1/tasks/{code}/live.m3u8"
+    command = [str(ffprobe), "-v", "error", "-show_entries", "format=duration", "-of", "csv=p=0", url]
+    played = subprocess.run([*command[:3], "-headers", f"Authorization: Bearer {TOKEN}\r\n", *command[3:]],
+                            capture_output=True, text=True, timeout=60, check=False)
+    assert played.returncode == 0 and float(played.stdout) > 1.5, played.stderr
+    refused = subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
+    assert refused.returncode != 0 and "401" in refused.stderr

@@ -25,6 +25,7 @@ from typing import Any
 
 import pytest
 
+from heygem.pipeline.live import END_TAG
 from heygem.supervisor import TaskState
 from heygem.supervisor.results import is_valid_video
 from tests import media
@@ -266,6 +267,12 @@ def test_the_app_shows_the_cluster_and_a_head_restart_requeues_its_task(
     assert task["attempts"] == 2
     assert task["node"]["id"] in nodes["workers"]
     assert task["report"]["frames_without_face"] == 0
+    # The live stream was written on the node and came home: the head serves it, ended, with its segments.
+    status, playlist = cluster.http("GET", f"/api/v1/tasks/{code}/live.m3u8")
+    assert status == 200 and END_TAG in playlist, playlist
+    segments = [line for line in playlist.splitlines() if line.startswith("live-")]
+    assert segments, playlist
+    assert all(cluster.http("GET", f"/api/v1/tasks/{code}/{name}")[0] == 200 for name in segments)
     assert_stops_cleanly(cluster)
 
 

@@ -1,7 +1,8 @@
 """Request bodies are read whole before any route sees them: capped in size and in time, then checked.
 
-Page uploads are exempt: Gradio streams them to disk and enforces server.max_upload_mb itself (mount_gradio_app's
-max_file_size), and the HTTP protocol's timeout (heygem.api.slow_clients) bounds their pauses.
+Uploads are exempt: the page's (Gradio streams them to disk and enforces server.max_upload_mb itself, as
+mount_gradio_app's max_file_size) and the API's multipart submit (heygem.api.submit streams them to disk with the
+same cap). The HTTP protocol's timeout (heygem.api.slow_clients) bounds their pauses.
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ from starlette.requests import ClientDisconnect
 from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-UPLOAD_PATH = "/gradio_api/upload"
+# Routes whose bodies are uploads, streamed to disk by the route itself.
+UPLOAD_PATHS = frozenset({"/gradio_api/upload", "/api/v1/tasks"})
 # ASCII digits only (str.isdigit() takes '²'), and few enough for int().
 CONTENT_LENGTH = re.compile(r"[0-9]{1,15}")
 
@@ -35,7 +37,7 @@ class BodyLimitMiddleware:
         self.check = check
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] == UPLOAD_PATH:
+        if scope["type"] != "http" or scope["path"] in UPLOAD_PATHS:
             await self.app(scope, receive, send)
             return
         headers = Headers(scope=scope)

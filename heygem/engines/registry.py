@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 
 from heygem.config import Config
-from heygem.errors import EngineUnavailableError
+from heygem.errors import EngineUnavailableError, InputError
 from heygem.pipeline.engine import Availability, Engine
 
 ENGINES: dict[str, str] = {
@@ -28,6 +28,13 @@ def resolve_engine(name: str) -> type[Engine]:
     if not (isinstance(engine_cls, type) and issubclass(engine_cls, Engine)):
         raise EngineUnavailableError(f"engine {name!r} is not an Engine class")
     return engine_cls
+
+
+def registered_engine(name: object) -> str:
+    """A caller's choice of engine: only a registered name (resolve_engine would also import any "module:Class")."""
+    if not isinstance(name, str) or name not in ENGINES:
+        raise InputError(f"engine must be one of {', '.join(ENGINES)}")
+    return name
 
 
 def engine_availability(name: str, config: Config) -> Availability:

@@ -30,6 +30,8 @@ class Job:
     work_dir: Path
     options: TaskOptions
     config: Config
+    # Folder of the task's live stream (heygem.pipeline.live); None: no stream (the CLI, live.enabled false).
+    live_dir: Path | None = None
 
 
 class Reporter(Protocol):

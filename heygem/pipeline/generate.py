@@ -34,8 +34,10 @@ from heygem.errors import InputError
 from heygem.options import LoopMode, TaskOptions
 from heygem.pipeline import compositing
 from heygem.pipeline.engine import Engine, Job, Reporter
+from heygem.pipeline.live import LiveStream
 from heygem.pipeline.media import (
     SAMPLE_RATE,
+    LiveOutput,
     VideoInfo,
     VideoReader,
     VideoWriter,
@@ -169,8 +171,16 @@ def _generate(job: Job, engine: LipSyncEngine, reporter: Reporter) -> dict[str, 
     # The file grows in the task's work folder, which nothing serves and which goes with the task (delete,
     # restart); the finished file is renamed onto the result (both folders lie in data_dir, one file system).
     temporary = job.work_dir / f"{job.result_path.stem}.partial{job.result_path.suffix}"
+    live = None
+    if job.live_dir is not None:
+        # Like a stream the encoder cannot write (see media.output_args), one without a folder never costs the task.
+        try:
+            job.live_dir.mkdir(parents=True, exist_ok=True)
+            live = LiveOutput(LiveStream(job.live_dir), job.config.live.segment_s)
+        except OSError as exc:
+            logger.warning("{}: no live stream: {} cannot be made ({})", job.code, job.live_dir, exc.strerror or exc)
     writer = VideoWriter(temporary, size, video.rate, job.audio_path, duration, media.encoder_preset,
-                         media.encoder_crf, media.audio_bitrate)
+                         media.encoder_crf, media.audio_bitrate, live)
     try:
         faceless = _render_all(job, engine, reporter, writer, video, size, segments, features, options)
         reporter.stage("finishing")

@@ -21,6 +21,7 @@ import numpy as np
 
 from heygem.errors import InputError
 from heygem.files import require_regular_file
+from heygem.pipeline.live import INIT_NAME, SEGMENT_PATTERN, LiveStream
 
 SAMPLE_RATE = 16000
 # Decoded audio may fall short of the container's stated duration by encoder padding (a few AAC frames) or by a
@@ -56,6 +57,14 @@ class VideoInfo:
         if len(self.frame_times) < 2:
             return 1.0 / self.fps
         return self.frame_times[-1] - self.frame_times[0] + 1.0 / self.fps
+
+
+@dataclasses.dataclass(frozen=True)
+class LiveOutput:
+    """A live stream for the encoder to write beside the result, cut into segments of `segment_s` seconds."""
+
+    stream: LiveStream
+    segment_s: float
 
 
 @dataclasses.dataclass(frozen=True)
@@ -254,19 +263,19 @@ class VideoWriter:
     """Pipes frames into ffmpeg (libx264 yuv420p) and muxes the given audio (AAC, +faststart).
 
     Frames are converted to yuv420p here (OpenCV is faster than ffmpeg's converter and the pipe carries half
-    the bytes), so the encoder process spends its core on encoding.
+    the bytes), so the encoder process spends its core on encoding. With `live`, the same packets also go to
+    a live HLS stream (see output_args): one encode, two files.
     """
 
     def __init__(self, path: Path, size: tuple[int, int], rate: Fraction, audio_path: Path, duration: float,
-                 preset: str, crf: int, audio_bitrate: str) -> None:
+                 preset: str, crf: int, audio_bitrate: str, live: LiveOutput | None = None) -> None:
         width, height = size
         args = [ffmpeg_exe(), "-nostdin", "-hide_banner", "-v", "error", "-y",
                 "-thread_queue_size", "64", "-f", "rawvideo", "-pix_fmt", "yuv420p", "-s", f"{width}x{height}",
                 "-r", str(rate), "-i", "-",
                 "-i", str(audio_path), "-map", "0:v:0", "-map", "1:a:0",
                 "-c:v", "libx264", "-preset", preset, "-crf", str(crf), "-pix_fmt", "yuv420p",
-                "-c:a", "aac", "-b:a", audio_bitrate, "-t", f"{duration:.4f}",
-                "-movflags", "+faststart", "-f", "mp4", str(path)]
+                "-c:a", "aac", "-b:a", audio_bitrate, "-t", f"{duration:.4f}", *output_args(path, live)]
         self.path = path
         self._size = size
         self._process = subprocess.Popen(args, stdin=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -296,3 +305,36 @@ class VideoWriter:
         self._process.wait()
         message = self._process.stderr.read().decode(errors="replace").strip() if self._process.stderr else ""
         raise RuntimeError(f"ffmpeg failed to encode {self.path.name}: {message[-500:]}")
+
+
+def output_args(path: Path, live: LiveOutput | None) -> list[str]:
+    """ffmpeg's output arguments: the MP4 alone, or the MP4 and the live stream through the tee muxer.
+
+    A segment can only begin at a keyframe, so with a stream there is one at every segment boundary (the
+    result's keyframe gap is then at most segment_s: about 1 % larger at 2 s, see docs/benchmarks.md). Both
+    muxers take the codec headers from the streams' global headers. A failing stream (a full disk) is dropped
+    and the result carries on: the preview must never cost the task.
+    """
+    if live is None:
+        return ["-movflags", "+faststart", "-f", "mp4", str(path)]
+    stream = live.stream
+    hls = {"f": "hls", "hls_time": f"{live.segment_s:g}", "hls_playlist_type": "event", "hls_segment_type": "fmp4",
+           "hls_fmp4_init_filename": INIT_NAME, "hls_segment_filename": str(stream.folder / SEGMENT_PATTERN),
+           "hls_flags": "independent_segments+temp_file", "onfail": "ignore"}
+    slaves = [_tee_slave({"f": "mp4", "movflags": "+faststart"}, path), _tee_slave(hls, stream.playlist)]
+    return ["-force_key_frames", f"expr:gte(t,n_forced*{live.segment_s:g})", "-flags", "+global_header",
+            "-f", "tee", "|".join(slaves)]
+
+
+def _tee_slave(options: dict[str, str], path: Path) -> str:
+    """One output of the tee muxer, "[key=value:...]path", escaped for any path (spaces, ':', '|', quotes).
+
+    The tee muxer splits its outputs at '|', then reads each option value up to ':' or ']', unescaping '\\'
+    and quotes at each step: a value is escaped for both steps, the path after ']' for the first only.
+    """
+    spec = ":".join(f"{key}={_escape(_escape(value, ':]'), '|')}" for key, value in options.items())
+    return f"[{spec}]{_escape(str(path), '|')}"
+
+
+def _escape(text: str, specials: str) -> str:
+    return "".join(f"\\{char}" if char in specials or char in "\\'" else char for char in text)

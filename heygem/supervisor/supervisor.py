@@ -31,6 +31,7 @@ from heygem.errors import (
 )
 from heygem.files import require_regular_file
 from heygem.logs import task_log_path
+from heygem.pipeline.live import live_stream
 from heygem.pipeline.media import probe_audio
 from heygem.supervisor.admission import Admission, probe_gpus
 from heygem.supervisor.backends import create_backend
@@ -204,6 +205,7 @@ class TaskSupervisor:
         for path in files:
             path.unlink(missing_ok=True)
         shutil.rmtree(self.config.paths.temp_dir / code, ignore_errors=True)
+        live_stream(self.config, code).remove()
         logger.info("task {} deleted with its files", code)
 
     def wait(self, code: str, timeout_s: float) -> TaskRecord:
@@ -433,10 +435,12 @@ class TaskSupervisor:
         shutil.rmtree(work_dir, ignore_errors=True)
         work_dir.mkdir(parents=True)
         result_path = Path(record.result_path or result_file(self.config, record.code))
+        stream = live_stream(self.config, record.code)
+        stream.remove()  # an earlier attempt's
         spec = WorkerSpec(code=record.code, engine=record.engine, audio_path=record.audio_path,
                           video_path=record.video_path, result_path=str(result_path), work_dir=str(work_dir),
                           options=record.options, config=self.config.to_dict(), address_file=str(self._address_file),
-                          gpu_index=None)
+                          gpu_index=None, live_dir=str(stream.folder) if self.config.live.enabled else None)
         try:
             handle = self._backend.launch(spec, demand, admission)
         except (OSError, HeyGemError) as exc:  # out of processes or memory: fail it rather than retry it forever
@@ -495,8 +499,18 @@ class TaskSupervisor:
                 self._statuses.pop(worker.code, None)
         except CONNECTION_ERRORS:
             pass
+        self._end_stream(worker.code)
         if not self._settings.keep_temp:
             shutil.rmtree(worker.work_dir, ignore_errors=True)
+
+    def _end_stream(self, code: str) -> None:
+        """The worker and its encoder are gone: the live stream ends, or goes if the result replaces it."""
+        stream = live_stream(self.config, code)
+        record = self._store.get(code)
+        if record is not None and record.state is TaskState.SUCCEEDED and not self.config.live.keep_after_success:
+            stream.remove()
+        else:
+            stream.end()
 
     def _exit_outcome(self, worker: _Worker, ended: WorkerExit) -> Outcome:
         outcome, exitcode = ended.outcome, ended.exitcode
@@ -563,6 +577,7 @@ class TaskSupervisor:
                 kill_leftovers(record.worker_pid, code)
             self._requeue_or_fail(record, SERVICE_STOPPED)
             shutil.rmtree(self.config.paths.temp_dir / code, ignore_errors=True)
+            live_stream(self.config, code).end()
 
     def _interrupted(self, worker: _Worker, cause: str) -> None:
         """A live worker was lost with its machine: as if the service had stopped, at the worker's latest stage."""

@@ -31,6 +31,7 @@ class WorkerSpec:
     config: dict[str, dict[str, Any]]
     address_file: str
     gpu_index: int | None
+    live_dir: str | None = None  # where the worker writes the task's live stream; None: no stream
 
 
 def describe_exception(exc: BaseException, stage: str) -> str:
@@ -73,7 +74,8 @@ def run_worker(spec: WorkerSpec) -> None:
         engine.load(reporter)
         reporter.begin_run()
         job = Job(code=spec.code, audio_path=Path(spec.audio_path), video_path=Path(spec.video_path),
-                  result_path=Path(spec.result_path), work_dir=work_dir, options=spec.options, config=config)
+                  result_path=Path(spec.result_path), work_dir=work_dir, options=spec.options, config=config,
+                  live_dir=Path(spec.live_dir) if spec.live_dir else None)
         report = engine.run(job, reporter)
     except BaseException as exc:  # SystemExit and KeyboardInterrupt too: the supervisor must hear why
         message = describe_exception(exc, reporter.current_stage)

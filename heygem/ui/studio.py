@@ -22,6 +22,7 @@ from heygem.intake.uploads import accept_upload
 from heygem.options import LOOP_MODES, MOUTH_INTENSITY, LoopMode, TaskOptions
 from heygem.supervisor import TaskRecord, TaskRequest, TaskState, TaskSupervisor
 from heygem.ui.controls import checked_by_task_options
+from heygem.ui.live import live_player, live_value
 from heygem.ui.predict import add_predict_endpoint
 from heygem.ui.views import (
     IDLE_HTML,
@@ -131,6 +132,11 @@ class Studio:
         return (status_html(record), result, gr.DownloadButton(value=result, visible=bool(result)),
                 gr.Timer(active=False))
 
+    def live_view(self, code: str, shown: str) -> Any:
+        """The live preview of the task on show: its stream while it renders (heygem.ui.live)."""
+        wanted = live_value(self.find(code), self.config)
+        return gr.skip() if wanted == shown else wanted
+
     def find(self, code: str) -> TaskRecord | None:
         if not code:
             return None
@@ -224,6 +230,7 @@ def build_studio(supervisor: TaskSupervisor, config: Config) -> gr.Blocks:
                     with gr.Column(scale=5):
                         code = gr.Textbox(label="Task code", interactive=False, buttons=["copy"])
                         status = gr.HTML(IDLE_HTML, elem_id="hg-status")
+                        live = live_player()
                         result = gr.Video(label="Result", interactive=False, height=360, elem_id="hg-result")
                         download = gr.DownloadButton("Download the video", visible=False, variant="secondary")
                 timer = gr.Timer(refresh_s, active=False)
@@ -254,6 +261,9 @@ def build_studio(supervisor: TaskSupervisor, config: Config) -> gr.Blocks:
                      api_name="generate", concurrency_limit=4)
         timer.tick(studio.poll, [code], [status, result, download, timer], api_name="task_status",
                    show_progress="hidden", concurrency_limit=None)
+        # The status card changes with every tick and whenever another task is shown: the preview follows it.
+        status.change(studio.live_view, [code, live], [live], show_progress="hidden", api_visibility="private",
+                      concurrency_limit=None)
         for trigger in (table_timer.tick, tasks_tab.select, page.load):
             trigger(studio.table, None, task_table, show_progress="hidden", api_visibility="private",
                     concurrency_limit=None)

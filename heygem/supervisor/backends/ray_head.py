@@ -35,6 +35,7 @@ from heygem.errors import ConfigError, HeyGemError, one_line
 from heygem.files import require_regular_file
 from heygem.logs import task_log_path
 from heygem.pipeline.engine import Engine
+from heygem.pipeline.live import LiveStream
 from heygem.supervisor.admission import Admission
 from heygem.supervisor.backends.base import (
     Demand,
@@ -46,6 +47,7 @@ from heygem.supervisor.backends.base import (
 )
 from heygem.supervisor.backends.ray_node import (
     END,
+    LIVE,
     LOG,
     NODE,
     RESULT,
@@ -106,6 +108,8 @@ class RayWorker(WorkerHandle):
         self._result_path = Path(spec.result_path)
         self._partial = Path(spec.work_dir) / f"{self._result_path.stem}.partial{self._result_path.suffix}"
         self._log_path = log_path
+        # The head's copy of the task's live stream (heygem.pipeline.live), which its API serves.
+        self._live = LiveStream(Path(spec.live_dir)) if spec.live_dir else None
         self._wake = wake
         self._ended = ended
         self._node: WorkerNode | None = None
@@ -210,6 +214,8 @@ class RayWorker(WorkerHandle):
                 self._log_path.parent.mkdir(parents=True, exist_ok=True)
                 with self._log_path.open("ab") as log:
                     log.write(value)
+            elif kind == LIVE and self._live is not None:
+                self._live.put(*value)
             elif kind in (RESULT, RESULT_END):
                 if self._result is None:
                     self._result = self._partial.open("wb")

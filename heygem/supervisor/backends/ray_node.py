@@ -7,8 +7,10 @@
      reporting stage "receive inputs" to the head's live-status Manager so that deadlines cover it;
   3. runs heygem's own worker (heygem.supervisor.worker.run_worker, exactly as the local backend does) under
      the node guard (node_guard.py), with the paths rewritten into that folder;
-  4. while the worker runs, streams the task log back as it grows, and the result as soon as the worker has
-     renamed it into place (complete), so that the head's "a valid result is kept" rule sees it in time;
+  4. while the worker runs, streams the task log back as it grows, each finished file of the task's live stream
+     (heygem.pipeline.live: segments first, then the playlist that names them, so the head's copy of the playlist
+     never names a segment the head lacks), and the result as soon as the worker has renamed it into place
+     (complete), so that the head's "a valid result is kept" rule sees it in time;
   5. ends the stream with the worker's exit status and outcome, and removes the folder.
 The head consumes the stream in heygem.supervisor.backends.ray_head. Nothing here imports ray at the top:
 ray's authentication settings must be in the environment before its first import (see ray_head.export_auth).
@@ -30,6 +32,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from heygem.pipeline.live import PLAYLIST_NAME, LiveStream
 from heygem.supervisor.backends.node_guard import read_exit_status
 from heygem.supervisor.processes import TASK_MARKER
 from heygem.supervisor.protocol import WorkerReporter, read_outcome, write_manager_address
@@ -39,7 +42,7 @@ CHUNK_BYTES = 8 * 1024 * 1024
 # Seconds between two looks at the worker's log and result while it runs.
 WATCH_INTERVAL_S = 0.5
 # The kinds of items in a task's stream, each a (kind, value) pair.
-NODE, LOG, RESULT, RESULT_END, END = "node", "log", "result", "result_end", "end"
+NODE, LOG, LIVE, RESULT, RESULT_END, END = "node", "log", "live", "result", "result_end", "end"
 RECEIVE_STAGE = "receive inputs"
 
 StreamItem = tuple[str, Any]
@@ -131,7 +134,8 @@ def _node_spec(task: NodeTask, folder: Path, address_file: Path) -> WorkerSpec:
     return dataclasses.replace(spec, audio_path=str(folder / f"audio{audio_suffix}"),
                                video_path=str(folder / f"video{video_suffix}"),
                                result_path=str(folder / "result" / Path(spec.result_path).name),
-                               work_dir=str(work_dir), config=config, address_file=str(address_file), gpu_index=None)
+                               work_dir=str(work_dir), config=config, address_file=str(address_file), gpu_index=None,
+                               live_dir=str(folder / "live") if spec.live_dir else None)
 
 
 def _receive_inputs(task: NodeTask, files: Any, spec: WorkerSpec) -> None:
@@ -179,6 +183,7 @@ def _start_worker(spec: WorkerSpec, folder: Path, has_gpu: bool) -> int:
 
 def _watch(spec: WorkerSpec, guard_pid: int, folder: Path) -> Iterator[StreamItem]:
     log = _LogTail(Path(spec.config["paths"]["data_dir"]) / "logs" / "tasks" / f"{spec.code}.log")
+    live = _LiveMirror(LiveStream(Path(spec.live_dir))) if spec.live_dir else None
     result = Path(spec.result_path)
     result_sent = False
     try:
@@ -190,6 +195,8 @@ def _watch(spec: WorkerSpec, guard_pid: int, folder: Path) -> Iterator[StreamIte
             ended = guard is None or bool(select.select([guard], [], [], WATCH_INTERVAL_S)[0])
             if piece := log.read():
                 yield LOG, piece
+            if live is not None:
+                yield from live.news()
             if not result_sent and result.is_file():  # the worker renames it into place only when complete
                 yield from _send_result(result)
                 result_sent = True
@@ -200,6 +207,8 @@ def _watch(spec: WorkerSpec, guard_pid: int, folder: Path) -> Iterator[StreamIte
             os.close(guard)
     if piece := log.read():
         yield LOG, piece
+    if live is not None:
+        yield from live.news()
     yield END, {"exitcode": read_exit_status(folder / "exit-status"), "outcome": read_outcome(Path(spec.work_dir))}
 
 
@@ -226,6 +235,29 @@ class _LogTail:
             return b""
         self.offset += len(piece)
         return piece
+
+
+class _LiveMirror:
+    """What the worker's encoder added to the task's live stream since the last look, as (name, bytes) items."""
+
+    def __init__(self, stream: LiveStream) -> None:
+        self.stream = stream
+        self.sent: set[str] = set()
+        self.playlist: str | None = None
+
+    def news(self) -> Iterator[StreamItem]:
+        # The playlist first: every segment it names was complete (renamed from its .tmp) before it was written,
+        # so the listing after it holds them all; segments go out before the playlist text.
+        playlist = self.stream.read_playlist()
+        names = sorted(path.name for path in self.stream.folder.glob("live-*") if path.name not in self.sent)
+        for name in names:
+            segment = self.stream.segment_file(name)
+            if segment is not None:
+                yield LIVE, (name, segment.read_bytes())
+                self.sent.add(name)
+        if playlist is not None and playlist != self.playlist:
+            yield LIVE, (PLAYLIST_NAME, playlist.encode())
+            self.playlist = playlist
 
 
 def main(spec_file: str) -> None:

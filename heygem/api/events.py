@@ -1,0 +1,117 @@
+"""GET /api/v1/tasks/{code}/events: a task's changes as Server-Sent Events, ending with its final state.
+
+The first event is the task as it is now (a client that connects late, or again, starts from there); then one
+event for every change of state, stage, progress, message or warning, each holding the whole task as
+GET /api/v1/tasks/{code} shows it; the last one holds the final state, and the stream ends. Changes are read
+every server.events_interval_s: changes closer together than that arrive as one event with the latest values.
+A comment line goes out after server.events_heartbeat_s of silence, so that proxies keep the stream open.
+
+The final event carries an id; a browser's EventSource reconnects after the stream ends and sends that id back as
+Last-Event-ID, and is then answered 204, which tells it to stop. No thread is held for a stream: each look at
+the task borrows one of a few pool threads for a moment. When the server begins to stop, every stream ends at
+its next look (EventStreamServer), instead of holding the shutdown for server.shutdown_grace_s.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import AsyncIterator, Hashable
+from functools import partial
+from types import FrameType
+from typing import Annotated, Any
+
+import anyio
+import uvicorn
+from fastapi import APIRouter, Header, Request
+from fastapi.responses import Response, StreamingResponse
+
+from heygem.api.context import ConfigDep, SupervisorDep
+from heygem.api.tasks_view import task_json
+from heygem.errors import TaskNotFoundError
+from heygem.supervisor import TaskRecord, TaskSupervisor
+
+# Looks at tasks run in these few threads, whatever the number of open streams; each takes milliseconds.
+_LOOKS = anyio.CapacityLimiter(4)
+HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}  # the latter: nginx must not buffer the stream
+
+router = APIRouter(prefix="/api/v1/tasks", tags=["HeyGem studio"])
+
+
+class EventStreams:
+    """What the open event streams of one app share: whether the server is stopping."""
+
+    def __init__(self) -> None:
+        self.closing = threading.Event()
+
+
+@router.get("/{code}/events")
+async def task_events(code: str, request: Request, supervisor: SupervisorDep, config: ConfigDep,
+                      last_event_id: Annotated[str, Header()] = "") -> Response:
+    record = await anyio.to_thread.run_sync(supervisor.status, code, limiter=_LOOKS)  # 404 for an unknown code
+    if record.state.is_final and last_event_id == end_id(record):
+        return Response(status_code=204)  # this client has seen the end already
+    streams: EventStreams = request.app.state.event_streams
+    events = follow(supervisor, record, streams, config.server.events_interval_s, config.server.events_heartbeat_s)
+    return StreamingResponse(events, media_type="text/event-stream", headers=HEADERS)
+
+
+async def follow(supervisor: TaskSupervisor, record: TaskRecord, streams: EventStreams, interval_s: float,
+                 heartbeat_s: float) -> AsyncIterator[str]:
+    """The task's events from `record` on: one per change, the final state last."""
+    look = partial(supervisor.status, record.code)
+    sent = change_key(record)
+    yield event(record)
+    quiet_since = time.monotonic()
+    while not record.state.is_final:
+        await anyio.sleep(interval_s)
+        if streams.closing.is_set():
+            yield ": the server is stopping\n\n"
+            return
+        try:
+            record = await anyio.to_thread.run_sync(look, limiter=_LOOKS)
+        except TaskNotFoundError:
+            yield f"event: deleted\ndata: {json.dumps({'code': record.code})}\n\n"
+            return
+        if change_key(record) != sent:
+            sent = change_key(record)
+            quiet_since = time.monotonic()
+            yield event(record)
+        elif time.monotonic() - quiet_since >= heartbeat_s:
+            quiet_since = time.monotonic()
+            yield ": keep-alive\n\n"
+
+
+def change_key(record: TaskRecord) -> Hashable:
+    """What an event is sent for; times and estimates change on every look and are not changes of the task."""
+    return (record.state, record.stage, record.progress, record.message, record.warning, record.queue_position,
+            record.attempts)
+
+
+def event(record: TaskRecord) -> str:
+    data: dict[str, Any] = task_json(record)
+    lines = [f"data: {json.dumps(data)}"]
+    if record.state.is_final:
+        lines.insert(0, f"id: {end_id(record)}")
+    return "\n".join(lines) + "\n\n"
+
+
+def end_id(record: TaskRecord) -> str:
+    """The id of a task's final event: a retried task ends again, with a new one."""
+    return f"end-{record.attempts}"
+
+
+class EventStreamServer(uvicorn.Server):
+    """uvicorn's server, which tells the app's event streams to end as soon as a signal asks it to stop.
+
+    uvicorn waits for open responses before it shuts the app down, and an event stream has no end of its own.
+    """
+
+    def __init__(self, config: uvicorn.Config, streams: EventStreams) -> None:
+        super().__init__(config)
+        self.streams = streams
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        super().handle_exit(sig, frame)
+        self.streams.closing.set()
