@@ -25,8 +25,9 @@ demo: venv
 	$(PY) -m heygem demo
 
 # Figures go to docs/benchmarks.md by hand: each module prints what it measured.
-bench: venv
+bench: venv $(RAY_STAMP)
 	$(PY) -m bench.supervisor
+	$(PY) -m bench.supervisor --backend ray
 	$(PY) -m bench.engine_speed
 	$(PY) -m bench.wav2lip_speed
 	$(PY) -m bench.live_stream
