@@ -23,6 +23,9 @@ from heygem.supervisor.protocol import Outcome
 from heygem.supervisor.states import WorkerNode
 from heygem.supervisor.worker import WorkerSpec
 
+# Linux's limit on a Unix socket's path, in bytes (108 with the terminating NUL): the status Manager's (local
+# backend) and Ray's own sockets (a private runtime's temp folder) must fit.
+MAX_SOCKET_PATH = 107
 # A status Manager address: a Unix socket path (None: multiprocessing's own choice), or (host, port).
 ManagerAddress = str | tuple[str, int] | None
 

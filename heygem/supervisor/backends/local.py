@@ -15,13 +15,17 @@ from loguru import logger
 from heygem.config import Config
 from heygem.pipeline.engine import Engine
 from heygem.supervisor.admission import Admission, admit, probe_gpus
-from heygem.supervisor.backends.base import Demand, ExecutionBackend, ExitKind, WorkerExit, WorkerHandle
+from heygem.supervisor.backends.base import (
+    MAX_SOCKET_PATH,
+    Demand,
+    ExecutionBackend,
+    ExitKind,
+    WorkerExit,
+    WorkerHandle,
+)
 from heygem.supervisor.processes import kill_group
 from heygem.supervisor.protocol import read_outcome
 from heygem.supervisor.worker import WorkerSpec, run_worker
-
-# Linux's limit on a Unix socket's path, in bytes (108 with the terminating NUL).
-MAX_SOCKET_PATH = 107
 
 
 class LocalWorker(WorkerHandle):

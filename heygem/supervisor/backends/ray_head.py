@@ -38,6 +38,7 @@ from heygem.pipeline.engine import Engine
 from heygem.pipeline.live import LiveStream
 from heygem.supervisor.admission import Admission
 from heygem.supervisor.backends.base import (
+    MAX_SOCKET_PATH,
     Demand,
     ExecutionBackend,
     ExitKind,
@@ -62,7 +63,6 @@ from heygem.supervisor.worker import WorkerSpec
 GIB = 1024**3
 # What Ray appends to its temp folder for a socket: /session_<date>_<time>_<µs>_<pid>/sockets/plasma_store.
 RAY_SOCKET_SUFFIX = len("/session_2026-11-30_11-39-12_123456_4194304/sockets/plasma_store")
-MAX_SOCKET_PATH = 107
 # Never shipped to the nodes, on top of what Ray leaves out itself (.git, .venv) and .gitignore, which it honours.
 SHIP_EXCLUDES = ["data", "docs", "bench/results", "*.onnx", "*.pth", "__pycache__", ".pytest_cache", ".ruff_cache",
                  ".mypy_cache"]
