@@ -1,6 +1,7 @@
-"""Whether a path is a regular file, checked with stat() before anything opens it.
+"""Whether a path is a regular file: checked with stat() before anything opens it, or, for the files the server
+serves from its own folders, on the file opened without blocking (open_regular_file).
 
-Special files are never opened: reading /dev/zero never ends, and opening a FIFO blocks until someone writes to it.
+Special files are never read: reading /dev/zero never ends, and opening a FIFO blocks until someone writes to it.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ import errno
 import os
 import stat
 from pathlib import Path
+from typing import BinaryIO
 
 from heygem.errors import InputError
 
@@ -27,6 +29,29 @@ def is_regular_file(path: Path | str) -> bool:
         return stat.S_ISREG(os.stat(path).st_mode)
     except (OSError, ValueError):
         return False
+
+
+def open_regular_file(path: Path) -> BinaryIO | None:
+    """`path` opened for reading if it is a regular file; None if it is anything else, a link, or gone.
+
+    For files this server serves from its own folders, where nothing makes links: the last component is never
+    followed (O_NOFOLLOW), a FIFO does not block the open (O_NONBLOCK) and is then refused, and the check is made on
+    the open file (fstat), so nothing swapped in after it is read. The open file stays whole if its name is removed
+    meanwhile (a task deleted while one of its files is being served). Blocking: call it off the event loop.
+    """
+    try:
+        opened = open(path, "rb", opener=open_without_blocking)  # noqa: SIM115 (returned open: the caller closes it)
+    except (OSError, ValueError):  # missing, a link (ELOOP), a folder, unreadable, or a NUL byte in the name
+        return None
+    if stat.S_ISREG(os.fstat(opened.fileno()).st_mode):
+        return opened
+    opened.close()
+    return None
+
+
+def open_without_blocking(path: str, flags: int) -> int:
+    """open()'s opener for open_regular_file."""
+    return os.open(path, flags | os.O_NONBLOCK | os.O_NOFOLLOW)
 
 
 def require_regular_file(path: Path, label: str, shown: str) -> None:

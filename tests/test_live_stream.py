@@ -217,13 +217,31 @@ def test_only_regular_segment_files_are_served(tmp_path: Path) -> None:
     stream.folder.mkdir()
     (stream.folder / "live-00000.m4s").write_bytes(b"segment")
     (stream.folder / "live-00001.m4s").symlink_to("/etc/passwd")
-    os.mkfifo(stream.folder / "live-00002.m4s")
+    os.mkfifo(stream.folder / "live-00002.m4s")  # opening it to read would wait for a writer
     (stream.folder / "live-00003.m4s").mkdir()
     (stream.folder / "live-00004.m4s.tmp").write_bytes(b"half")
-    assert stream.segment_file("live-00000.m4s") == stream.folder / "live-00000.m4s"
-    for name in ("live-00001.m4s", "live-00002.m4s", "live-00003.m4s", "live-00004.m4s.tmp", "live.m3u8",
-                 "../live/live-00000.m4s", "live-0.m4s", "live-init.mp4", "gate"):
-        assert stream.segment_file(name) is None, name
+    segment = stream.open_segment("live-00000.m4s")
+    assert segment is not None
+    (stream.folder / "live-00000.m4s").unlink()  # the task is deleted while its segment is being served
+    with segment:
+        assert segment.read() == b"segment"
+    for name in ("live-00000.m4s", "live-00001.m4s", "live-00002.m4s", "live-00003.m4s", "live-00004.m4s.tmp",
+                 "live.m3u8", "../live/live-00000.m4s", "live-0.m4s", "live-init.mp4", "gate"):
+        assert stream.open_segment(name) is None, name
+    shutil.rmtree(stream.folder)
+
+
+def test_a_playlist_that_is_no_regular_file_is_no_playlist(tmp_path: Path) -> None:
+    import os
+
+    stream = LiveStream(tmp_path / "live")
+    stream.folder.mkdir()
+    (tmp_path / "elsewhere.m3u8").write_text("#EXTM3U\n#EXTINF:2.000000,\nlive-00000.m4s\n")
+    stream.playlist.symlink_to(tmp_path / "elsewhere.m3u8")
+    assert stream.read_playlist() is None, "a link is not the encoder's"
+    stream.playlist.unlink()
+    os.mkfifo(stream.playlist)
+    assert stream.read_playlist() is None, "a FIFO would hold the reading thread until someone writes to it"
     shutil.rmtree(stream.folder)
 
 

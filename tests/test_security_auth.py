@@ -6,6 +6,7 @@ go to `python app.py` in a subprocess; the studio's own flows (gradio_client, Ch
 
 from __future__ import annotations
 
+import html
 import os
 import subprocess
 import sys
@@ -101,6 +102,21 @@ def test_gradio_client_runs_a_job_with_the_token(server: ServerProcess, tmp_path
     # gradio_client's own sign-in (auth=) posts to /login and carries the cookie; the token is the password here.
     signed_in = Client(server.url, verbose=False, auth=("anyone", TOKEN))
     assert "Upload a speech" in signed_in.predict("no-such-task", api_name="/task_status")[0]
+
+
+@pytest.mark.parametrize(("target", "landing"), [
+    ("/?code=abc", "/?code=abc"), ("/api/v1/tasks", "/api/v1/tasks"), ("//evil.example/", "/"),
+    ("/\\evil.example", "/"), ("https://evil.example/", "/"), ("/\t/evil.example", "/"), ("/\n/evil.example", "/"),
+    ("javascript:alert(1)", "/"), ("", "/")])
+def test_signing_in_goes_back_only_to_a_page_of_this_server(server: ServerProcess, target: str, landing: str) -> None:
+    """The sign-in form's `next` is where the browser goes afterwards: a link to our sign-in with next=//evil.example
+    would otherwise hand a freshly signed-in person to another site (an open redirect)."""
+    answer = httpx.post(f"{server.url}/login", data={"password": TOKEN, "next": target},
+                        headers={"Accept": "text/html"}, timeout=30)
+    assert answer.status_code == 303 and answer.headers["location"] == landing, answer.headers
+    refused = httpx.post(f"{server.url}/login", data={"password": "wrong", "next": target},
+                         headers={"Accept": "text/html"}, timeout=30)
+    assert refused.status_code == 401 and f'name="next" value="{html.escape(landing)}"' in refused.text
 
 
 def test_a_browser_signs_in_with_the_token_and_generates(server: ServerProcess, tmp_path: Path) -> None:

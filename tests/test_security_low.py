@@ -158,11 +158,11 @@ def raw_request(server: ServerProcess, payload: bytes, pause_s: float, pieces: i
 
 @pytest.mark.parametrize(("name", "payload", "pause_s", "pieces"), [
     ("silent", b"", 0.0, 1),
-    ("headers never finished", b"GET /healthz HTTP/1.1\r\nHost: x\r\n", 0.0, 1),
-    ("headers a byte at a time", b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: " + b"z" * 60, 0.5, 62),
-    ("body stopped halfway", b"POST /easy/submit HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{", 0.0, 1),
+    ("headers never finished", b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n", 0.0, 1),
+    ("headers a byte at a time", b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: " + b"z" * 60, 0.5, 62),
+    ("body stopped halfway", b"POST /easy/submit HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 100\r\n\r\n{", 0.0, 1),
     ("body a byte at a time",
-     b"POST /easy/submit HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n" + b" " * 40, 0.5, 44),
+     b"POST /easy/submit HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 100\r\n\r\n" + b" " * 40, 0.5, 44),
 ])
 def test_slow_clients_are_cut_off_and_the_server_keeps_answering(server: ServerProcess, name: str, payload: bytes,
                                                                  pause_s: float, pieces: int) -> None:

@@ -1,7 +1,9 @@
 """The copy of a result in the folder HeyGem's desktop client shares with the service (paths.input_dir).
 
 Made by the supervisor, before a task submitted with shared_result is recorded as succeeded; removed with the task
-(delete) or before it runs again (retry). Real supervisor, real workers (scripted engines).
+(delete) or before it runs again (retry). Anything else at its name (a person's own video, a symlink) is never
+replaced, followed or removed: a submit whose code would need it is refused, and a task that finds it in the way
+fails with its result kept. Real supervisor, real workers (scripted engines).
 """
 
 from __future__ import annotations
@@ -59,22 +61,35 @@ def test_without_hard_links_the_copy_is_a_copy(result: Path, tmp_path: Path, mon
     assert sorted(path.name for path in tmp_path.iterdir()) == ["abc-r.mp4", "results"]
 
 
-def test_a_symlink_at_the_target_is_replaced_not_followed(result: Path, tmp_path: Path) -> None:
+def test_a_file_or_symlink_at_the_target_is_left_alone_not_followed(result: Path, tmp_path: Path) -> None:
     victim = tmp_path / "victim.txt"
     victim.write_text("untouched")
-    target = tmp_path / "abc-r.mp4"
-    target.symlink_to(victim)
-    place_shared_copy(result, target)
-    assert not target.is_symlink() and target.read_bytes() == result.read_bytes()
-    assert victim.read_text() == "untouched"
+    link, video = tmp_path / "abc-r.mp4", tmp_path / "mine-r.mp4"
+    link.symlink_to(victim)
+    video.write_bytes(b"a person's own video")
+    for target in (link, video):
+        with pytest.raises(FileExistsError, match="not this task's result is there, and is left as it is"):
+            place_shared_copy(result, target)
+    assert link.is_symlink() and victim.read_text() == "untouched" and video.read_bytes() == b"a person's own video"
+    assert not list(tmp_path.glob(".*.partial"))
 
 
-def submit(supervisor: TaskSupervisor, inputs: tuple[Path, Path], code: str, shared: bool) -> TaskRequest:
+def submit(supervisor: TaskSupervisor, inputs: tuple[Path, Path], code: str, shared: bool,
+           gate: Path | None = None) -> TaskRequest:
+    """A task that renders 0.3 s of video; with a `gate`, only once the test has created that file."""
     audio, video = inputs
-    request = TaskRequest(audio, script_file(video.parent, [["render", 0.3]]), engine=SCRIPTED, code=code,
+    steps = [["await", str(gate)]] if gate else []
+    request = TaskRequest(audio, script_file(video.parent, [*steps, ["render", 0.3]]), engine=SCRIPTED, code=code,
                           shared_result=shared)
     supervisor.submit(request)
     return request
+
+
+def in_the_way(supervisor: TaskSupervisor, code: str) -> Path:
+    """Where the task's shared copy goes, the shared folder created."""
+    path = supervisor.config.paths.input_dir / f"{code}-r.mp4"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path
 
 
 def test_only_tasks_that_ask_get_a_shared_copy_and_delete_removes_it(start_supervisor: StartSupervisor,
@@ -94,11 +109,14 @@ def test_only_tasks_that_ask_get_a_shared_copy_and_delete_removes_it(start_super
 
 
 def test_a_copy_that_cannot_be_placed_fails_the_task_and_retry_places_it(start_supervisor: StartSupervisor,
-                                                                         inputs: tuple[Path, Path]) -> None:
+                                                                         inputs: tuple[Path, Path],
+                                                                         tmp_path: Path) -> None:
     supervisor = start_supervisor()
-    blocker = supervisor.config.paths.input_dir / "blocked-r.mp4"
-    blocker.mkdir(parents=True)  # a folder where the copy goes: no rename replaces it, not even as root
-    submit(supervisor, inputs, "blocked", shared=True)
+    gate = tmp_path / "gate"
+    submit(supervisor, inputs, "blocked", shared=True, gate=gate)
+    blocker = in_the_way(supervisor, "blocked")
+    blocker.mkdir()  # a folder where the copy goes, made while the task runs (one there before is refused at submit)
+    gate.touch()
     record = wait_final(supervisor, "blocked")
     assert record.state is TaskState.FAILED
     assert record.message.startswith(f"finishing: the result could not be placed in the shared folder as {blocker} (")
@@ -109,6 +127,40 @@ def test_a_copy_that_cannot_be_placed_fails_the_task_and_retry_places_it(start_s
     supervisor.retry("blocked")
     again = wait_final(supervisor, "blocked")
     assert again.state is TaskState.SUCCEEDED and blocker.is_file()
+
+
+def test_a_code_whose_shared_name_is_taken_is_refused_and_the_file_kept(start_supervisor: StartSupervisor,
+                                                                        inputs: tuple[Path, Path]) -> None:
+    supervisor = start_supervisor()
+    theirs = in_the_way(supervisor, "holiday")
+    theirs.write_bytes(b"a person's own video")
+    with pytest.raises(InputError, match=f"code 'holiday' cannot be used: {theirs} already exists in the shared "
+                                         "folder, where this task's result would go; choose another code"):
+        submit(supervisor, inputs, "holiday", shared=True)
+    submit(supervisor, inputs, "holiday", shared=False)  # the studio's tasks place no copy: any code will do
+    assert wait_final(supervisor, "holiday").state is TaskState.SUCCEEDED
+    supervisor.delete("holiday")
+    assert theirs.read_bytes() == b"a person's own video"
+
+
+def test_a_file_put_in_the_way_meanwhile_fails_the_task_and_stays_through_retry_and_delete(
+        start_supervisor: StartSupervisor, inputs: tuple[Path, Path], tmp_path: Path) -> None:
+    supervisor = start_supervisor()
+    gate = tmp_path / "gate"
+    submit(supervisor, inputs, "planted", shared=True, gate=gate)
+    victim = tmp_path / "victim.txt"
+    victim.write_text("untouched")
+    link = in_the_way(supervisor, "planted")
+    link.symlink_to(victim)  # after the submit, before the result is placed
+    gate.touch()
+    record = wait_final(supervisor, "planted")
+    assert record.state is TaskState.FAILED
+    assert record.message.startswith(f"finishing: the result could not be placed in the shared folder as {link} (a "
+                                     "file that is not this task's result is there, and is left as it is); it is kept")
+    supervisor.retry("planted")
+    assert wait_final(supervisor, "planted").state is TaskState.FAILED
+    supervisor.delete("planted")
+    assert link.is_symlink() and victim.read_text() == "untouched"
 
 
 def test_a_store_of_an_older_version_gains_the_column(tmp_path: Path) -> None:

@@ -4,6 +4,12 @@ With server.api_token or server.password set, a request needs one credential: th
 cookie that signing in sets (POST /login, with the password or the token). Only /healthz stays open, for probes;
 POST /login is where a credential is exchanged for the cookie. The rule is one ASGI middleware in front of
 everything, so a route added later, ours or Gradio's, is covered without anyone having to remember it.
+
+The same middleware keeps other web sites out, credential or not (foreign_site): a page of another site can make
+the browser of anyone who opens it send requests here (a form, or fetch() with multipart/form-data, needs no
+permission), so a request whose Origin is another host is refused. And a server without any credential answers
+only requests addressed to an IP address or to localhost: an attacker's domain name resolved to this machine (DNS
+rebinding) would otherwise make this server the attacker's page's own origin, free to read every answer.
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ import hmac
 import html
 import ipaddress
 import time
+from urllib.parse import urlsplit
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
@@ -21,11 +28,13 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from heygem.api import easy
 from heygem.config import ServerConfig
-from heygem.errors import ConfigError
+from heygem.errors import ConfigError, quote_input
 
 SESSION_COOKIE = "heygem_session"
+# The health probe: open to anyone and anything, and says nothing secret.
+HEALTH = frozenset({("GET", "/healthz"), ("HEAD", "/healthz")})
 # (method, path) pairs that need no credential: the health probe, and the sign-in that checks one itself.
-PUBLIC = frozenset({("GET", "/healthz"), ("HEAD", "/healthz"), ("POST", "/login")})
+PUBLIC = HEALTH | {("POST", "/login")}
 LOGIN_FAILED = "wrong user name and password, or wrong token"
 
 router = APIRouter()
@@ -38,6 +47,8 @@ class Credentials:
         self.token = server.api_token or ""
         self.username = server.username
         self.password = server.password or ""
+        # Something in front (a proxy, a firewall) decides who gets in: then it also decides by which name.
+        self.anyone_by_any_name = server.allow_unauthenticated
         self.session_s = server.login_days * 86400
         # Sign-ins are signed with a key made from the credentials: a new password or token ends them all.
         secret = "\0".join(("heygem-session", self.token, self.username, self.password))
@@ -55,8 +66,10 @@ class Credentials:
         """The sign-in form takes the user name and password, or the token in the password field."""
         if self.token_matches(password):
             return True
-        return bool(self.password) and all(hmac.compare_digest(given.encode(), wanted.encode()) for given, wanted in
-                                           ((username, self.username), (password, self.password)))
+        # Both compared, always: stopping at a wrong user name would time how right the name was.
+        matches = [hmac.compare_digest(given.encode(), wanted.encode()) for given, wanted in
+                   ((username, self.username), (password, self.password))]
+        return bool(self.password) and all(matches)
 
     def token_matches(self, presented: str) -> bool:
         return bool(self.token and presented) and hmac.compare_digest(presented.encode(), self.token.encode())
@@ -87,33 +100,76 @@ def presented_token(connection: HTTPConnection) -> str:
 
 
 class AuthMiddleware:
-    """Refuses every request without a credential, except the PUBLIC ones, when the server has credentials."""
+    """Refuses every request of another web site (foreign_site) but the health probe's; and, when the server has
+    credentials, every request without one, except the PUBLIC ones."""
 
     def __init__(self, app: ASGIApp, credentials: Credentials) -> None:
         self.app = app
         self.credentials = credentials
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] not in ("http", "websocket") or not self.credentials.required:
+        if scope["type"] not in ("http", "websocket"):
             await self.app(scope, receive, send)
             return
         connection = HTTPConnection(scope)
-        if (scope.get("method"), scope["path"]) in PUBLIC or self.credentials.admit(connection):
+        route = (scope.get("method"), scope["path"])
+        foreign = None if route in HEALTH else foreign_site(connection, self.credentials)
+        if foreign is not None:
+            await self.refuse(connection, 403, foreign, scope, receive, send)
+        elif not self.credentials.required or route in PUBLIC or self.credentials.admit(connection):
             await self.app(scope, receive, send)
-            return
+        else:
+            await self.refuse(connection, 401, self.credentials.how_to_authenticate(), scope, receive, send)
+
+    async def refuse(self, connection: HTTPConnection, status_code: int, message: str, scope: Scope, receive: Receive,
+                     send: Send) -> None:
         if scope["type"] == "websocket":
             await send({"type": "websocket.close", "code": 1008})  # closing before accepting refuses the handshake
             return
-        await self.refusal(connection)(scope, receive, send)
+        await self.refusal(connection, status_code, message)(scope, receive, send)
 
-    def refusal(self, connection: HTTPConnection) -> Response:
-        message = self.credentials.how_to_authenticate()
+    def refusal(self, connection: HTTPConnection, status_code: int, message: str) -> Response:
         if connection.url.path.startswith(easy.router.prefix):
-            return easy.envelope(easy.SYSTEM_ERROR, msg=message, status_code=401)
+            return easy.envelope(easy.SYSTEM_ERROR, msg=message, status_code=status_code)
+        if status_code != 401:
+            return JSONResponse({"error": message}, status_code=status_code)
         if connection.scope.get("method") in ("GET", "HEAD") and wants_html(connection):
             return login_page(self.credentials, next_path(connection), status_code=401)
         headers = {"WWW-Authenticate": 'Bearer realm="HeyGem"'} if self.credentials.token else None
         return JSONResponse({"error": message}, status_code=401, headers=headers)
+
+
+def foreign_site(connection: HTTPConnection, credentials: Credentials) -> str | None:
+    """Why a request comes from a web page of another site, which may not use this server; None if it does not.
+
+    Host names are compared without ports: other ports of this host are this machine's own programs, which may use
+    the server anyway, and a proxy in front may drop the port of the name it passes on."""
+    host = connection.headers.get("host", "")
+    origin = connection.headers.get("origin")
+    if origin is not None and host_name(origin, "") != host_name(host):
+        return (f"a page of {quote_input(origin)} may not use this server: it answers only the pages it serves itself "
+                "(cross-site request refused). Behind a reverse proxy, pass the Host header on (nginx: "
+                "proxy_set_header Host $host)")
+    name = host_name(host)
+    if host and not credentials.required and not credentials.anyone_by_any_name and not is_local_name(name):
+        return (f"this server has no credential, so it answers only requests addressed to it by an IP address or "
+                f"as localhost, not as {quote_input(name)}: a web page could otherwise reach it under a domain name "
+                "of its own (DNS rebinding). Open it as 127.0.0.1, or set server.api_token or server.password "
+                "(docs/security.md)")
+    return None
+
+
+def host_name(address: str, scheme: str = "//") -> str:
+    """The host name in a Host header ('studio:8383'), or in an Origin ('https://studio') with scheme=""."""
+    try:
+        return urlsplit(scheme + address).hostname or ""
+    except ValueError:  # an unbalanced '[' of an IPv6 address
+        return address
+
+
+def is_local_name(name: str) -> bool:
+    """localhost, or an IP address: no DNS answer decides what they stand for."""
+    return name == "localhost" or ip_address(name) is not None
 
 
 @router.post("/login")
@@ -155,8 +211,9 @@ def next_path(connection: HTTPConnection) -> str:
 
 
 def safe_target(target: str) -> str:
-    """Only a path on this server: '//host' and '/\\host' would send the browser elsewhere after signing in."""
-    if target.startswith("/") and not target.startswith(("//", "/\\")):
+    """Only a path on this server: '//host' and '/\\host' would send the browser elsewhere after signing in, and so
+    would '/<tab>/host', since browsers drop tabs and line breaks from a URL: no control character is kept either."""
+    if target.startswith("/") and not target.startswith(("//", "/\\")) and target.isprintable():
         return target
     return "/"
 
@@ -211,9 +268,13 @@ def check_exposure(server: ServerConfig) -> None:
 
 
 def is_loopback(host: str) -> bool:
-    if host.lower() == "localhost":
-        return True
+    address = ip_address(host)
+    return host.lower() == "localhost" or (address is not None and address.is_loopback)
+
+
+def ip_address(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """The address `host` spells, or None for a host name (it may stand for any address)."""
     try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:  # a host name: it may stand for any address
-        return False
+        return ipaddress.ip_address(host)
+    except ValueError:
+        return None

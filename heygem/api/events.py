@@ -8,17 +8,19 @@ A comment line goes out after server.events_heartbeat_s of silence, so that prox
 
 The final event carries an id; a browser's EventSource reconnects after the stream ends and sends that id back as
 Last-Event-ID, and is then answered 204, which tells it to stop. No thread is held for a stream: each look at
-the task borrows one of a few pool threads for a moment. When the server begins to stop, every stream ends at
-its next look (EventStreamServer), instead of holding the shutdown for server.shutdown_grace_s.
+the task borrows one of a few pool threads for a moment. However many streams follow a task, it is looked at once
+per interval: the streams wake at the same ticks of the clock, and the first to wake looks for them all
+(TaskLook), so a crowd of streams costs the server little more than one. When the server begins to stop, every
+stream ends at its next tick (EventStreamServer), instead of holding the shutdown for server.shutdown_grace_s.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 import time
-from collections.abc import AsyncIterator, Hashable
-from functools import partial
+from collections.abc import AsyncIterator, Hashable, Iterator
 from types import FrameType
 from typing import Annotated, Any
 
@@ -40,10 +42,46 @@ router = APIRouter(prefix="/api/v1/tasks", tags=["HeyGem studio"])
 
 
 class EventStreams:
-    """What the open event streams of one app share: whether the server is stopping."""
+    """What the open event streams of one app share: whether the server is stopping, and the latest look at each
+    task that streams follow."""
 
     def __init__(self) -> None:
         self.closing = threading.Event()
+        self._looks: dict[str, TaskLook] = {}
+
+    @contextlib.contextmanager
+    def following(self, code: str) -> Iterator[TaskLook]:
+        """The look at task `code` that a stream shares with the others that follow it, while it follows it."""
+        look = self._looks.setdefault(code, TaskLook(code))
+        look.followers += 1
+        try:
+            yield look
+        finally:
+            look.followers -= 1
+            if not look.followers:
+                del self._looks[code]
+
+
+class TaskLook:
+    """The latest look at one task, shared by the streams that follow it."""
+
+    def __init__(self, code: str) -> None:
+        self.code = code
+        self.followers = 0
+        self._lock = anyio.Lock()
+        self._tick = -1
+        self._record: TaskRecord | None = None
+
+    async def at(self, tick: int, supervisor: TaskSupervisor) -> TaskRecord | None:
+        """The task as it was at `tick` or later (None: deleted); the first stream to ask at a tick looks."""
+        async with self._lock:
+            if self._tick < tick:
+                try:
+                    self._record = await anyio.to_thread.run_sync(supervisor.status, self.code, limiter=_LOOKS)
+                except TaskNotFoundError:
+                    self._record = None
+                self._tick = tick
+            return self._record
 
 
 @router.get("/{code}/events")
@@ -60,27 +98,34 @@ async def task_events(code: str, request: Request, supervisor: SupervisorDep, co
 async def follow(supervisor: TaskSupervisor, record: TaskRecord, streams: EventStreams, interval_s: float,
                  heartbeat_s: float) -> AsyncIterator[str]:
     """The task's events from `record` on: one per change, the final state last."""
-    look = partial(supervisor.status, record.code)
     sent = change_key(record)
     yield event(record)
     quiet_since = time.monotonic()
-    while not record.state.is_final:
-        await anyio.sleep(interval_s)
-        if streams.closing.is_set():
-            yield ": the server is stopping\n\n"
-            return
-        try:
-            record = await anyio.to_thread.run_sync(look, limiter=_LOOKS)
-        except TaskNotFoundError:
-            yield f"event: deleted\ndata: {json.dumps({'code': record.code})}\n\n"
-            return
-        if change_key(record) != sent:
-            sent = change_key(record)
-            quiet_since = time.monotonic()
-            yield event(record)
-        elif time.monotonic() - quiet_since >= heartbeat_s:
-            quiet_since = time.monotonic()
-            yield ": keep-alive\n\n"
+    with streams.following(record.code) as look:
+        while not record.state.is_final:
+            tick = await next_tick(interval_s)
+            if streams.closing.is_set():
+                yield ": the server is stopping\n\n"
+                return
+            latest = await look.at(tick, supervisor)
+            if latest is None:
+                yield f"event: deleted\ndata: {json.dumps({'code': record.code})}\n\n"
+                return
+            record = latest
+            if change_key(record) != sent:
+                sent = change_key(record)
+                quiet_since = time.monotonic()
+                yield event(record)
+            elif time.monotonic() - quiet_since >= heartbeat_s:
+                quiet_since = time.monotonic()
+                yield ": keep-alive\n\n"
+
+
+async def next_tick(interval_s: float) -> int:
+    """Sleep until the clock's next multiple of `interval_s`, the same moment for every stream; returns its number."""
+    tick = int(time.monotonic() // interval_s) + 1
+    await anyio.sleep(tick * interval_s - time.monotonic())
+    return tick
 
 
 def change_key(record: TaskRecord) -> Hashable:

@@ -3,15 +3,17 @@
 Any HLS player can open the playlist URL while the task renders (see docs/api.md); the segment URLs are relative
 to it. The credential rule of every route applies (heygem.api.auth), so a browser uses its sign-in cookie and a
 player sends the token in a header. Only the files heygem.pipeline.live names are ever served, and only from the
-task's own stream folder; the routes are sync, so FastAPI runs their file work in its thread pool.
+task's own stream folder, opened before the answer (heygem.api.served_files); the routes are sync, so FastAPI runs
+their file work in its thread pool.
 """
 
 from __future__ import annotations
 
 from fastapi import APIRouter
-from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.responses import JSONResponse, Response
 
 from heygem.api.context import ConfigDep, SupervisorDep
+from heygem.api.served_files import OpenFileResponse
 from heygem.config import Config
 from heygem.errors import quote_input
 from heygem.pipeline.live import SEGMENT_PREFIX, STREAM_URL, live_stream, playlist_url, segment_count
@@ -41,11 +43,11 @@ def playlist(code: str, supervisor: SupervisorDep, config: ConfigDep) -> Respons
 def segment(code: str, part: str, supervisor: SupervisorDep, config: ConfigDep) -> Response:
     record = supervisor.status(code)
     name = f"{SEGMENT_PREFIX}{part}"
-    path = live_stream(config, record.code).segment_file(name)
-    if record.state is TaskState.QUEUED or path is None:
+    opened = None if record.state is TaskState.QUEUED else live_stream(config, record.code).open_segment(name)
+    if opened is None:
         return JSONResponse({"error": f"the live stream of task {record.code} has no segment {quote_input(name)}"},
                             status_code=404)
-    return FileResponse(path, media_type=SEGMENT_TYPE, headers=NO_CACHE)
+    return OpenFileResponse(opened, media_type=SEGMENT_TYPE, headers=NO_CACHE)
 
 
 def for_players(playlist_text: str) -> str:

@@ -9,12 +9,14 @@ from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
-from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse
+from fastapi.responses import JSONResponse, PlainTextResponse
 
 from heygem.api.context import ConfigDep, SupervisorDep
 from heygem.api.metrics import render_metrics
+from heygem.api.served_files import OpenFileResponse
 from heygem.api.tasks_view import task_json
 from heygem.errors import InputError
+from heygem.files import open_regular_file
 from heygem.supervisor.states import TaskState
 
 router = APIRouter(tags=["HeyGem studio"])
@@ -59,12 +61,14 @@ def get_task(code: str, supervisor: SupervisorDep) -> dict[str, Any]:
 
 
 @tasks.get("/{code}/result")
-def get_result(code: str, supervisor: SupervisorDep) -> FileResponse:
-    """The output video itself, for clients on another machine; the only files this API serves."""
+def get_result(code: str, supervisor: SupervisorDep) -> OpenFileResponse:
+    """The output video itself, for clients on another machine, opened before the answer (heygem.api.served_files)."""
     record = supervisor.status(code)
-    if record.state is not TaskState.SUCCEEDED or not record.result_path or not Path(record.result_path).is_file():
+    result = record.result_path if record.state is TaskState.SUCCEEDED else None
+    opened = open_regular_file(Path(result)) if result else None
+    if opened is None:
         raise InputError(f"task {code} has no result (state: {record.state.value})")
-    return FileResponse(record.result_path, media_type="video/mp4", filename=Path(record.result_path).name)
+    return OpenFileResponse(opened, media_type="video/mp4", filename=Path(str(result)).name)
 
 
 @tasks.post("/{code}/cancel")

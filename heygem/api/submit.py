@@ -7,7 +7,8 @@ a worker has it.
 
 The body is parsed as it arrives. Each file goes straight to disk, in <data_dir>/uploads/incoming/, a megabyte
 at a time from a pool thread, never whole into memory, and at most server.max_upload_mb per file, the studio's
-limit (heygem.api.limits exempts this route from the JSON API's cap). Each file is then checked by its content
+limit (heygem.api.limits exempts this route from the JSON API's cap); the whole body, chunked or not, may hold two
+such files and the text fields, and must end with the form's closing boundary. Each file is then checked by its content
 as the studio's are (heygem.intake) and moved into the uploads folder; the task is queued. A refused, oversized
 or interrupted upload leaves no file: its files are removed before the answer, and whatever a crash left in
 incoming/ goes at the next start (clear_incoming).
@@ -88,6 +89,7 @@ class UploadForm:
         self._events: list[tuple[str, bytes]] = []
         self._header = [b"", b""]
         self._disposition = b""
+        self._complete = False  # the closing boundary arrived
         self._parser = MultipartParser(boundary, {
             "on_part_begin": lambda: self._note("begin"),
             "on_header_field": lambda data, start, end: self._header_piece(0, data[start:end]),
@@ -96,6 +98,7 @@ class UploadForm:
             "on_headers_finished": lambda: self._note("headers", self._disposition),
             "on_part_data": lambda data, start, end: self._note("data", data[start:end]),
             "on_part_end": lambda: self._note("end"),
+            "on_end": self._close,
         })
 
     async def feed(self, chunk: bytes) -> None:
@@ -119,6 +122,9 @@ class UploadForm:
             raise Refusal(400, f"the request body ends before its multipart form does ({exc})") from None
         if self._parts and self._parts[-1].handle is not None:
             raise Refusal(400, "the request body ends in the middle of a file")
+        if not self._complete:  # a part cut off, or never closed: its field would be lost without a word
+            raise Refusal(400, "the request body ends before its multipart form does: the closing boundary "
+                               "(--<boundary>--) is missing")
 
     def discard(self) -> None:
         """Remove every file this form wrote (blocking: run it in a thread)."""
@@ -127,6 +133,9 @@ class UploadForm:
                 part.handle.close()
             if part.path is not None:
                 part.path.unlink(missing_ok=True)
+
+    def _close(self) -> None:
+        self._complete = True
 
     def _note(self, kind: str, data: bytes = b"") -> None:
         self._events.append((kind, data))
@@ -241,11 +250,12 @@ async def submit_task(request: Request, supervisor: SupervisorDep, config: Confi
                            "/easy/submit takes paths as JSON)")
     declared = request.headers.get("content-length", "")
     if CONTENT_LENGTH.fullmatch(declared) and int(declared) > max_body:
-        return refuse(413, f"the request body is {int(declared) / 1e6:.0f} MB; two files of at most "
-                           f"{config.server.max_upload_mb:g} MB (server.max_upload_mb) and the text fields fit in "
-                           f"{max_body / 1e6:.0f} MB")
-    form = UploadForm(options[b"boundary"], config)
-    body = Body(request)
+        return refuse(413, body_too_large(f"{int(declared) / 1e6:.0f} MB", max_body, config))
+    try:
+        form = UploadForm(options[b"boundary"], config)
+    except FormParserError as exc:  # a boundary longer than multipart allows
+        return refuse(400, f"the multipart boundary of the request is unusable ({exc})")
+    body = Body(request, max_body, config)
     try:
         async for chunk in body.chunks():
             await form.feed(chunk)
@@ -254,7 +264,7 @@ async def submit_task(request: Request, supervisor: SupervisorDep, config: Confi
         return await anyio.to_thread.run_sync(queue_task, form, supervisor, config)
     except Refusal as refusal:
         await anyio.to_thread.run_sync(form.discard)
-        await body.drain(max_body)
+        await body.drain()
         return refuse(refusal.status, str(refusal))
     except ClientDisconnect:  # nobody is left to answer; this one is never read
         await anyio.to_thread.run_sync(form.discard)
@@ -296,11 +306,19 @@ def queue_task(form: UploadForm, supervisor: TaskSupervisor, config: Config) -> 
                         status_code=201, headers={"Location": f"/api/v1/tasks/{code}"})
 
 
-class Body:
-    """A request's body as it arrives, piece by piece."""
+def body_too_large(size: str, max_body: int, config: Config) -> str:
+    return (f"the request body is {size}; two files of at most {config.server.max_upload_mb:g} MB "
+            f"(server.max_upload_mb) and the text fields fit in {max_body / 1e6:.0f} MB")
 
-    def __init__(self, request: Request) -> None:
+
+class Body:
+    """A request's body as it arrives, piece by piece, up to `max_bytes`: a chunked body declares no length, and
+    python-multipart skips whatever comes before the first boundary or after the last one without a limit."""
+
+    def __init__(self, request: Request, max_bytes: int, config: Config) -> None:
         self.receive = request.receive
+        self.max_bytes = max_bytes
+        self.config = config
         self.received = 0
         self.complete = False
 
@@ -312,14 +330,16 @@ class Body:
             self.complete = not message.get("more_body", False)
             chunk = message.get("body", b"")
             self.received += len(chunk)
+            if self.received > self.max_bytes:
+                raise Refusal(413, body_too_large(f"more than {self.max_bytes / 1e6:.0f} MB", self.max_bytes,
+                                                  self.config))
             yield chunk
 
-    async def drain(self, max_body: int) -> None:
+    async def drain(self) -> None:
         """Read (and drop) the rest of a refused body, up to the body limit, so that the client is there to read the
         answer: a server that closes while the client still sends makes most clients report a broken connection."""
         try:
             async for _ in self.chunks():
-                if self.received > max_body:
-                    return
-        except ClientDisconnect:
+                pass
+        except (ClientDisconnect, Refusal):
             return

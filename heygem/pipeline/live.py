@@ -16,10 +16,11 @@ import dataclasses
 import os
 import re
 import shutil
-import stat
 from pathlib import Path
+from typing import BinaryIO
 
 from heygem.config import Config
+from heygem.files import open_regular_file
 
 PLAYLIST_NAME = "live.m3u8"
 # Every other file of a stream begins so; the playlist names them relative to itself.
@@ -47,26 +48,22 @@ class LiveStream:
     def playlist(self) -> Path:
         return self.folder / PLAYLIST_NAME
 
-    def segment_file(self, name: str) -> Path | None:
-        """The file of the segment (or init segment) `name`, if it is one and has been written; else None.
+    def open_segment(self, name: str) -> BinaryIO | None:
+        """The segment (or init segment) `name`, opened for reading, if it is one and has been written; else None.
 
         Only a regular file of this folder: not a folder, a FIFO or a device, and not a link (nothing here makes
-        one, so a link is not ours). It touches the disk: call it off the event loop.
+        one, so a link is not ours); heygem.files.open_regular_file. It touches the disk: call it off the event loop.
         """
-        if not SEGMENT_NAME.fullmatch(name):
-            return None
-        path = self.folder / name
-        try:
-            return path if stat.S_ISREG(path.lstat().st_mode) else None
-        except OSError:
-            return None
+        return open_regular_file(self.folder / name) if SEGMENT_NAME.fullmatch(name) else None
 
     def read_playlist(self) -> str | None:
-        """The playlist as the encoder last wrote it; None while it does not exist (before the first segment)."""
-        try:
-            return self.playlist.read_text(encoding="utf-8")
-        except FileNotFoundError:
+        """The playlist as the encoder last wrote it; None while there is none (before the first segment), or when
+        what has its name is not a regular file: a FIFO there would hold the reading thread for good."""
+        playlist = open_regular_file(self.playlist)
+        if playlist is None:
             return None
+        with playlist:
+            return playlist.read().decode("utf-8")
 
     def put(self, name: str, content: bytes) -> None:
         """Write one file of the stream that was made elsewhere (a worker on another machine), whole or not at all.

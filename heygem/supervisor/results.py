@@ -3,9 +3,12 @@ the copy of a result that HeyGem's desktop client opens in the folder it shares 
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 from pathlib import Path
+
+from heygem.supervisor.states import TaskRecord, TaskState
 
 
 def is_valid_video(path: Path) -> bool:
@@ -34,7 +37,12 @@ def remove_legacy_partials(results_dir: Path) -> None:
 def place_shared_copy(result: Path, target: Path) -> None:
     """Put the finished `result` at `target` as well: a hard link where the file system allows it (instant, no
     extra space), else a copy. It is made under a hidden name beside `target` and renamed onto it, so a client
-    never opens a partial file, and whatever was at `target` (a symlink included) is replaced, never followed."""
+    never opens a partial file. A file already at `target` that is not this result (a person's video, a symlink) is
+    never replaced or followed: a FileExistsError says so, and the caller keeps the result where it is."""
+    if is_hard_link_of(target, result):
+        return  # placed already
+    if os.path.lexists(target):
+        raise FileExistsError(errno.EEXIST, "a file that is not this task's result is there, and is left as it is")
     target.parent.mkdir(parents=True, exist_ok=True)
     temporary = target.with_name(f".{target.name}.partial")
     temporary.unlink(missing_ok=True)
@@ -45,5 +53,25 @@ def place_shared_copy(result: Path, target: Path) -> None:
             shutil.copyfile(result, temporary)
         os.replace(temporary, target)
     finally:
-        # Left behind only when the rename failed, or did nothing: target was already a link to the result.
-        temporary.unlink(missing_ok=True)
+        temporary.unlink(missing_ok=True)  # left behind only when the rename failed
+
+
+def is_hard_link_of(path: Path, result: Path) -> bool:
+    """Whether `path` is `result` under another name (not through a symlink): the shared copy placed as a link."""
+    try:
+        found, original = os.lstat(path), os.stat(result)
+    except OSError:
+        return False
+    return (found.st_dev, found.st_ino) == (original.st_dev, original.st_ino)
+
+
+def own_shared_copy(record: TaskRecord) -> Path | None:
+    """The task's copy in the shared folder if this server placed it, else None: anything else under that name
+    (what kept the copy from being placed, or a file put there later) belongs to someone else and stays."""
+    if not record.shared_result_path or not record.result_path:
+        return None
+    shared = Path(record.shared_result_path)
+    # A success placed it (maybe as a copy); a link of the result was placed by an attempt that did not record its end.
+    if record.state is TaskState.SUCCEEDED or is_hard_link_of(shared, Path(record.result_path)):
+        return shared
+    return None

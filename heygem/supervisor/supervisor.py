@@ -39,7 +39,7 @@ from heygem.supervisor.backends.base import Demand, ExitKind, WorkerExit, Worker
 from heygem.supervisor.lifecycle import Outcome, TaskLifecycle
 from heygem.supervisor.processes import describe_exit, kill_leftovers, serve_status_manager
 from heygem.supervisor.protocol import CONNECTION_ERRORS, LiveStatus, StatusManager, write_manager_address
-from heygem.supervisor.results import is_valid_video, place_shared_copy, remove_legacy_partials
+from heygem.supervisor.results import is_valid_video, own_shared_copy, place_shared_copy, remove_legacy_partials
 from heygem.supervisor.states import (
     Position,
     TaskRecord,
@@ -156,9 +156,12 @@ class TaskSupervisor:
             if self._store.exists(code):
                 raise InputError(f"a task with code {code!r} already exists")
             self._ensure_queue_room()
-            shared = str(shared_result_file(self.config, code)) if request.shared_result else None
+            shared = shared_result_file(self.config, code) if request.shared_result else None
+            if shared is not None and os.path.lexists(shared):
+                raise InputError(f"code {code!r} cannot be used: {shared} already exists in the shared folder, where "
+                                 "this task's result would go; choose another code (a UUID works)")
             self._tasks.queue(code, engine, str(audio_path), str(video_path), request.options,
-                              str(result_file(self.config, code)), shared)
+                              str(result_file(self.config, code)), str(shared) if shared else None)
         logger.info("task {} queued (engine {})", code, engine)
         self._wake()
         return code
@@ -184,8 +187,9 @@ class TaskSupervisor:
     def retry(self, code: str) -> TaskRecord:
         with self._lock:
             self._ensure_queue_room()
+            shared = own_shared_copy(self._store.require(code))
             record = self._tasks.retry(code)
-            for result in (record.result_path, record.shared_result_path):
+            for result in (record.result_path, shared):
                 if result:
                     Path(result).unlink(missing_ok=True)
         self._wake()
@@ -197,10 +201,11 @@ class TaskSupervisor:
             if not record.state.is_final:
                 with contextlib.suppress(InputError):  # it ended meanwhile
                     self.cancel(code)
+                record = self._store.require(code)  # how it ended decides whether the shared copy is ours
             self._store.delete(code)
         uploads = self.config.paths.uploads_dir.resolve()
         files = [task_log_path(self.config, code)]
-        files += [Path(path) for path in (record.result_path, record.shared_result_path) if path]
+        files += [Path(path) for path in (record.result_path, own_shared_copy(record)) if path]
         files += [Path(path) for path in (record.audio_path, record.video_path) if Path(path).is_relative_to(uploads)]
         for path in files:
             path.unlink(missing_ok=True)

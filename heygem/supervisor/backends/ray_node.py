@@ -251,9 +251,11 @@ class _LiveMirror:
         playlist = self.stream.read_playlist()
         names = sorted(path.name for path in self.stream.folder.glob("live-*") if path.name not in self.sent)
         for name in names:
-            segment = self.stream.segment_file(name)
+            segment = self.stream.open_segment(name)
             if segment is not None:
-                yield LIVE, (name, segment.read_bytes())
+                with segment:
+                    content = segment.read()
+                yield LIVE, (name, content)
                 self.sent.add(name)
         if playlist is not None and playlist != self.playlist:
             yield LIVE, (PLAYLIST_NAME, playlist.encode())
