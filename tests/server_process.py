@@ -93,6 +93,12 @@ class ServerProcess:
             self.process.kill()
             raise RuntimeError(f"the server ignored {sig.name} for {STOP_TIMEOUT_S} s:\n{self.log_tail()}") from None
 
+    def __enter__(self) -> ServerProcess:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
     def restart(self) -> None:
         self.stop()
         self.start()

@@ -29,9 +29,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
                            HEYGEM_SUPERVISOR__QUEUE_MAX=QUEUE_MAX)
     write_inputs(server.input_dir)
     (server.input_dir / "escape.wav").symlink_to("/etc/hosts")
-    server.start()
-    yield server
-    server.stop()
+    with server:
+        yield server
 
 
 def test_health_and_metrics(client: httpx.Client) -> None:

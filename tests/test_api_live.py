@@ -32,12 +32,10 @@ SHUTDOWN_GRACE_S = 60
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    server = ServerProcess(tmp_path_factory.mktemp("live-api"), HEYGEM_SUPERVISOR__MAX_WORKERS=1,
-                           HEYGEM_SERVER__MAX_UPLOAD_MB=MAX_UPLOAD_MB,
-                           HEYGEM_SERVER__SHUTDOWN_GRACE_S=SHUTDOWN_GRACE_S)
-    server.start()
-    yield server
-    server.stop()
+    with ServerProcess(tmp_path_factory.mktemp("live-api"), HEYGEM_SUPERVISOR__MAX_WORKERS=1,
+                       HEYGEM_SERVER__MAX_UPLOAD_MB=MAX_UPLOAD_MB,
+                       HEYGEM_SERVER__SHUTDOWN_GRACE_S=SHUTDOWN_GRACE_S) as server:
+        yield server
 
 
 @pytest.fixture(scope="module")

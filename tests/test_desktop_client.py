@@ -60,11 +60,9 @@ def shared(home: Path) -> Path:
 def server(tmp_path_factory: pytest.TempPathFactory, home: Path) -> Iterator[ServerProcess]:
     if not FFPROBE.exists():
         pytest.skip(f"{FFPROBE} is missing: the client reads results with ffprobe (make test installs Debian's ffmpeg)")
-    server = ServerProcess(tmp_path_factory.mktemp("desktop-client"), args=["--heygem-client"], HOME=str(home),
-                           HEYGEM_SUPERVISOR__MAX_WORKERS=1)
-    server.start()
-    yield server
-    server.stop()
+    with ServerProcess(tmp_path_factory.mktemp("desktop-client"), args=["--heygem-client"], HOME=str(home),
+                       HEYGEM_SUPERVISOR__MAX_WORKERS=1) as server:
+        yield server
 
 
 @pytest.fixture(scope="module")

@@ -34,10 +34,8 @@ from tests.studio_server import JOB_TIMEOUT_S, client_media
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    server = ServerProcess(tmp_path_factory.mktemp("predict"), HEYGEM_SUPERVISOR__MAX_WORKERS=1)
-    server.start()
-    yield server
-    server.stop()
+    with ServerProcess(tmp_path_factory.mktemp("predict"), HEYGEM_SUPERVISOR__MAX_WORKERS=1) as server:
+        yield server
 
 
 @pytest.fixture(scope="module")

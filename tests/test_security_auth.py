@@ -35,10 +35,8 @@ UNROUTED = [("GET", "/nothing-here"), ("POST", "/gradio_api/nothing-here"), ("GE
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    server = ServerProcess(tmp_path_factory.mktemp("auth"), HEYGEM_SERVER__API_TOKEN=TOKEN)
-    server.start()
-    yield server
-    server.stop()
+    with ServerProcess(tmp_path_factory.mktemp("auth"), HEYGEM_SERVER__API_TOKEN=TOKEN) as server:
+        yield server
 
 
 @pytest.fixture(scope="module")

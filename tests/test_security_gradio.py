@@ -33,10 +33,8 @@ CallRoutes = Callable[[list[Any]], list[tuple[str, dict[str, Any]]]]
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    server = ServerProcess(tmp_path_factory.mktemp("gradio-files"))
-    server.start()
-    yield server
-    server.stop()
+    with ServerProcess(tmp_path_factory.mktemp("gradio-files")) as server:
+        yield server
 
 
 @pytest.fixture(scope="module")

@@ -38,9 +38,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
                            HEYGEM_SERVER__REQUEST_TIMEOUT_S=REQUEST_TIMEOUT_S, TMPDIR=root / "tmp")
     write_inputs(server.input_dir)
     make_speech(server.input_dir / LONG_SPEECH, LONG_SPEECH_S)
-    server.start()
-    yield server
-    server.stop()
+    with server:
+        yield server
 
 
 def wait_rendering(client: httpx.Client, code: str) -> None:

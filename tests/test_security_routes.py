@@ -43,11 +43,9 @@ BOUNDARY = "ATTACK"
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    server = ServerProcess(tmp_path_factory.mktemp("routes"), HEYGEM_SUPERVISOR__MAX_WORKERS=1,
-                           HEYGEM_SERVER__MAX_UPLOAD_MB=MAX_UPLOAD_MB)
-    server.start()
-    yield server
-    server.stop()
+    with ServerProcess(tmp_path_factory.mktemp("routes"), HEYGEM_SUPERVISOR__MAX_WORKERS=1,
+                       HEYGEM_SERVER__MAX_UPLOAD_MB=MAX_UPLOAD_MB) as server:
+        yield server
 
 
 @pytest.fixture(scope="module")

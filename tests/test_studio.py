@@ -25,10 +25,8 @@ OPTIONS = ("meshwarp", "pingpong", 1.0, True, False)
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    server = ServerProcess(tmp_path_factory.mktemp("studio"), HEYGEM_SUPERVISOR__MAX_WORKERS=1)
-    server.start()
-    yield server
-    server.stop()
+    with ServerProcess(tmp_path_factory.mktemp("studio"), HEYGEM_SUPERVISOR__MAX_WORKERS=1) as server:
+        yield server
 
 
 @pytest.fixture(scope="module")

@@ -30,10 +30,8 @@ RESULT_READY = ("() => { const v = document.querySelector('#hg-result video');"
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    server = ServerProcess(tmp_path_factory.mktemp("studio-live"), HEYGEM_SUPERVISOR__MAX_WORKERS=1)
-    server.start()
-    yield server
-    server.stop()
+    with ServerProcess(tmp_path_factory.mktemp("studio-live"), HEYGEM_SUPERVISOR__MAX_WORKERS=1) as server:
+        yield server
 
 
 def wait_for_segment(client: httpx.Client, code: str) -> None:
