@@ -70,6 +70,16 @@ class RayConfig:
         # Ray's own floor for an object store.
         if self.object_store_mb < 100:
             raise ConfigError(f"ray.object_store_mb: must be at least 100, got {self.object_store_mb}")
+        if self.address not in ("", "auto"):
+            self.head_endpoint()
+
+    def head_endpoint(self) -> tuple[str, int]:
+        """The host and port of `address` when it names the head as host:port."""
+        host, _, port = self.address.rpartition(":")
+        if not host or "/" in host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ConfigError(f"ray.address: must be empty (a private Ray runtime), auto, or the head node's "
+                              f"host:port such as 127.0.0.1:6379, got {self.address!r}")
+        return host.strip("[]"), int(port)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -11,6 +11,8 @@ import gradio.utils
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import State
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from heygem import __version__
 from heygem.api import auth, easy, events, live, rest, submit
@@ -31,9 +33,13 @@ def create_app(config: Config) -> FastAPI:
     supervisor = TaskSupervisor(config)
 
     @contextlib.asynccontextmanager
-    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # The server accepts connections only after this: no request meets a supervisor that is not ready.
-        await run_in_threadpool(supervisor.start)
+        try:
+            await run_in_threadpool(supervisor.start)
+        except HeyGemError as exc:
+            app.state.startup_error = exc  # for StartupFailureReport
+            raise
         await run_in_threadpool(submit.clear_incoming, config)
         try:
             yield
@@ -46,6 +52,7 @@ def create_app(config: Config) -> FastAPI:
     app.state.supervisor = supervisor
     app.state.credentials = Credentials(config.server)
     app.state.event_streams = events.EventStreams()
+    app.add_middleware(StartupFailureReport, state=app.state)
     # The middleware added last runs first: the credential, then the body's size, time and Gradio's file paths.
     app.add_middleware(BodyLimitMiddleware, max_bytes=config.server.max_request_kb * 1024,
                        timeout_s=config.server.request_timeout_s,
@@ -80,6 +87,24 @@ def mount_studio(app: FastAPI, supervisor: TaskSupervisor, config: Config) -> No
     # Gradio checks the files a call names (only its upload folder) once `has_launched` is set, which launch()
     # does and mount_gradio_app does not. heygem.api.gradio_files checks first; this is the second line.
     page.has_launched = True
+
+
+class StartupFailureReport:
+    """Hands uvicorn the sentence of a HeyGemError that stopped the app's start (a wrong ray.address, say) to print,
+    instead of the traceback Starlette sends, forty lines of frames above the one line a person has to act on."""
+
+    def __init__(self, app: ASGIApp, state: State) -> None:
+        self.app = app
+        self.state = state
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        async def report(message: Message) -> None:
+            error = getattr(self.state, "startup_error", None)
+            if message["type"] == "lifespan.startup.failed" and error is not None:
+                message = {**message, "message": f"error: {error}"}
+            await send(message)
+
+        await self.app(scope, receive, report if scope["type"] == "lifespan" else send)
 
 
 async def answer_error(_: Request, exc: Exception) -> JSONResponse:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -60,9 +61,12 @@ def test_a_config_file_overrides_and_the_environment_wins(tmp_path: Path) -> Non
     ({"HEYGEM_RAY__STATUS_PORT": "70000"},
      "ray.status_port: must be a port up to 65535, or 0 for any free port, got 70000"),
     ({"HEYGEM_RAY__OBJECT_STORE_MB": "50"}, "ray.object_store_mb: must be at least 100, got 50"),
+    *[({"HEYGEM_RAY__ADDRESS": address}, "ray.address: must be empty (a private Ray runtime), auto, or the head "
+                                         f"node's host:port such as 127.0.0.1:6379, got '{address}'")
+      for address in ("headnode", ":6379", "headnode:70000", "headnode:port", "ray://headnode:10001")],
 ])
 def test_invalid_settings_name_the_key(environ: dict[str, str], message: str) -> None:
-    with pytest.raises(ConfigError, match=message.replace("(", r"\(")):
+    with pytest.raises(ConfigError, match=re.escape(message)):
         load_config(environ=environ)
 
 

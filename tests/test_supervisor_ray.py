@@ -321,3 +321,22 @@ def test_an_empty_address_starts_a_private_runtime_that_runs_tasks_here(
     assert is_valid_video(lonely.outside(task["result"]))
     assert_stops_cleanly(lonely)
     assert token.exists() == token_before, "Ray wrote ~/.ray/auth_token: RAY_AUTH_MODE was not set before import"
+
+
+def test_an_address_where_no_head_answers_stops_the_start_at_once_with_one_sentence(tmp_path: Path) -> None:
+    """ray.init() retried such an address for 14 minutes, the app deaf to SIGTERM meanwhile, then printed a
+    traceback naming the machine's other address instead of the one configured."""
+    from tests.server_process import free_port
+
+    pytest.importorskip("ray", reason="the ray backend needs requirements-ray.txt (make test installs it)")
+    address = f"127.0.0.1:{free_port()}"  # nothing listens there
+    env = {key: value for key, value in os.environ.items() if not key.startswith(("HEYGEM_", "GRADIO_", "RAY_"))}
+    env.update(HEYGEM_PATHS__DATA_DIR=str(tmp_path / "data"), HEYGEM_SUPERVISOR__BACKEND="ray",
+               HEYGEM_RAY__ADDRESS=address)
+    # Ray's retries took 14 minutes: the timeout catches them coming back.
+    result = subprocess.run([sys.executable, str(REPO_ROOT / "app.py"), "--port", str(free_port())], cwd=REPO_ROOT,
+                            env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 3, result.stderr
+    assert (f"ERROR:    error: could not start the ray backend: nothing answers at ray.address {address} (Connection "
+            "refused). Start the cluster's head there first") in result.stderr
+    assert "Traceback" not in result.stderr

@@ -20,6 +20,7 @@ import os
 import secrets
 import shutil
 import signal
+import socket
 import tempfile
 import threading
 import time
@@ -70,6 +71,8 @@ SHIP_EXCLUDES = ["data", "docs", "bench/results", "*.onnx", "*.pth", "__pycache_
 STREAM_AHEAD = 4
 # Seconds to wait for a task's stream to close once it ended, or was killed.
 JOIN_TIMEOUT_S = 10
+# Seconds the head named by ray.address has to accept a connection before the start is refused.
+HEAD_CONNECT_TIMEOUT_S = 5
 # Ray's view of a node's free resources lags the end of a task by a few tens of milliseconds (measured 22 ms):
 # for this long after one of ours ended, a refused admission asks again this soon instead of at the next poll.
 RELEASE_LAG_S = 2.0
@@ -267,6 +270,7 @@ class RayBackend(ExecutionBackend):
         if self.settings.ship_code:
             options["runtime_env"] = {"working_dir": str(PROJECT_ROOT), "excludes": self._ship_excludes()}
         if address:
+            _require_head_answers(self.settings)
             options["address"] = address
         else:  # "local": a new runtime of our own, never one that `ray start` left running on this machine
             options.update(address="local", object_store_memory=self.settings.object_store_mb * 1024 * 1024,
@@ -442,6 +446,21 @@ def _total(workers: Sequence[RayWorker], resource: str) -> float:
 
 def _fits(demand: Demand, cpus: float, gpus: float) -> bool:
     return cpus + EPSILON >= demand.cpus and gpus + EPSILON >= demand.gpus
+
+
+def _require_head_answers(settings: RayConfig) -> None:
+    """A HeyGemError at once unless the head named by ray.address accepts a connection: ray.init() retries an
+    address where nothing listens for many minutes, and the app cannot be stopped meanwhile."""
+    if settings.address == "auto":  # Ray finds the head of this machine's cluster itself, or says at once there is none
+        return
+    host, port = settings.head_endpoint()
+    try:
+        socket.create_connection((host, port), timeout=HEAD_CONNECT_TIMEOUT_S).close()
+    except OSError as exc:
+        raise HeyGemError(f"could not start the ray backend: nothing answers at ray.address {settings.address} "
+                          f"({exc.strerror or type(exc).__name__}). Start the cluster's head there first (`ray start "
+                          "--head --num-cpus=0 --num-gpus=0 --port=6379`, docs/scale-out.md), or leave ray.address "
+                          "empty for a private Ray runtime") from None
 
 
 def _first_line(exc: BaseException) -> str:
