@@ -36,13 +36,14 @@ class SupervisorConfig:
     timeout_per_media_s: float
     heartbeat_timeout_s: float
     heartbeat_interval_s: float
+    stall_s: float
     requeue_interrupted: bool
     keep_temp: bool
     gpu_reserve_gb: float
 
     def check(self) -> None:
         _require_positive(self, "max_workers", "queue_max", "poll_interval_s", "task_timeout_s",
-                          "heartbeat_timeout_s", "heartbeat_interval_s")
+                          "heartbeat_timeout_s", "heartbeat_interval_s", "stall_s")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -9,6 +9,8 @@ pairs carried out in order by `run`. The supervisor never opens a task's video, 
   ["exit", code]       os._exit(code) without a word to the supervisor
   ["freeze", null]     SIGSTOP itself: no heartbeat any more
   ["await", path]      waits (up to a minute) until the file at `path` exists: the test decides when it goes on
+  ["linger", seconds]  the worker process outlives its last word by that long (a thread the interpreter waits for),
+                       as a real engine's teardown makes it
   ["options", null]    puts repr(job.options) in the report, to show what reached the engine
   ["env", name]        puts the worker's environment variable `name` in the report (None when unset)
 """
@@ -104,6 +106,8 @@ class ScriptedEngine(Engine):
                 os.kill(os.getpid(), signal.SIGSTOP)
             elif action == "await":
                 await_file(Path(argument))
+            elif action == "linger":
+                threading.Thread(target=time.sleep, args=(float(argument),), name="linger").start()
             elif action == "options":
                 report["options"] = repr(job.options)
             elif action == "env":

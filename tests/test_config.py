@@ -16,7 +16,7 @@ from tests.conftest import REPO_ROOT
 
 def test_defaults_match_the_documented_values() -> None:
     config = load_config(environ={})
-    assert config.supervisor.poll_interval_s == 3
+    assert config.supervisor.poll_interval_s == 0.5
     assert config.supervisor.init_grace_s == 30
     assert config.supervisor.error_confirm_s == 60
     assert config.supervisor.task_timeout_s == 600

@@ -13,7 +13,16 @@ from heygem.errors import InputError, TaskNotFoundError
 from heygem.options import TaskOptions
 from heygem.supervisor.lifecycle import Outcome, TaskLifecycle
 from heygem.supervisor.protocol import LiveStatus, Phase
-from heygem.supervisor.states import TRANSITIONS, Operation, Position, TaskRecord, TaskState, WorkerNode
+from heygem.supervisor.states import (
+    TRANSITIONS,
+    Attempt,
+    AttemptOutcome,
+    Operation,
+    Position,
+    TaskRecord,
+    TaskState,
+    WorkerNode,
+)
 from heygem.supervisor.store import TaskStore, TransitionError
 
 OPTIONS = TaskOptions(loop_mode="loop", mouth_intensity=1.5)
@@ -59,9 +68,14 @@ def task_in(lifecycle: TaskLifecycle, state: TaskState, code: str = "task") -> T
     return lifecycle.store.require(code)
 
 
+def ended(before: TaskRecord, after: TaskRecord, outcome: AttemptOutcome, message: str) -> tuple[Attempt, ...]:
+    """`before`'s history with its running attempt ended as `after` ended it."""
+    return (dataclasses.replace(before.history[-1], ended_at=after.finished_at, outcome=outcome, message=message),)
+
+
 def changed(before: TaskRecord, after: TaskRecord) -> dict[str, Any]:
     """The fields an operation changed, other than the bookkeeping of every write."""
-    ignored = {"updated_at", "queue_position"}
+    ignored = {"updated_at", "queue_position", "version"}
     return {field.name: getattr(after, field.name) for field in dataclasses.fields(TaskRecord)
             if field.name not in ignored and getattr(before, field.name) != getattr(after, field.name)}
 
@@ -87,7 +101,8 @@ def test_start_sets_the_worker_and_clears_the_waiting_reason(lifecycle: TaskLife
     after = lifecycle.start("task", 4321)
     assert after.started_at is not None
     assert changed(before, after) == {"state": TaskState.INITIALIZING, "stage": "init", "message": "",
-                                      "worker_pid": 4321, "started_at": after.started_at, "attempts": 1}
+                                      "worker_pid": 4321, "started_at": after.started_at, "attempts": 1,
+                                      "history": (Attempt(1, after.started_at, worker_pid=4321),)}
 
 
 def test_report_follows_the_worker(lifecycle: TaskLifecycle) -> None:
@@ -108,7 +123,8 @@ def test_finish_with_success_sets_the_report_and_full_progress(lifecycle: TaskLi
     after = lifecycle.finish("task", Outcome.succeeded({"frames": 10}, warning="audio resampled"))
     assert after.finished_at is not None
     assert changed(before, after) == {"state": TaskState.SUCCEEDED, "progress": 100.0, "message": "",
-                                      "finished_at": after.finished_at, "report": {"frames": 10}}
+                                      "finished_at": after.finished_at, "report": {"frames": 10},
+                                      "history": ended(before, after, AttemptOutcome.SUCCEEDED, "audio resampled")}
     assert after.worker_pid == 4321, "which worker made it stays on record"
 
 
@@ -116,7 +132,8 @@ def test_finish_with_a_failure_keeps_where_it_failed(lifecycle: TaskLifecycle) -
     before = running(lifecycle)
     after = lifecycle.finish("task", Outcome.failed("render: boom"))
     assert changed(before, after) == {"state": TaskState.FAILED, "message": "render: boom", "warning": "",
-                                      "finished_at": after.finished_at}
+                                      "finished_at": after.finished_at,
+                                      "history": ended(before, after, AttemptOutcome.FAILED, "render: boom")}
     assert (after.stage, after.progress) == ("render", 40.0)
 
 
@@ -130,8 +147,9 @@ def test_a_failure_that_left_a_valid_result_is_a_success_with_a_warning(lifecycl
 def test_interrupt_fails_the_task_saying_where_it_was(lifecycle: TaskLifecycle) -> None:
     before = running(lifecycle)
     after = lifecycle.interrupt("task", "the service stopped")
-    assert changed(before, after) == {"state": TaskState.FAILED, "finished_at": after.finished_at,
-                                      "message": "interrupted: the service stopped during stage render at 40 %"}
+    message = "interrupted: the service stopped during stage render at 40 %"
+    assert changed(before, after) == {"state": TaskState.FAILED, "finished_at": after.finished_at, "message": message,
+                                      "history": ended(before, after, AttemptOutcome.FAILED, message)}
 
 
 def test_cancel_says_where_the_task_was(lifecycle: TaskLifecycle) -> None:
@@ -139,8 +157,9 @@ def test_cancel_says_where_the_task_was(lifecycle: TaskLifecycle) -> None:
     assert lifecycle.cancel("waiting").message == "cancelled while queued"
     before = running(lifecycle)
     after = lifecycle.cancel("task")
-    assert changed(before, after) == {"state": TaskState.CANCELLED, "finished_at": after.finished_at,
-                                      "message": "cancelled during stage render at 40 %"}
+    message = "cancelled during stage render at 40 %"
+    assert changed(before, after) == {"state": TaskState.CANCELLED, "finished_at": after.finished_at, "message": message,
+                                      "history": ended(before, after, AttemptOutcome.CANCELLED, message)}
     running(lifecycle, "live")
     # The supervisor knows its worker's latest position better than the last poll did.
     assert lifecycle.cancel("live", Position("encode", 97.4)).message == "cancelled during stage encode at 97 %"
@@ -150,19 +169,27 @@ def test_requeue_clears_the_run_and_keeps_the_old_place(lifecycle: TaskLifecycle
     before = running(lifecycle, "first")
     queue(lifecycle, "second")
     after = lifecycle.requeue("first", "the service stopped")
+    assert after.history[0].ended_at is not None
     assert changed(before, after) == {
         "state": TaskState.QUEUED, "stage": "", "progress": 0.0, "warning": "", "worker_pid": None,
-        "started_at": None, "message": "requeued: the service stopped during stage render at 40 %"}
+        "started_at": None, "message": "requeued: the service stopped during stage render at 40 %",
+        "history": (dataclasses.replace(before.history[0], ended_at=after.history[0].ended_at,
+                                        outcome=AttemptOutcome.REQUEUED,
+                                        message="the service stopped during stage render at 40 %"),)}
     assert after.duration_s is None, "a requeued task's duration does not grow while it waits"
     assert after.queue_position == 1 and lifecycle.store.require("second").queue_position == 2
-    assert lifecycle.start("first", 99).attempts == 2
+    rerun = lifecycle.start("first", 99)
+    assert rerun.attempts == 2 and [attempt.number for attempt in rerun.history] == [1, 2]
+    assert rerun.history[1] == Attempt(2, rerun.started_at, worker_pid=99)
+    assert rerun.summary == ("init (attempt 2, resumed from the start after the service stopped during stage render "
+                             "at 40 %)")
 
 
 @pytest.mark.parametrize("state", [TaskState.INITIALIZING, TaskState.RUNNING])
 def test_place_records_the_node_and_keeps_the_state(lifecycle: TaskLifecycle, state: TaskState) -> None:
     before = task_in(lifecycle, state)
     after = lifecycle.place("task", NODE)
-    assert changed(before, after) == {"node": NODE}
+    assert changed(before, after) == {"node": NODE, "history": (dataclasses.replace(before.history[0], node=NODE),)}
     assert str(after.node) == "worker node 10.0.0.7 (id 3f2a3f2a3f2a)"
     assert after.to_dict()["node"] == {"id": NODE.id, "address": "10.0.0.7"}
 
@@ -245,15 +272,32 @@ def test_a_store_of_an_older_version_gains_the_node_column_and_keeps_its_tasks(t
     from heygem.supervisor import store
 
     path = tmp_path / "old.sqlite3"
-    old_schema = store._SCHEMA.replace(",\n    node TEXT\n", "\n")
-    assert "node" not in old_schema
+    old_schema = store._SCHEMA.replace(",\n    node TEXT,\n    version INTEGER NOT NULL DEFAULT 0,\n"
+                                       "    history TEXT NOT NULL DEFAULT '[]'\n", "\n")
+    assert "node" not in old_schema and "history" not in old_schema
     with sqlite3.connect(path) as db:
         db.executescript(old_schema)
         db.execute("INSERT INTO tasks (code, state, engine, audio_path, video_path, created_at, queued_at, updated_at)"
                    " VALUES ('old', 'succeeded', 'meshwarp', '/a.wav', '/v.mp4', 1, 1, 1)")
     migrated = TaskLifecycle(TaskStore(path))
-    assert migrated.store.require("old").node is None
+    old = migrated.store.require("old")
+    assert old.node is None and old.history == () and old.version == 0 and old.summary == "done"
     queue(migrated, "new")
     migrated.start("new", None)
     assert migrated.place("new", NODE).node == NODE
     assert TaskStore(path).require("new").node == NODE, "a second opening finds the column and adds nothing"
+
+
+def test_a_report_never_takes_an_attempt_back_and_a_write_of_nothing_is_not_made(lifecycle: TaskLifecycle) -> None:
+    queue(lifecycle)
+    lifecycle.start("task", 4321)
+    ahead = lifecycle.report("task", live(stage="render", progress=60.0))
+    # A status read late (an older poll, a worker still saying init) changes neither the state nor the progress.
+    late = lifecycle.report("task", live(phase="init", stage="render", progress=30.0))
+    assert (late.state, late.stage, late.progress, late.version) == (TaskState.RUNNING, "render", 60.0, ahead.version)
+    # The worker's last word ("done") keeps the state for `finish`, and the stage it ended in.
+    done = lifecycle.report("task", live(phase="done", stage="finishing", progress=100.0))
+    assert (done.state, done.stage, done.progress, done.version) == (TaskState.RUNNING, "finishing", 100.0,
+                                                                     ahead.version + 1)
+    finished = lifecycle.finish("task", Outcome.succeeded({}))
+    assert (finished.stage, finished.version) == ("finishing", done.version + 1)

@@ -18,6 +18,7 @@ from heygem.config import Config
 from heygem.errors import HeyGemError, InputError, QueueFullError, TaskNotFoundError
 from heygem.supervisor import TaskRequest, TaskState, TaskSupervisor
 from heygem.supervisor.processes import group_members
+from heygem.supervisor.store import TaskStore
 from tests.conftest import REPO_ROOT, SUPERVISOR_TEST_SETTINGS, ConfigFactory
 from tests.supervision import SCRIPTED, submit, wait_final, wait_running, wait_until
 
@@ -68,13 +69,17 @@ def test_sigkill_is_seen_within_two_seconds_and_the_queue_moves_on(start_supervi
     assert wait_final(supervisor, follower).state is TaskState.SUCCEEDED
 
 
-def test_progress_is_live_between_polls(start_supervisor, inputs) -> None:
-    supervisor = start_supervisor(poll_interval_s=30)
-    code = submit(supervisor, inputs, [["render", 4]])
-    wait_until(lambda: supervisor.status(code).progress > 0, 10, "live progress despite a 30 s poll interval")
-    first = supervisor.status(code).progress
-    wait_until(lambda: supervisor.status(code).progress > first, 5, "progress to move on")
-    assert next(record.progress for record in supervisor.list_tasks() if record.code == code) > first
+def test_progress_reaches_every_reader_through_the_store(start_supervisor, inputs) -> None:
+    supervisor = start_supervisor()
+    code = submit(supervisor, inputs, [["render", 3]])
+    wait_until(lambda: supervisor.status(code).progress > 0, 10, "progress recorded at a poll")
+    first = supervisor.status(code)
+    wait_until(lambda: supervisor.status(code).progress > first.progress, 5, "progress to move on")
+    # What the supervisor answers is the store's record as it is, as another process (the CLI) reads it too.
+    other_reader = TaskStore(supervisor.config.paths.db_path)
+    moved = supervisor.status(code)
+    assert moved.version > first.version and other_reader.require(code).version >= moved.version
+    assert next(record.progress for record in supervisor.list_tasks() if record.code == code) >= moved.progress
     assert wait_final(supervisor, code).state is TaskState.SUCCEEDED
 
 

@@ -125,7 +125,8 @@ def test_a_worker_ending_after_an_outside_cancel_is_logged_not_recorded(start_su
     supervisor = start_supervisor(poll_interval_s=30)  # no poll: the worker's own exit meets the cancel
     go_on = tmp_path / "go-on"
     code = submit(supervisor, inputs, [["stage", "render"], ["progress", 50], ["await", str(go_on)]])
-    wait_running(supervisor, code)
+    log = supervisor.config.paths.logs_dir / "tasks" / f"{code}.log"
+    wait_until(lambda: log.is_file() and "stage render begins" in log.read_text(), 30, "the worker to render")
     warnings: list[str] = []
     sink = logger.add(lambda message: warnings.append(str(message)), level="WARNING", format="{message}")
     try:

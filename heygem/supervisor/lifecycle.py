@@ -19,7 +19,16 @@ from typing import Any
 from heygem.errors import InputError
 from heygem.options import TaskOptions
 from heygem.supervisor.protocol import LiveStatus
-from heygem.supervisor.states import QUEUED_MESSAGE, Operation, Position, TaskRecord, TaskState, WorkerNode
+from heygem.supervisor.states import (
+    QUEUED_MESSAGE,
+    Attempt,
+    AttemptOutcome,
+    Operation,
+    Position,
+    TaskRecord,
+    TaskState,
+    WorkerNode,
+)
 from heygem.supervisor.store import TaskStore, TransitionError
 
 # What a task that has not started yet does not have: requeue and retry clear all of it.
@@ -50,6 +59,14 @@ class Outcome:
         return cls(TaskState.SUCCEEDED, warning=f"{failure}; its result is a valid video and was kept")
 
 
+def _close_attempt(old: TaskRecord, outcome: AttemptOutcome, message: str, now: float) -> tuple[Attempt, ...]:
+    """The history with its running attempt ended; unchanged when none runs (a task ended while queued)."""
+    history = old.history
+    if not history or history[-1].outcome is not None:
+        return history
+    return (*history[:-1], dataclasses.replace(history[-1], ended_at=now, outcome=outcome, message=message))
+
+
 class TaskLifecycle:
     """The named transitions of the tasks in one store."""
 
@@ -67,38 +84,65 @@ class TaskLifecycle:
 
     def start(self, code: str, worker_pid: int | None) -> TaskRecord:
         """`worker_pid`: the local worker's process id; None where the worker runs on another machine."""
+        now = time.time()
         return self.store.transition(code, Operation.START, TaskState.INITIALIZING, lambda old: {
             "stage": "init", "progress": 0.0, "message": "", "warning": "", "worker_pid": worker_pid,
-            "started_at": time.time(), "finished_at": None, "report": {}, "attempts": old.attempts + 1,
-            "node": None})
+            "started_at": now, "finished_at": None, "report": {}, "attempts": old.attempts + 1, "node": None,
+            "history": (*old.history, Attempt(number=old.attempts + 1, started_at=now, worker_pid=worker_pid))})
 
     def place(self, code: str, node: WorkerNode) -> TaskRecord:
         """Record the cluster node the task's worker runs on, once the cluster has placed it."""
-        return self.store.transition(code, Operation.PLACE, None, {"node": node})
+        def fields(old: TaskRecord) -> dict[str, Any]:
+            history = old.history
+            if history and history[-1].outcome is None:
+                history = (*history[:-1], dataclasses.replace(history[-1], node=node))
+            return {"node": node, "history": history}
+
+        return self.store.transition(code, Operation.PLACE, None, fields)
 
     def report(self, code: str, status: LiveStatus) -> TaskRecord:
-        state = TaskState.INITIALIZING if status["phase"] == "init" else TaskState.RUNNING
-        return self.store.transition(code, Operation.REPORT, state, {
-            "stage": status["stage"], "progress": status["progress"], "warning": status["warning"],
+        """Record the worker's latest status. Within an attempt nothing goes back: a worker that has begun to run
+        stays running, and progress only rises (the record of a status read late never undoes a newer one)."""
+        state = TaskState.RUNNING if status["phase"] == "run" else None
+        return self.store.transition(code, Operation.REPORT, state, lambda old: {
+            "stage": status["stage"], "progress": max(old.progress, status["progress"]),
+            "warning": status["warning"],
             "message": f"recovering from: {status['error']}" if status["error"] else ""})
 
     def finish(self, code: str, outcome: Outcome) -> TaskRecord:
-        fields: dict[str, Any] = {"message": outcome.message, "warning": outcome.warning, "finished_at": time.time()}
-        if outcome.state is TaskState.SUCCEEDED:
-            fields.update(progress=100.0, report=dict(outcome.report))
+        now = time.time()
+        ended = AttemptOutcome(outcome.state.value)
+
+        def fields(old: TaskRecord) -> dict[str, Any]:
+            values: dict[str, Any] = {"message": outcome.message, "warning": outcome.warning, "finished_at": now,
+                                      "history": _close_attempt(old, ended, outcome.message or outcome.warning, now)}
+            if outcome.state is TaskState.SUCCEEDED:
+                values.update(progress=100.0, report=dict(outcome.report))
+            return values
+
         return self.store.transition(code, Operation.FINISH, outcome.state, fields)
 
     def interrupt(self, code: str, cause: str) -> TaskRecord:
         """Fail an active task whose worker was lost, saying where it was."""
-        return self.store.transition(code, Operation.FINISH, TaskState.FAILED, lambda old: {
-            "message": f"interrupted: {cause} during {old.position}", "finished_at": time.time()})
+        now = time.time()
+
+        def fields(old: TaskRecord) -> dict[str, Any]:
+            message = f"interrupted: {cause} during {old.position}"
+            return {"message": message, "finished_at": now,
+                    "history": _close_attempt(old, AttemptOutcome.FAILED, message, now)}
+
+        return self.store.transition(code, Operation.FINISH, TaskState.FAILED, fields)
 
     def cancel(self, code: str, position: Position | None = None) -> TaskRecord:
         """`position`: the worker's latest, when the caller knows it better than the record."""
 
+        now = time.time()
+
         def fields(old: TaskRecord) -> dict[str, Any]:
             where = "while queued" if old.state is TaskState.QUEUED else f"during {position or old.position}"
-            return {"message": f"cancelled {where}", "finished_at": time.time()}
+            message = f"cancelled {where}"
+            return {"message": message, "finished_at": now,
+                    "history": _close_attempt(old, AttemptOutcome.CANCELLED, message, now)}
 
         try:
             return self.store.transition(code, Operation.CANCEL, TaskState.CANCELLED, fields)
@@ -107,8 +151,14 @@ class TaskLifecycle:
 
     def requeue(self, code: str, cause: str) -> TaskRecord:
         """Put an interrupted task back at the front: it was admitted before everything still waiting."""
-        return self.store.transition(code, Operation.REQUEUE, TaskState.QUEUED, lambda old: {
-            **_NOT_STARTED, "message": f"requeued: {cause} during {old.position}", "queued_at": old.created_at})
+        now = time.time()
+
+        def fields(old: TaskRecord) -> dict[str, Any]:
+            where = f"{cause} during {old.position}"
+            return {**_NOT_STARTED, "message": f"requeued: {where}", "queued_at": old.created_at,
+                    "history": _close_attempt(old, AttemptOutcome.REQUEUED, where, now)}
+
+        return self.store.transition(code, Operation.REQUEUE, TaskState.QUEUED, fields)
 
     def retry(self, code: str) -> TaskRecord:
         try:

@@ -128,6 +128,41 @@ class WorkerNode:
         return cls(str(data["id"]), str(data["address"])) if isinstance(data, dict) else None
 
 
+class AttemptOutcome(str, enum.Enum):
+    """How one run of a task by one worker ended; a task that was rerun has more than one."""
+
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    REQUEUED = "requeued"  # interrupted (the service stopped, its node was lost) and put back in the queue
+
+
+@dataclasses.dataclass(frozen=True)
+class Attempt:
+    """One run of a task, from its worker's start to its end: the task's `history` holds one per worker started."""
+
+    number: int
+    started_at: float
+    worker_pid: int | None = None  # local backend
+    node: WorkerNode | None = None  # ray backend, once the cluster has placed it
+    ended_at: float | None = None
+    outcome: AttemptOutcome | None = None  # None while it runs
+    message: str = ""  # why it ended, when not a plain success
+
+    def to_json(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["node"] = self.node.to_json() if self.node else None
+        data["outcome"] = self.outcome.value if self.outcome else None
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Attempt:
+        outcome = data.get("outcome")
+        return cls(number=int(data["number"]), started_at=float(data["started_at"]), worker_pid=data.get("worker_pid"),
+                   node=WorkerNode.from_json(data.get("node")), ended_at=data.get("ended_at"),
+                   outcome=AttemptOutcome(outcome) if outcome else None, message=str(data.get("message") or ""))
+
+
 @dataclasses.dataclass(frozen=True)
 class TaskRequest:
     """What a caller submits. `code` is the caller's id (HeyGem clients send a UUID); None: one is made.
@@ -167,6 +202,10 @@ class TaskRecord:
     queue_position: int | None = None
     # Where the copy of the result for HeyGem's desktop client goes (TaskRequest.shared_result); None: no copy.
     shared_result_path: str | None = None
+    # Counts the writes of this record: of two reads, the one with the higher version is the later state.
+    version: int = 0
+    # One entry per attempt, oldest first (empty for a task that never started, or one stored by an older version).
+    history: tuple[Attempt, ...] = ()
 
     @property
     def position(self) -> Position:
@@ -179,12 +218,22 @@ class TaskRecord:
         if state is TaskState.QUEUED:
             reason = self.message or QUEUED_MESSAGE
             return f"{reason} (position {self.queue_position})" if self.queue_position else reason
+        rerun = f" (attempt {self.attempts}, resumed from the start after {self.resumed_after})" \
+            if self.resumed_after else ""
         if state.is_active:
-            return self.stage or state.value
+            return (self.stage or state.value) + rerun
         if state is TaskState.SUCCEEDED:
-            return self.warning or "done"
+            return (self.warning or "done") + rerun
         # Failures always carry a reason; the fallback only guards a record written by an older version.
         return self.message or f"task {state.value} without a recorded reason"
+
+    @property
+    def resumed_after(self) -> str:
+        """What interrupted the attempt before this one, when this one is its rerun ("": a first or retried run)."""
+        if len(self.history) < 2 or self.history[-1].outcome is AttemptOutcome.REQUEUED:
+            return ""
+        before = self.history[-2]
+        return before.message if before.outcome is AttemptOutcome.REQUEUED else ""
 
     @property
     def duration_s(self) -> float | None:
@@ -207,4 +256,5 @@ class TaskRecord:
         data["options"] = self.options.to_json()
         data["duration_s"] = self.duration_s
         data["eta_s"] = self.eta_s
+        data["history"] = [attempt.to_json() for attempt in self.history]
         return data

@@ -13,7 +13,7 @@ from typing import Any
 
 from heygem.errors import TaskNotFoundError, quote_input
 from heygem.options import TaskOptions
-from heygem.supervisor.states import Operation, TaskRecord, TaskState, WorkerNode, can_transition
+from heygem.supervisor.states import Attempt, Operation, TaskRecord, TaskState, WorkerNode, can_transition
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS tasks (
@@ -38,18 +38,21 @@ CREATE TABLE IF NOT EXISTS tasks (
     updated_at REAL NOT NULL,
     attempts INTEGER NOT NULL DEFAULT 0,
     report TEXT NOT NULL DEFAULT '{}',
-    node TEXT
+    node TEXT,
+    version INTEGER NOT NULL DEFAULT 0,
+    history TEXT NOT NULL DEFAULT '[]'
 );
 CREATE INDEX IF NOT EXISTS tasks_queue ON tasks (state, queued_at, seq);
 """
 # Columns added after a release, with their definitions: a store written by an older version gains them at open.
-_ADDED_COLUMNS = {"shared_result_path": "TEXT", "node": "TEXT"}
+_ADDED_COLUMNS = {"shared_result_path": "TEXT", "node": "TEXT", "version": "INTEGER NOT NULL DEFAULT 0",
+                  "history": "TEXT NOT NULL DEFAULT '[]'"}
 _COLUMNS = ("code", "state", "stage", "progress", "message", "warning", "engine", "audio_path", "video_path",
             "options", "result_path", "worker_pid", "created_at", "started_at", "finished_at", "updated_at",
-            "attempts", "report", "shared_result_path", "node")
+            "attempts", "report", "shared_result_path", "node", "version", "history")
 # What a transition may write; the state itself comes from the operation's own argument.
 _CHANGEABLE = frozenset({"stage", "progress", "message", "warning", "worker_pid", "started_at", "finished_at",
-                         "attempts", "report", "queued_at", "node"})
+                         "attempts", "report", "queued_at", "node", "history"})
 # The fields of a transition, or a function that works them out from the record as it was.
 Fields = Mapping[str, Any] | Callable[[TaskRecord], Mapping[str, Any]]
 
@@ -162,6 +165,7 @@ class TaskStore:
 
         `state` None keeps the task's state as it is in that transaction (still checked against the table).
         heygem.supervisor.lifecycle is the only caller: it names the operation and its whole set of fields.
+        A write that changes nothing is not made; every other one raises the record's version by one.
         """
         with self._transaction() as db:
             row = db.execute("SELECT * FROM tasks WHERE code = ?", (code,)).fetchone()
@@ -175,12 +179,18 @@ class TaskStore:
             unknown = set(values) - _CHANGEABLE
             if unknown:
                 raise ValueError(f"{operation.value} writes fields a transition may not change: {sorted(unknown)}")
+            if state is old.state and "queued_at" not in values and all(
+                    getattr(old, name) == value for name, value in values.items()):
+                return self._record(row, self._queue_position(row))
+            if "history" in values:
+                values["history"] = json.dumps([attempt.to_json() for attempt in values["history"]])
             if "report" in values:
                 values["report"] = json.dumps(values["report"])
             if "node" in values:
                 values["node"] = json.dumps(values["node"].to_json()) if values["node"] else None
             values["state"] = state.value
             values["updated_at"] = time.time()
+            values["version"] = old.version + 1
             assignments = ", ".join(f"{name} = ?" for name in values)
             db.execute(f"UPDATE tasks SET {assignments} WHERE code = ?", [*values.values(), code])
         return self.require(code)
@@ -204,4 +214,5 @@ class TaskStore:
         values["report"] = json.loads(values["report"])
         values["state"] = TaskState(values["state"])
         values["node"] = WorkerNode.from_json(json.loads(values["node"])) if values["node"] else None
+        values["history"] = tuple(Attempt.from_json(attempt) for attempt in json.loads(values["history"]))
         return TaskRecord(queue_position=queue_position, **values)

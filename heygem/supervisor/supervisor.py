@@ -93,6 +93,10 @@ class _Worker:
     decided: bool = False
     # The node recorded in the store (ray backend), so that it is recorded once.
     node: WorkerNode | None = None
+    # The worker's latest (phase, stage, progress, error), and when this app saw it change: a worker that
+    # runs but moves no further for supervisor.stall_s is stalled, however regular its heartbeat.
+    work: tuple[str, str, float, str] | None = None
+    work_seen_at: float = 0.0
 
     def position(self) -> Position:
         return Position(self.status["stage"], self.status["progress"])
@@ -167,10 +171,12 @@ class TaskSupervisor:
         return code
 
     def status(self, code: str) -> TaskRecord:
-        return self._with_live_progress(self._store.require(code))
+        """The task as the store has it: the one truth every reader (API, studio, CLI) sees, never merged with
+        the workers' live statuses, which the supervisor records there at each poll."""
+        return self._store.require(code)
 
     def list_tasks(self, limit: int | None = None) -> list[TaskRecord]:
-        return [self._with_live_progress(record) for record in self._store.newest(limit)]
+        return self._store.newest(limit)
 
     def cancel(self, code: str) -> TaskRecord:
         with self._lock:
@@ -179,6 +185,8 @@ class TaskSupervisor:
                 self._ended(self._tasks.cancel(code))
             else:
                 self._refresh_status(worker)
+                with contextlib.suppress(TransitionError):  # ended meanwhile: cancel says so
+                    self._tasks.report(code, worker.status)
                 self._ended(self._tasks.cancel(code, worker.position()))
                 self._stop(worker)
         self._wake()
@@ -259,20 +267,6 @@ class TaskSupervisor:
             self._thread.join(timeout=30)
             logger.info("task supervisor stopped")
         self._data_lock.close()
-
-    def _with_live_progress(self, record: TaskRecord) -> TaskRecord:
-        """The store lags by up to a poll interval; the Manager dict holds the worker's latest progress."""
-        statuses = self._statuses
-        if not record.state.is_active or statuses is None:
-            return record
-        try:
-            live = statuses.get(record.code)
-        except CONNECTION_ERRORS:
-            return record
-        if not live or live["phase"] != "run":
-            return record
-        return dataclasses.replace(record, state=TaskState.RUNNING, stage=live["stage"],
-                                   progress=max(record.progress, live["progress"]))
 
     # ----- the supervisor thread --------------------------------------------------------------------
 
@@ -398,6 +392,15 @@ class TaskSupervisor:
             self._end_worker(worker, self._failed(worker, f"initialisation did not finish within "
                                                   f"{settings.init_grace_s:.0f} s (stage {status['stage']}){cause}"))
             return
+        work = (status["phase"], status["stage"], status["progress"], status["error"])
+        if work != worker.work:
+            worker.work, worker.work_seen_at = work, now
+        elif status["phase"] == "run" and not status["error"] and now - worker.work_seen_at > settings.stall_s:
+            # A stopped encoder blocks the worker's next frame while its heartbeat thread beats on.
+            self._end_worker(worker, self._failed_unless_result(
+                worker, f"stalled: no progress for {now - worker.work_seen_at:.0f} s in {worker.position()} "
+                        f"(supervisor.stall_s is {settings.stall_s:g} s); the worker and its processes were killed"))
+            return
         if status["error"]:
             worker.error_since = worker.error_since or now
             # Errors during the init grace period only start counting once it is over.
@@ -458,7 +461,7 @@ class TaskSupervisor:
         self._workers[record.code] = _Worker(code=record.code, handle=handle, work_dir=work_dir,
                                              result_path=result_path, started_at=started.started_at,
                                              deadline_s=self.deadline_s(record), status=status,
-                                             beat_seen_at=started.started_at)
+                                             beat_seen_at=started.started_at, work_seen_at=started.started_at)
         logger.info("task {} started: worker {}, {} (gpu {})", record.code, handle.pid or "on the cluster", demand,
                     handle.gpu_index)
 
@@ -495,6 +498,8 @@ class TaskSupervisor:
         del self._workers[worker.code]
         if not worker.decided:
             self._refresh_status(worker)
+            with contextlib.suppress(TransitionError, TaskNotFoundError):  # ended meanwhile: that end stands
+                self._tasks.report(worker.code, worker.status)  # where it ended, for the final record
             if ended.kind is ExitKind.NODE_LOST and not is_valid_video(worker.result_path):
                 self._interrupted(worker, ended.detail)
             else:
