@@ -148,6 +148,35 @@ def test_a_frozen_worker_is_killed_when_its_heartbeat_stops(start_supervisor, in
     assert "(worker frozen) in stage track" in record.message
 
 
+def ffmpeg_children(pid: int) -> list[int]:
+    """The ffmpeg processes whose parent is `pid` (Linux /proc)."""
+    found = []
+    for entry in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            parent = int(Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[1])
+            command = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")[0]
+        except (OSError, IndexError):
+            continue
+        if parent == pid and os.path.basename(command).startswith(b"ffmpeg"):
+            found.append(int(entry))
+    return found
+
+
+def test_a_stalled_encoder_fails_its_task_naming_the_stage_and_dies_with_its_group(start_supervisor, inputs) -> None:
+    supervisor = start_supervisor(stall_s=1.5)
+    code = submit(supervisor, inputs, [["render", 60]])
+    pid = wait_running(supervisor, code, min_progress=0.5).worker_pid
+    (encoder,) = ffmpeg_children(pid)
+    os.kill(encoder, signal.SIGSTOP)  # the worker's heartbeat thread beats on; its progress stops
+    record = wait_final(supervisor, code, timeout_s=20)
+    assert record.state is TaskState.FAILED
+    assert record.message.startswith("stalled: no progress for "), record.message
+    assert "s in stage render at " in record.message
+    assert record.message.endswith("(supervisor.stall_s is 1.5 s); the worker and its processes were killed")
+    wait_until(lambda: not group_members(pid), 5, "the worker and its stopped ffmpeg to be killed")
+    assert record.history[-1].outcome is not None and record.history[-1].message == record.message
+
+
 def status_manager_pid() -> int | None:
     """The supervisor's live status Manager: a child of this test process, named after its class by multiprocessing."""
     return next((child.pid for child in multiprocessing.active_children() if child.name.startswith("StatusManager")),

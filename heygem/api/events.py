@@ -1,8 +1,10 @@
 """GET /api/v1/tasks/{code}/events: a task's changes as Server-Sent Events, ending with its final state.
 
 The first event is the task as it is now (a client that connects late, or again, starts from there); then one
-event for every change of state, stage, progress, message or warning, each holding the whole task as
-GET /api/v1/tasks/{code} shows it; the last one holds the final state, and the stream ends. Changes are read
+event for every new version of its record in the store (a change of state, stage, progress, message, warning, node
+or history) or of its place in the queue, each holding the whole task as GET /api/v1/tasks/{code} shows it; the
+last one holds the final state, and the stream ends. The store is the only source, so within an attempt the events
+never go back. Changes are read
 every server.events_interval_s: changes closer together than that arrive as one event with the latest values.
 A comment line goes out after server.events_heartbeat_s of silence, so that proxies keep the stream open.
 
@@ -129,9 +131,9 @@ async def next_tick(interval_s: float) -> int:
 
 
 def change_key(record: TaskRecord) -> Hashable:
-    """What an event is sent for; times and estimates change on every look and are not changes of the task."""
-    return (record.state, record.stage, record.progress, record.message, record.warning, record.queue_position,
-            record.attempts)
+    """What an event is sent for: a new version of the task's record (every write to the store makes one), or a
+    new place in the queue; times and estimates change on every look and are not changes of the task."""
+    return record.version, record.queue_position
 
 
 def event(record: TaskRecord) -> str:
