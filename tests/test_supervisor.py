@@ -14,10 +14,13 @@ from pathlib import Path
 
 import pytest
 
+from heygem.api.easy_answers import heygem_data
+from heygem.api.tasks_view import task_json
 from heygem.config import Config
 from heygem.errors import HeyGemError, InputError, QueueFullError, TaskNotFoundError
 from heygem.supervisor import TaskRequest, TaskState, TaskSupervisor
 from heygem.supervisor.processes import group_members
+from heygem.supervisor.states import AttemptOutcome
 from heygem.supervisor.store import TaskStore
 from tests.conftest import REPO_ROOT, SUPERVISOR_TEST_SETTINGS, ConfigFactory
 from tests.supervision import SCRIPTED, submit, wait_final, wait_running, wait_until
@@ -338,10 +341,23 @@ def test_restart_after_a_crash_keeps_every_task(make_config: ConfigFactory, inpu
             rerun = wait_running(supervisor, "long")
             assert rerun.attempts == 2, "the interrupted task did not run again"
             assert supervisor.status("queued-0").started_at is None, "the requeued task lost its place"
+            # Its history tells both runs apart, and every reader says the rerun resumed after the loss.
+            lost, current = rerun.history
+            assert (lost.number, lost.worker_pid, lost.outcome) == (1, worker_pid, AttemptOutcome.REQUEUED)
+            assert lost.message.startswith("the service stopped during stage render at ") and lost.ended_at
+            assert (current.number, current.worker_pid, current.outcome) == (2, rerun.worker_pid, None)
+            assert f"(attempt 2, resumed from the start after {lost.message})" in rerun.summary
+            assert heygem_data(rerun, "en")["msg"] == rerun.summary
+            assert f"（第 2 次运行，上次运行中断后从头重新开始：{lost.message}）" in heygem_data(rerun, "zh")["msg"]
             supervisor.cancel("long")
+            ended = task_json(supervisor.status("long"))["history"]
+            assert [(attempt["number"], attempt["outcome"]) for attempt in ended] == [(1, "requeued"), (2, "cancelled")]
         else:
             assert interrupted.state is TaskState.FAILED
             assert interrupted.message.startswith("interrupted: the service stopped during stage render at ")
+            (only,) = interrupted.history
+            assert (only.outcome, only.message, only.worker_pid) == (AttemptOutcome.FAILED, interrupted.message,
+                                                                      worker_pid)
         for code in ("queued-0", "queued-1"):
             assert wait_final(supervisor, code, timeout_s=60).state is TaskState.SUCCEEDED
     finally:

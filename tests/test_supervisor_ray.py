@@ -27,6 +27,7 @@ import pytest
 
 from heygem.pipeline.live import END_TAG
 from heygem.supervisor import TaskState
+from heygem.supervisor.states import AttemptOutcome
 from heygem.supervisor.results import is_valid_video
 from tests import media
 from tests.conftest import REPO_ROOT, SUPERVISOR_TEST_SETTINGS
@@ -185,6 +186,12 @@ def test_losing_a_node_mid_render_requeues_the_task_on_the_other_node(cluster: R
     assert record.state is TaskState.SUCCEEDED, record.message
     assert record.attempts == 2
     assert record.node is not None and record.node.id != lost.id
+    # Its history keeps both runs: the one on the lost node, requeued with the loss, and the rerun that succeeded.
+    first, second = record.history
+    assert (first.node, first.outcome, second.node, second.outcome) == (lost, AttemptOutcome.REQUEUED, record.node,
+                                                                        AttemptOutcome.SUCCEEDED)
+    assert first.message.startswith(f"worker node 127.0.0.1 (id {lost.id[:12]}) lost during stage render at ")
+    assert f"resumed from the start after {first.message}" in record.summary
     assert is_valid_video(cluster.outside(record.result_path))
     other = cluster.wait_final(bystander, TASK_TIMEOUT_S)
     assert other.state is TaskState.SUCCEEDED and other.attempts == 1, "the task on the other node was untouched"

@@ -65,6 +65,7 @@ KINDS_ZH = (
     ("timed out after", "任务超时"),
     ("initialisation did not finish", "初始化超时"),
     ("no heartbeat for", "处理进程无响应"),
+    ("stalled: no progress for", "处理停滞"),
     ("worker killed by signal", "处理进程被系统终止"),
     ("worker exited", "处理进程意外退出"),
     ("could not start a worker", "无法启动处理进程"),
@@ -119,10 +120,12 @@ def task_text(record: TaskRecord, language: EasyLanguage) -> str:
         place = f"（第 {record.queue_position} 位）" if record.queue_position else ""
         waiting = record.message if record.message and record.message != QUEUED_MESSAGE else ""
         return f"{QUEUED_ZH}{place}" + (f"：{kind_zh(waiting, QUEUED_ZH)}：{waiting}" if waiting else "")
+    rerun = f"（第 {record.attempts} 次运行，上次运行中断后从头重新开始：{record.resumed_after}）" \
+        if record.resumed_after else ""
     if state.is_active:
-        return STAGES_ZH.get(record.stage, f"处理中（{record.stage}）" if record.stage else STAGES_ZH["init"])
+        return STAGES_ZH.get(record.stage, f"处理中（{record.stage}）" if record.stage else STAGES_ZH["init"]) + rerun
     if state is TaskState.SUCCEEDED:
-        return f"{SUCCEEDED_ZH}（提示：{record.warning}）" if record.warning else SUCCEEDED_ZH
+        return (f"{SUCCEEDED_ZH}（提示：{record.warning}）" if record.warning else SUCCEEDED_ZH) + rerun
     detail = record.summary
     if state is TaskState.CANCELLED:
         return f"{CANCELLED_ZH}：{detail}"
