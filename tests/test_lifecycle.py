@@ -158,7 +158,8 @@ def test_cancel_says_where_the_task_was(lifecycle: TaskLifecycle) -> None:
     before = running(lifecycle)
     after = lifecycle.cancel("task")
     message = "cancelled during stage render at 40 %"
-    assert changed(before, after) == {"state": TaskState.CANCELLED, "finished_at": after.finished_at, "message": message,
+    assert changed(before, after) == {"state": TaskState.CANCELLED, "finished_at": after.finished_at,
+                                      "message": message,
                                       "history": ended(before, after, AttemptOutcome.CANCELLED, message)}
     running(lifecycle, "live")
     # The supervisor knows its worker's latest position better than the last poll did.

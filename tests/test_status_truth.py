@@ -1,4 +1,5 @@
-"""Issue 17 item 9: a task's status has one truth, the store, and within an attempt it never goes backwards.
+"""Issue 17 items 9 and 11: a task's status has one truth, the store, and within an attempt it never goes backwards;
+its history of attempts reads the same on every path.
 
 Twenty short tasks of a scripted engine (real spawned workers, two at a time) run through the real app (its HTTP
 routes in process) while every read path is read as fast as it answers: each task's event stream, its task JSON
@@ -9,8 +10,11 @@ always reads the same.
 
 from __future__ import annotations
 
+import dataclasses
+import itertools
 import json
 import threading
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -19,8 +23,13 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
+from heygem.api.easy_answers import heygem_data
+from heygem.api.tasks_view import task_json
+from heygem.options import TaskOptions
 from heygem.server import create_app
 from heygem.supervisor import TaskSupervisor
+from heygem.supervisor.states import Attempt, AttemptOutcome, TaskRecord, TaskState, WorkerNode
+from heygem.ui.views import history_html
 from tests.conftest import SUPERVISOR_TEST_SETTINGS, ConfigFactory
 from tests.supervision import submit, wait_final
 
@@ -30,6 +39,7 @@ STAGES = ["", "init", "run", "reading inputs", "analysing audio", "rendering", "
 STEPS = [["stage", "reading inputs"], ["stage", "analysing audio"], ["stage", "rendering"],
          *[step for percent in (20, 45, 70, 95) for step in (["progress", percent], ["sleep", 0.05])],
          ["stage", "finishing"], ["progress", 100], ["linger", 0.3]]
+NOW = time.time()
 STATE_ORDER = {"queued": 0, "initializing": 1, "running": 2, "succeeded": 3, "failed": 3, "cancelled": 3}
 
 
@@ -69,7 +79,7 @@ def poll_everything(client: TestClient, supervisor: TaskSupervisor, codes: list[
 def assert_forward_only(reads: list[dict[str, Any]], where: str) -> None:
     """Task reads (as the task JSON has them) of one attempt: nothing goes back, one version reads one way."""
     by_version: dict[int, tuple[Any, ...]] = {}
-    for before, after in zip(reads, reads[1:], strict=False):
+    for before, after in itertools.pairwise(reads):
         steps = [(STATE_ORDER[before["state"]], STATE_ORDER[after["state"]]),
                  (STAGES.index(before["stage"]), STAGES.index(after["stage"])),
                  (before["progress"], after["progress"]), (before["version"], after["version"])]
@@ -116,3 +126,28 @@ def test_state_stage_and_progress_never_go_back_on_any_read_path(app: tuple[Test
     for path in ("json", "easy", "status", "list"):
         assert any(len({json.dumps(read, sort_keys=True) for read in reads}) >= 3 for reads in seen[path].values()), \
             path
+
+
+def test_the_history_of_a_rerun_task_reads_the_same_in_the_studio_the_api_and_the_cli() -> None:
+    node = WorkerNode("3f2a" * 14, "10.0.0.7")
+    lost = Attempt(1, NOW - 60, node=node, ended_at=NOW - 30, outcome=AttemptOutcome.REQUEUED,
+                   message="worker node 10.0.0.7 (id 3f2a3f2a3f2a) lost during stage rendering at 40 %")
+    rerun = TaskRecord(
+        code="again", state=TaskState.RUNNING, stage="rendering", progress=12.0, message="", warning="",
+        engine="meshwarp", audio_path="/in/a.wav", video_path="/in/v.mp4", options=TaskOptions(), result_path=None,
+        worker_pid=None, created_at=NOW - 90, started_at=NOW - 20, finished_at=None, updated_at=NOW, attempts=2,
+        report={}, node=WorkerNode("77" * 28, "10.0.0.8"), version=9,
+        history=(lost, Attempt(2, NOW - 20, node=WorkerNode("77" * 28, "10.0.0.8"))))
+    said = f"rendering (attempt 2, resumed from the start after {lost.message})"
+    assert rerun.summary == said and heygem_data(rerun, "en")["msg"] == said
+    shown = task_json(rerun)
+    assert shown["version"] == 9 and [entry["outcome"] for entry in shown["history"]] == ["requeued", None]
+    assert shown["history"][0]["node"] == {"id": node.id, "address": "10.0.0.7"}
+    assert json.loads(json.dumps(shown))["history"] == shown["history"], "plain JSON, as `heygem tasks show` prints"
+    page = history_html(rerun)
+    assert "worker node 10.0.0.7 (id 3f2a3f2a3f2a)" in page and "requeued" in page and "running" in page
+    assert history_html(dataclasses.replace(rerun, history=())) == ""
+    # A person's own retry of a failed task is no rerun after a loss.
+    retried = dataclasses.replace(rerun, history=(dataclasses.replace(lost, outcome=AttemptOutcome.FAILED),
+                                                  rerun.history[1]))
+    assert retried.summary == "rendering"

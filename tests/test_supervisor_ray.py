@@ -27,8 +27,8 @@ import pytest
 
 from heygem.pipeline.live import END_TAG
 from heygem.supervisor import TaskState
-from heygem.supervisor.states import AttemptOutcome
 from heygem.supervisor.results import is_valid_video
+from heygem.supervisor.states import AttemptOutcome
 from tests import media
 from tests.conftest import REPO_ROOT, SUPERVISOR_TEST_SETTINGS
 from tests.ray_cluster import SHORT_ROOT, marked, namespace_command, namespace_problem, processes

@@ -50,6 +50,7 @@ def test_list_show_and_cancel_from_the_command_line(start_supervisor, inputs) ->
 
     shown = json.loads(run_cli(data_dir, "show", "done-task").stdout)
     assert shown["state"] == "succeeded" and shown["result_path"].endswith("done-task-r.mp4")
+    assert [(attempt["number"], attempt["outcome"]) for attempt in shown["history"]] == [(1, "succeeded")]
 
     # The message is the supervisor's own, from where the store last saw the worker.
     store = TaskStore(supervisor.config.paths.db_path)

@@ -28,6 +28,7 @@ from heygem.ui.views import (
     IDLE_HTML,
     TASK_COLUMNS,
     engine_note,
+    history_html,
     missing_html,
     models_markdown,
     status_html,
@@ -150,6 +151,9 @@ class Studio:
     def table(self) -> list[list[str]]:
         return task_rows(self.supervisor.list_tasks(limit=self.config.server.task_list_limit))
 
+    def history(self, code: str) -> str:
+        return history_html(self.find(code))
+
     def pick_row(self, event: gr.SelectData) -> str:
         return str(event.row_value[0]) if event.row_value else ""
 
@@ -244,6 +248,7 @@ def build_studio(supervisor: TaskSupervisor, config: Config) -> gr.Blocks:
                     cancel_button = gr.Button("Cancel", scale=1)
                     retry_button = gr.Button("Retry", scale=1)
                     delete_button = gr.Button("Delete with files", variant="stop", scale=1)
+                attempts = gr.HTML(elem_id="hg-history")
                 table_timer = gr.Timer(max(2.0, 2 * refresh_s))
             with gr.Tab("System", id="system") as system_tab:
                 system_info = gr.Markdown(elem_classes=["hg-system"])
@@ -268,6 +273,7 @@ def build_studio(supervisor: TaskSupervisor, config: Config) -> gr.Blocks:
             trigger(studio.table, None, task_table, show_progress="hidden", api_visibility="private",
                     concurrency_limit=None)
         task_table.select(studio.pick_row, None, selected, api_visibility="private")
+        selected.change(studio.history, [selected], [attempts], show_progress="hidden", api_visibility="private")
         open_button.click(studio.open_task, [selected], [tabs, *task_view], api_visibility="private")
         cancel_button.click(studio.cancel_task, [selected], [task_table], api_visibility="private")
         retry_button.click(studio.retry_task, [selected], [task_table], api_visibility="private")

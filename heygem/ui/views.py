@@ -85,6 +85,22 @@ def task_rows(records: Iterable[TaskRecord]) -> list[list[str]]:
     ] for record in records]
 
 
+def history_html(record: TaskRecord | None) -> str:
+    """The attempts of the task picked in the Tasks tab: where each ran, when, and how it ended."""
+    if record is None or not record.history:
+        return ""
+    rows = []
+    for attempt in record.history:
+        where = str(attempt.node) if attempt.node else f"worker {attempt.worker_pid or '?'} on this server"
+        ended = format_time(attempt.ended_at) if attempt.ended_at else "running"
+        outcome = attempt.outcome.value if attempt.outcome else "running"
+        rows.append(f"<tr><td>{attempt.number}</td><td>{html.escape(where)}</td><td>{format_time(attempt.started_at)}"
+                    f"</td><td>{ended}</td><td>{outcome}</td><td>{html.escape(attempt.message)}</td></tr>")
+    return (f"<div class='hg-history'><b>Attempts of task <code>{html.escape(record.code)}</code></b><table>"
+            "<tr><th>#</th><th>worker</th><th>started</th><th>ended</th><th>outcome</th><th>message</th></tr>"
+            f"{''.join(rows)}</table></div>")
+
+
 def engine_note(engines: Mapping[str, Availability]) -> str:
     """Why an engine is missing from the choices (e.g. which model file to put where)."""
     unavailable = [f"- **{name}** is unavailable: {state.reason or 'no reason given'}"
