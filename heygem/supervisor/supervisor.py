@@ -184,9 +184,7 @@ class TaskSupervisor:
             if worker is None:
                 self._ended(self._tasks.cancel(code))
             else:
-                self._refresh_status(worker)
-                with contextlib.suppress(TransitionError):  # ended meanwhile: cancel says so
-                    self._tasks.report(code, worker.status)
+                self._record_latest(worker)
                 self._ended(self._tasks.cancel(code, worker.position()))
                 self._stop(worker)
         self._wake()
@@ -340,6 +338,13 @@ class TaskSupervisor:
                 worker.status = self._statuses.get(worker.code, worker.status)
         except CONNECTION_ERRORS:
             pass
+
+    def _record_latest(self, worker: _Worker) -> None:
+        """Store the worker's latest live status before a decision about it, so that the record and the message
+        name where it really was."""
+        self._refresh_status(worker)
+        with contextlib.suppress(TransitionError, TaskNotFoundError):  # ended meanwhile: that end stands
+            self._tasks.report(worker.code, worker.status)
 
     def _read_statuses(self) -> dict[str, LiveStatus]:
         assert self._statuses is not None
@@ -497,9 +502,7 @@ class TaskSupervisor:
         ended = worker.handle.wait_exit()
         del self._workers[worker.code]
         if not worker.decided:
-            self._refresh_status(worker)
-            with contextlib.suppress(TransitionError, TaskNotFoundError):  # ended meanwhile: that end stands
-                self._tasks.report(worker.code, worker.status)  # where it ended, for the final record
+            self._record_latest(worker)  # where it ended, for the final record
             if ended.kind is ExitKind.NODE_LOST and not is_valid_video(worker.result_path):
                 self._interrupted(worker, ended.detail)
             else:
@@ -592,7 +595,6 @@ class TaskSupervisor:
     def _interrupted(self, worker: _Worker, cause: str) -> None:
         """A live worker was lost with its machine: as if the service had stopped, at the worker's latest stage."""
         try:
-            self._tasks.report(worker.code, worker.status)
             record = self._requeue_or_fail(self._store.require(worker.code), cause)
         except (TransitionError, TaskNotFoundError) as exc:  # ended meanwhile: that end stands
             logger.warning("task {}: its worker's loss ({}) not recorded: {}", worker.code, cause, exc)
@@ -607,6 +609,8 @@ class TaskSupervisor:
     def _stop_everything(self) -> None:
         with self._lock:
             for worker in self._workers.values():
+                if not worker.decided:  # the stage an interrupted task's message names is its worker's last
+                    self._record_latest(worker)
                 worker.handle.kill()
             for worker in self._workers.values():
                 worker.handle.wait_exit()
