@@ -11,18 +11,10 @@ import pytest
 
 from heygem.errors import InputError, TaskNotFoundError
 from heygem.options import TaskOptions
+from heygem.supervisor import states
 from heygem.supervisor.lifecycle import Outcome, TaskLifecycle
 from heygem.supervisor.protocol import LiveStatus, Phase
-from heygem.supervisor.states import (
-    TRANSITIONS,
-    Attempt,
-    AttemptOutcome,
-    Operation,
-    Position,
-    TaskRecord,
-    TaskState,
-    WorkerNode,
-)
+from heygem.supervisor.states import TRANSITIONS, Operation, Position, TaskRecord, TaskState, WorkerNode
 from heygem.supervisor.store import TaskStore, TransitionError
 
 OPTIONS = TaskOptions(loop_mode="loop", mouth_intensity=1.5)
@@ -68,7 +60,8 @@ def task_in(lifecycle: TaskLifecycle, state: TaskState, code: str = "task") -> T
     return lifecycle.store.require(code)
 
 
-def ended(before: TaskRecord, after: TaskRecord, outcome: AttemptOutcome, message: str) -> tuple[Attempt, ...]:
+def ended(before: TaskRecord, after: TaskRecord, outcome: states.AttemptOutcome,
+          message: str) -> tuple[states.Attempt, ...]:
     """`before`'s history with its running attempt ended as `after` ended it."""
     return (dataclasses.replace(before.history[-1], ended_at=after.finished_at, outcome=outcome, message=message),)
 
@@ -102,7 +95,7 @@ def test_start_sets_the_worker_and_clears_the_waiting_reason(lifecycle: TaskLife
     assert after.started_at is not None
     assert changed(before, after) == {"state": TaskState.INITIALIZING, "stage": "init", "message": "",
                                       "worker_pid": 4321, "started_at": after.started_at, "attempts": 1,
-                                      "history": (Attempt(1, after.started_at, worker_pid=4321),)}
+                                      "history": (states.Attempt(1, after.started_at, worker_pid=4321),)}
 
 
 def test_report_follows_the_worker(lifecycle: TaskLifecycle) -> None:
@@ -124,7 +117,8 @@ def test_finish_with_success_sets_the_report_and_full_progress(lifecycle: TaskLi
     assert after.finished_at is not None
     assert changed(before, after) == {"state": TaskState.SUCCEEDED, "progress": 100.0, "message": "",
                                       "finished_at": after.finished_at, "report": {"frames": 10},
-                                      "history": ended(before, after, AttemptOutcome.SUCCEEDED, "audio resampled")}
+                                      "history": ended(before, after, states.AttemptOutcome.SUCCEEDED,
+                                                       "audio resampled")}
     assert after.worker_pid == 4321, "which worker made it stays on record"
 
 
@@ -133,7 +127,7 @@ def test_finish_with_a_failure_keeps_where_it_failed(lifecycle: TaskLifecycle) -
     after = lifecycle.finish("task", Outcome.failed("render: boom"))
     assert changed(before, after) == {"state": TaskState.FAILED, "message": "render: boom", "warning": "",
                                       "finished_at": after.finished_at,
-                                      "history": ended(before, after, AttemptOutcome.FAILED, "render: boom")}
+                                      "history": ended(before, after, states.AttemptOutcome.FAILED, "render: boom")}
     assert (after.stage, after.progress) == ("render", 40.0)
 
 
@@ -149,7 +143,7 @@ def test_interrupt_fails_the_task_saying_where_it_was(lifecycle: TaskLifecycle) 
     after = lifecycle.interrupt("task", "the service stopped")
     message = "interrupted: the service stopped during stage render at 40 %"
     assert changed(before, after) == {"state": TaskState.FAILED, "finished_at": after.finished_at, "message": message,
-                                      "history": ended(before, after, AttemptOutcome.FAILED, message)}
+                                      "history": ended(before, after, states.AttemptOutcome.FAILED, message)}
 
 
 def test_cancel_says_where_the_task_was(lifecycle: TaskLifecycle) -> None:
@@ -160,7 +154,7 @@ def test_cancel_says_where_the_task_was(lifecycle: TaskLifecycle) -> None:
     message = "cancelled during stage render at 40 %"
     assert changed(before, after) == {"state": TaskState.CANCELLED, "finished_at": after.finished_at,
                                       "message": message,
-                                      "history": ended(before, after, AttemptOutcome.CANCELLED, message)}
+                                      "history": ended(before, after, states.AttemptOutcome.CANCELLED, message)}
     running(lifecycle, "live")
     # The supervisor knows its worker's latest position better than the last poll did.
     assert lifecycle.cancel("live", Position("encode", 97.4)).message == "cancelled during stage encode at 97 %"
@@ -175,13 +169,13 @@ def test_requeue_clears_the_run_and_keeps_the_old_place(lifecycle: TaskLifecycle
         "state": TaskState.QUEUED, "stage": "", "progress": 0.0, "warning": "", "worker_pid": None,
         "started_at": None, "message": "requeued: the service stopped during stage render at 40 %",
         "history": (dataclasses.replace(before.history[0], ended_at=after.history[0].ended_at,
-                                        outcome=AttemptOutcome.REQUEUED,
+                                        outcome=states.AttemptOutcome.REQUEUED,
                                         message="the service stopped during stage render at 40 %"),)}
     assert after.duration_s is None, "a requeued task's duration does not grow while it waits"
     assert after.queue_position == 1 and lifecycle.store.require("second").queue_position == 2
     rerun = lifecycle.start("first", 99)
     assert rerun.attempts == 2 and [attempt.number for attempt in rerun.history] == [1, 2]
-    assert rerun.history[1] == Attempt(2, rerun.started_at, worker_pid=99)
+    assert rerun.history[1] == states.Attempt(2, rerun.started_at, worker_pid=99)
     assert rerun.summary == ("init (attempt 2, resumed from the start after the service stopped during stage render "
                              "at 40 %)")
 
