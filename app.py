@@ -73,7 +73,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # uvicorn.run does, with a server that also ends the app's event streams when it is asked to stop.
     runner = EventStreamServer(uvicorn.Config(app, host=server.host, port=server.port,
                                               log_level=config.logging.level.lower(),
-                                              http=timed_protocol(server.request_timeout_s),
+                                              http=timed_protocol(server.request_timeout_s, server.upload_timeout_s),
                                               timeout_graceful_shutdown=server.shutdown_grace_s, access_log=False),
                                app.state.event_streams)
     with contextlib.suppress(KeyboardInterrupt):
