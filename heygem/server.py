@@ -21,7 +21,7 @@ from heygem.api import auth, easy, events, live, rest, submit
 from heygem.api.auth import AuthMiddleware, Credentials, check_exposure
 from heygem.api.gradio_files import GradioFileCheck
 from heygem.api.gradio_sessions import PageSessions, SessionStreams
-from heygem.api.limits import BodyLimitMiddleware, OutOfDescriptors, UploadSlots
+from heygem.api.limits import BodyLimitMiddleware, PlainFailures, UploadSlots
 from heygem.config import Config
 from heygem.errors import HeyGemError, InputError, QueueFullError, TaskNotFoundError
 from heygem.supervisor import TaskSupervisor
@@ -75,7 +75,7 @@ def create_app(config: Config) -> FastAPI:
                        check=GradioFileCheck(Path(gradio.utils.get_upload_folder())))
     app.add_middleware(UploadSlots, slots=config.server.max_concurrent_uploads)
     app.add_middleware(AuthMiddleware, credentials=app.state.credentials)
-    app.add_middleware(OutOfDescriptors)
+    app.add_middleware(PlainFailures)
     return app
 
 
@@ -99,7 +99,7 @@ def mount_studio(app: FastAPI, supervisor: TaskSupervisor, config: Config) -> gr
     page.has_launched = True
     # Gradio's app answers its own errors (a 500) before ours sees them: it gets the descriptor rule too.
     studio = next(route.app for route in app.routes if isinstance(route, Mount) and isinstance(route.app, FastAPI))
-    studio.add_middleware(OutOfDescriptors)
+    studio.add_middleware(PlainFailures)
     return page
 
 

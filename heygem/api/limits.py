@@ -8,7 +8,7 @@ mount_gradio_app's max_file_size) and the API's multipart submit (heygem.api.sub
 same cap). Each holds a connection and a file while it arrives, so only server.max_concurrent_uploads are received
 at once (UploadSlots); the HTTP protocol (heygem.api.slow_clients) bounds their pauses and their whole time.
 
-Whatever a route does, a process out of file descriptors answers 503, never a 500 (OutOfDescriptors).
+Whatever a route does, a process out of file descriptors answers 503, never a 500 (PlainFailures).
 """
 
 from __future__ import annotations
@@ -110,9 +110,13 @@ class UploadSlots:
             self.receiving -= 1
 
 
-class OutOfDescriptors:
-    """A request that found the process out of file descriptors (EMFILE, ENFILE) is answered 503 with a Retry-After,
-    not with the framework's bare 500: the condition passes as other connections and uploads end.
+class PlainFailures:
+    """Two failures that are no fault of the server's code, kept from the framework's bare 500 and its traceback:
+
+    - a request that found the process out of file descriptors (EMFILE, ENFILE) is answered 503 with a Retry-After:
+      the condition passes as other connections and uploads end;
+    - a route that lost its client in the middle of the body (an upload cut by heygem.api.slow_clients, a client
+      gone) ends quietly: there is nobody to answer.
 
     Installed in our app and in Gradio's (each has its own error middleware, which would answer 500 first)."""
 
@@ -132,6 +136,9 @@ class OutOfDescriptors:
 
         try:
             await self.app(scope, receive, watched)
+        except ClientDisconnect:
+            if started:
+                raise
         except OSError as exc:
             if started or exc.errno not in (errno.EMFILE, errno.ENFILE):
                 raise
