@@ -228,8 +228,8 @@ def foreign_site(connection: HTTPConnection, credentials: Credentials) -> str | 
     own = own_origin(connection.url.scheme, host)
     if origin is not None and (own is None or origin_of(origin) != own):
         return (f"a page of {quote_input(origin)} may not use this server: it answers only the pages it serves itself "
-                "(cross-site request refused; an origin is a scheme, a host and a port, and all three must be this "
-                "server's). Behind a reverse proxy, pass the Host header and the scheme on (nginx: proxy_set_header "
+                "(cross-site request refused). An origin is a scheme, a host and a port, and all three must be this "
+                "server's. Behind a reverse proxy, pass the Host header and the scheme on (nginx: proxy_set_header "
                 "Host $host; proxy_set_header X-Forwarded-Proto $scheme)")
     name = host_name(host)
     if host and not credentials.required and not credentials.anyone_by_any_name and not is_local_name(name):
