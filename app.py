@@ -40,6 +40,9 @@ def keep_gradio_inside(config: Config) -> None:
     """Gradio reads these when it is imported: keep its cache in data_dir and its telemetry off."""
     os.environ.setdefault("GRADIO_TEMP_DIR", str(config.paths.data_dir / "gradio"))
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+    # Gradio summarizes its queue's last 10,000 calls with pandas after every call, for a dashboard we do not serve:
+    # a flood of calls cost a DataFrame each. Summarize never (every 10^9 calls).
+    os.environ.setdefault("GRADIO_ANALYTICS_CACHE_FREQUENCY", "1000000000")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -73,7 +76,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # uvicorn.run does, with a server that also ends the app's event streams when it is asked to stop.
     runner = EventStreamServer(uvicorn.Config(app, host=server.host, port=server.port,
                                               log_level=config.logging.level.lower(),
-                                              http=timed_protocol(server.request_timeout_s),
+                                              http=timed_protocol(server.request_timeout_s, server.upload_timeout_s),
                                               timeout_graceful_shutdown=server.shutdown_grace_s, access_log=False),
                                app.state.event_streams)
     with contextlib.suppress(KeyboardInterrupt):

@@ -160,6 +160,12 @@ class ServerConfig:
     max_upload_mb: float
     max_media_duration_s: float
     max_request_kb: int
+    max_call_kb: int
+    page_queue_max: int
+    page_sessions_max: int
+    page_session_idle_s: float
+    max_concurrent_uploads: int
+    upload_timeout_s: float
     allow_url_download: bool
     url_max_mb: float
     url_timeout_s: float
@@ -174,7 +180,8 @@ class ServerConfig:
     def check(self) -> None:
         _require_positive(self, "login_days", "max_upload_mb", "max_media_duration_s", "max_request_kb", "url_max_mb",
                           "url_timeout_s", "ui_refresh_s", "task_list_limit", "request_timeout_s",
-                          "events_interval_s", "events_heartbeat_s")
+                          "events_interval_s", "events_heartbeat_s", "max_call_kb", "page_queue_max",
+                          "page_sessions_max", "page_session_idle_s", "max_concurrent_uploads", "upload_timeout_s")
         if not 0 < self.port < 65536:
             raise ConfigError(f"server.port: must be between 1 and 65535, got {self.port}")
 

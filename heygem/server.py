@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -12,13 +13,15 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import State
+from starlette.routing import Mount
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from heygem import __version__
 from heygem.api import auth, easy, events, live, rest, submit
 from heygem.api.auth import AuthMiddleware, Credentials, check_exposure
 from heygem.api.gradio_files import GradioFileCheck
-from heygem.api.limits import BodyLimitMiddleware
+from heygem.api.gradio_sessions import PageSessions, SessionStreams
+from heygem.api.limits import BodyLimitMiddleware, PlainFailures, UploadSlots
 from heygem.config import Config
 from heygem.errors import HeyGemError, InputError, QueueFullError, TaskNotFoundError
 from heygem.supervisor import TaskSupervisor
@@ -41,23 +44,19 @@ def create_app(config: Config) -> FastAPI:
             app.state.startup_error = exc  # for StartupFailureReport
             raise
         await run_in_threadpool(submit.clear_incoming, config)
+        sweeper = asyncio.create_task(app.state.page_sessions.run())
         try:
             yield
         finally:
+            sweeper.cancel()
             await run_in_threadpool(supervisor.shutdown)
 
     app = FastAPI(title="HeyGem", version=__version__, lifespan=lifespan,
                   docs_url=None, redoc_url=None, openapi_url=None)
     app.state.config = config
     app.state.supervisor = supervisor
-    app.state.credentials = Credentials(config.server)
+    app.state.credentials = Credentials(config.server, config.paths.data_dir / "signed_out.json")
     app.state.event_streams = events.EventStreams()
-    app.add_middleware(StartupFailureReport, state=app.state)
-    # The middleware added last runs first: the credential, then the body's size, time and Gradio's file paths.
-    app.add_middleware(BodyLimitMiddleware, max_bytes=config.server.max_request_kb * 1024,
-                       timeout_s=config.server.request_timeout_s,
-                       check=GradioFileCheck(Path(gradio.utils.get_upload_folder())))
-    app.add_middleware(AuthMiddleware, credentials=app.state.credentials)
     app.add_exception_handler(HeyGemError, answer_error)
     # Before the studio's mount: these /login and /logout take precedence over Gradio's.
     app.include_router(auth.router)
@@ -66,13 +65,24 @@ def create_app(config: Config) -> FastAPI:
     app.include_router(submit.router)
     app.include_router(events.router)
     app.include_router(live.router)
-    mount_studio(app, supervisor, config)
+    app.state.page_sessions = PageSessions(mount_studio(app, supervisor, config), config.server.page_session_idle_s)
+    app.add_middleware(StartupFailureReport, state=app.state)
+    # The middleware added last runs first: out of descriptors, the credential, an upload slot, then the body's size,
+    # time and Gradio's file paths, and the open streams of the page's sessions.
+    app.add_middleware(SessionStreams, sessions=app.state.page_sessions)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=config.server.max_request_kb * 1024,
+                       call_max_bytes=config.server.max_call_kb * 1024, timeout_s=config.server.request_timeout_s,
+                       check=GradioFileCheck(Path(gradio.utils.get_upload_folder())))
+    app.add_middleware(UploadSlots, slots=config.server.max_concurrent_uploads)
+    app.add_middleware(AuthMiddleware, credentials=app.state.credentials)
+    app.add_middleware(PlainFailures)
     return app
 
 
-def mount_studio(app: FastAPI, supervisor: TaskSupervisor, config: Config) -> None:
+def mount_studio(app: FastAPI, supervisor: TaskSupervisor, config: Config) -> gr.Blocks:
     server = config.server
     page = build_studio(supervisor, config)
+    page.state_session_capacity = server.page_sessions_max  # read by mount_gradio_app
     # No Gradio `auth`: heygem.api.auth signs people in, for the page and every other route alike.
     gr.mount_gradio_app(
         app, page, path="/",
@@ -87,6 +97,10 @@ def mount_studio(app: FastAPI, supervisor: TaskSupervisor, config: Config) -> No
     # Gradio checks the files a call names (only its upload folder) once `has_launched` is set, which launch()
     # does and mount_gradio_app does not. heygem.api.gradio_files checks first; this is the second line.
     page.has_launched = True
+    # Gradio's app answers its own errors (a 500) before ours sees them: it gets the descriptor rule too.
+    studio = next(route.app for route in app.routes if isinstance(route, Mount) and isinstance(route.app, FastAPI))
+    studio.add_middleware(PlainFailures)
+    return page
 
 
 class StartupFailureReport:

@@ -19,7 +19,8 @@ import pytest
 from gradio_client import Client, handle_file
 from gradio_client.exceptions import AuthenticationError
 
-from heygem.api.auth import check_exposure
+from heygem.api.auth import SESSION_COOKIE, Credentials, check_exposure
+from heygem.config import load_config
 from heygem.errors import ConfigError
 from heygem.server import create_app
 from tests.conftest import REPO_ROOT, ConfigFactory
@@ -42,8 +43,6 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
 @pytest.fixture(scope="module")
 def routes(tmp_path_factory: pytest.TempPathFactory) -> list[tuple[str, str]]:
     """The route table of the same app, built in this process on a data folder of its own."""
-    from heygem.config import load_config
-
     folder = tmp_path_factory.mktemp("route-table")
     app = create_app(load_config(environ={}, overrides={
         "paths": {"data_dir": str(folder / "data"), "input_dir": str(folder / "inputs")},
@@ -80,6 +79,55 @@ def test_the_token_opens_every_route(server: ServerProcess, routes: list[tuple[s
                    if status_of(client, method, path, {"X-API-Token": TOKEN}) == 401
                    and (method, path) != ("POST", "/login")]  # the sign-in checks its form, not headers
     assert not refused
+
+
+def signed_in_cookie(server: ServerProcess) -> str:
+    answer = httpx.post(f"{server.url}/login", data={"password": TOKEN}, timeout=30)
+    assert answer.status_code == 200, answer.text
+    return answer.cookies[SESSION_COOKIE]
+
+
+def test_pages_on_another_port_or_scheme_may_not_act_for_the_signed_in_user(
+        server: ServerProcess, routes: list[tuple[str, str]]) -> None:
+    """Issue 17, finding 5: with the user's cookie, a page at http://127.0.0.1:9999 could submit (201) and cancel
+    tasks: origins were compared by host name only. And Gradio answered with access-control-allow-origin set to
+    whatever origin a request named, with credentials allowed."""
+    own = f"http://127.0.0.1:{server.port}"
+    foreign = ["http://127.0.0.1:9999", f"https://127.0.0.1:{server.port}", f"http://localhost:{server.port}"]
+    wrong = []
+    with httpx.Client(base_url=server.url, timeout=10, cookies={SESSION_COOKIE: signed_in_cookie(server)}) as client:
+        for method, path in routes:
+            if path == "/healthz" or (method, path) == ("GET", "/logout"):  # open to all; ends the session
+                continue
+            for origin in [*foreign, own]:
+                with client.stream(method, path, headers={"Origin": origin}) as answer:
+                    # A HEAD answer has no body to tell our refusal from a route's own 403 (file=x): only foreign.
+                    refused = answer.status_code == 403 and (
+                        method == "HEAD" or "cross-site request refused" in answer.read().decode())
+                    granted = [name for name in answer.headers if name.startswith("access-control-")]
+                if (refused != (origin != own) and (method, origin) != ("HEAD", own)) or granted:
+                    wrong.append(f"{method} {path} from {origin}: {answer.status_code} {granted}")
+    assert not wrong, "\n".join(wrong)
+
+
+def test_signing_out_ends_the_session_on_the_server(server: ServerProcess) -> None:
+    """Issue 17, finding 6: after GET /logout the old cookie still worked for up to 7 days."""
+    cookie, other = signed_in_cookie(server), signed_in_cookie(server)
+    tasks = f"{server.url}/api/v1/tasks"
+    assert httpx.get(tasks, cookies={SESSION_COOKIE: cookie}, timeout=10).status_code == 200
+    out = httpx.get(f"{server.url}/logout", cookies={SESSION_COOKIE: cookie}, timeout=10)
+    assert out.status_code == 303 and f"{SESSION_COOKIE}=" in out.headers["set-cookie"]
+    assert httpx.get(tasks, cookies={SESSION_COOKIE: cookie}, timeout=10).status_code == 401, "a copy kept of it"
+    assert httpx.get(tasks, cookies={SESSION_COOKIE: other}, timeout=10).status_code == 200, "only that session"
+    # The ended session stays ended for a server started again on the same data (the list is in data_dir).
+    credentials = Credentials(load_config(environ={}, overrides={"server": {"api_token": TOKEN}}).server,
+                              server.data_dir / "signed_out.json")
+    assert not credentials.session_valid(cookie) and credentials.session_valid(other)
+
+
+def test_head_healthz_answers_as_get_does(server: ServerProcess) -> None:
+    """Issue 17, finding 6: probes that send HEAD got 404."""
+    assert httpx.head(f"{server.url}/healthz", timeout=10).status_code == 200
 
 
 def test_the_blocking_predict_endpoint_follows_the_same_rule(server: ServerProcess) -> None:

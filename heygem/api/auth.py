@@ -7,9 +7,13 @@ everything, so a route added later, ours or Gradio's, is covered without anyone 
 
 The same middleware keeps other web sites out, credential or not (foreign_site): a page of another site can make
 the browser of anyone who opens it send requests here (a form, or fetch() with multipart/form-data, needs no
-permission), so a request whose Origin is another host is refused. And a server without any credential answers
-only requests addressed to an IP address or to localhost: an attacker's domain name resolved to this machine (DNS
-rebinding) would otherwise make this server the attacker's page's own origin, free to read every answer.
+permission), so a request whose Origin is not this server's own (scheme, host and port) is refused. No answer grants
+another origin anything either: the framework's CORS headers are removed. And a server without any credential
+answers only requests addressed to an IP address or to localhost: an attacker's domain name resolved to this machine
+(DNS rebinding) would otherwise make this server the attacker's page's own origin, free to read every answer.
+
+Signing out ends the session on the server: each sign-in has an id of its own, and the ids of signed-out sessions
+are kept (in <data_dir>/signed_out.json, across restarts) until their cookies would have expired anyway.
 """
 
 from __future__ import annotations
@@ -18,13 +22,19 @@ import hashlib
 import hmac
 import html
 import ipaddress
+import json
+import os
+import secrets
+import threading
 import time
+from pathlib import Path
+from typing import NamedTuple
 from urllib.parse import urlsplit
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.requests import HTTPConnection
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from heygem.api import easy
 from heygem.config import ServerConfig
@@ -36,6 +46,9 @@ HEALTH = frozenset({("GET", "/healthz"), ("HEAD", "/healthz")})
 # (method, path) pairs that need no credential: the health probe, and the sign-in that checks one itself.
 PUBLIC = HEALTH | {("POST", "/login")}
 LOGIN_FAILED = "wrong user name and password, or wrong token"
+# The port an origin or a Host header without one means, by scheme (a websocket's is its page's).
+DEFAULT_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443}
+PAGE_SCHEMES = {"ws": "http", "wss": "https"}
 
 router = APIRouter()
 
@@ -43,7 +56,7 @@ router = APIRouter()
 class Credentials:
     """What this server accepts as proof of identity, from server.api_token, server.username and server.password."""
 
-    def __init__(self, server: ServerConfig) -> None:
+    def __init__(self, server: ServerConfig, signed_out_path: Path) -> None:
         self.token = server.api_token or ""
         self.username = server.username
         self.password = server.password or ""
@@ -53,6 +66,7 @@ class Credentials:
         # Sign-ins are signed with a key made from the credentials: a new password or token ends them all.
         secret = "\0".join(("heygem-session", self.token, self.username, self.password))
         self._key = hashlib.sha256(secret.encode()).digest()
+        self._signed_out = SignedOut(signed_out_path)
 
     @property
     def required(self) -> bool:
@@ -75,13 +89,30 @@ class Credentials:
         return bool(self.token and presented) and hmac.compare_digest(presented.encode(), self.token.encode())
 
     def new_session(self) -> str:
-        expires = str(int(time.time() + self.session_s))
-        return f"{expires}.{self._sign(expires)}"
+        """'<expires>.<session id>.<signature>': the id is what signing out ends."""
+        session = f"{int(time.time() + self.session_s)}.{secrets.token_urlsafe(16)}"
+        return f"{session}.{self._sign(session)}"
 
     def session_valid(self, value: str) -> bool:
-        expires, _, signature = value.partition(".")
-        # The signature first: only a number this server wrote reaches int().
-        return hmac.compare_digest(signature.encode(), self._sign(expires).encode()) and int(expires) > time.time()
+        return self._session(value) is not None
+
+    def end_session(self, value: str) -> None:
+        """Signs out: the cookie's session is refused from now on (a blocking file write: off the event loop)."""
+        session = self._session(value)
+        if session is not None:
+            self._signed_out.add(*session)
+
+    def _session(self, value: str) -> tuple[str, int] | None:
+        """(id, expiry) of a session cookie this server wrote that has not expired or been signed out, or None."""
+        session, _, signature = value.rpartition(".")
+        # The signature first: only a text this server wrote reaches int().
+        if not hmac.compare_digest(signature.encode(), self._sign(session).encode()):
+            return None
+        expires, _, session_id = session.partition(".")
+        # No id: a cookie of the version before ids, which signing out could not end.
+        if not session_id or int(expires) <= time.time() or self._signed_out.contains(session_id):
+            return None
+        return session_id, int(expires)
 
     def how_to_authenticate(self) -> str:
         ways = ["send 'Authorization: Bearer <token>' or 'X-API-Token: <token>'"] if self.token else []
@@ -90,6 +121,33 @@ class Credentials:
 
     def _sign(self, text: str) -> str:
         return hmac.new(self._key, text.encode(), hashlib.sha256).hexdigest()
+
+
+class SignedOut:
+    """The ids of signed-out sessions whose cookies have not expired yet, kept in a file across restarts."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._lock = threading.Lock()
+        try:
+            kept = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):  # none yet (or unreadable: the sessions it named have a week at most)
+            kept = {}
+        self._expiry: dict[str, int] = {str(key): int(value) for key, value in kept.items()} if isinstance(
+            kept, dict) else {}
+
+    def contains(self, session_id: str) -> bool:
+        return session_id in self._expiry
+
+    def add(self, session_id: str, expires: int) -> None:
+        with self._lock:
+            now = time.time()
+            self._expiry = {key: value for key, value in self._expiry.items() if value > now}
+            self._expiry[session_id] = expires
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            partial = self.path.with_name(self.path.name + ".tmp")
+            partial.write_text(json.dumps(self._expiry), encoding="utf-8")
+            os.replace(partial, self.path)
 
 
 def presented_token(connection: HTTPConnection) -> str:
@@ -117,7 +175,7 @@ class AuthMiddleware:
         if foreign is not None:
             await self.refuse(connection, 403, foreign, scope, receive, send)
         elif not self.credentials.required or route in PUBLIC or self.credentials.admit(connection):
-            await self.app(scope, receive, send)
+            await self.app(scope, receive, without_cors_grants(send))
         else:
             await self.refuse(connection, 401, self.credentials.how_to_authenticate(), scope, receive, send)
 
@@ -139,17 +197,40 @@ class AuthMiddleware:
         return JSONResponse({"error": message}, status_code=401, headers=headers)
 
 
+def without_cors_grants(send: Send) -> Send:
+    """Drops the access-control-* headers of every answer: the pages this server serves need none, and Gradio would
+    grant them to the origin a request names (with credentials)."""
+
+    async def send_without(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            message = {**message, "headers": [(name, value) for name, value in message.get("headers", [])
+                                              if not name.lower().startswith(b"access-control-")]}
+        await send(message)
+
+    return send_without
+
+
+class Origin(NamedTuple):
+    scheme: str
+    host: str
+    port: int | None
+
+
 def foreign_site(connection: HTTPConnection, credentials: Credentials) -> str | None:
     """Why a request comes from a web page of another site, which may not use this server; None if it does not.
 
-    Host names are compared without ports: other ports of this host are this machine's own programs, which may use
-    the server anyway, and a proxy in front may drop the port of the name it passes on."""
+    A page's origin is its scheme, host and port: a page served on another port of this host (any program there, a
+    dev server, a page opened from a file) is another site, as the browser itself sees it. This server's own origin
+    is the one the request addressed: its Host header, and the scheme it came by (https behind a proxy that says
+    so in X-Forwarded-Proto)."""
     host = connection.headers.get("host", "")
     origin = connection.headers.get("origin")
-    if origin is not None and host_name(origin, "") != host_name(host):
+    own = own_origin(connection.url.scheme, host)
+    if origin is not None and (own is None or origin_of(origin) != own):
         return (f"a page of {quote_input(origin)} may not use this server: it answers only the pages it serves itself "
-                "(cross-site request refused). Behind a reverse proxy, pass the Host header on (nginx: "
-                "proxy_set_header Host $host)")
+                "(cross-site request refused). An origin is a scheme, a host and a port, and all three must be this "
+                "server's. Behind a reverse proxy, pass the Host header and the scheme on (nginx: proxy_set_header "
+                "Host $host; proxy_set_header X-Forwarded-Proto $scheme)")
     name = host_name(host)
     if host and not credentials.required and not credentials.anyone_by_any_name and not is_local_name(name):
         return (f"this server has no credential, so it answers only requests addressed to it by an IP address or "
@@ -165,6 +246,22 @@ def host_name(address: str, scheme: str = "//") -> str:
         return urlsplit(scheme + address).hostname or ""
     except ValueError:  # an unbalanced '[' of an IPv6 address
         return address
+
+
+def origin_of(origin: str) -> Origin | None:
+    """An Origin header's scheme, host and port (the scheme's default if it names none); None if unusable."""
+    try:
+        parts = urlsplit(origin)
+        port = parts.port
+    except ValueError:  # a port out of range, an unbalanced '['
+        return None
+    return Origin(parts.scheme, parts.hostname or "", port or DEFAULT_PORTS.get(parts.scheme))
+
+
+def own_origin(scheme: str, host: str) -> Origin | None:
+    """The origin of this server's pages, as a request addressed it: its scheme and Host header."""
+    page_scheme = PAGE_SCHEMES.get(scheme, scheme)
+    return origin_of(f"{page_scheme}://{host}")
 
 
 def is_local_name(name: str) -> bool:
@@ -194,7 +291,11 @@ async def login(request: Request) -> Response:
 
 
 @router.get("/logout")
-def logout() -> RedirectResponse:
+def logout(request: Request) -> RedirectResponse:
+    """Ends the session on the server (its cookie is refused from now on, wherever a copy of it is), then clears the
+    cookie. Runs in a pool thread: it writes the list of signed-out sessions."""
+    credentials: Credentials = request.app.state.credentials
+    credentials.end_session(request.cookies.get(SESSION_COOKIE, ""))
     response = RedirectResponse("/", status_code=303)
     response.delete_cookie(SESSION_COOKIE, path="/")
     return response

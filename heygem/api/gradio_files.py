@@ -24,11 +24,10 @@ from loguru import logger
 from starlette.responses import Response
 from starlette.types import Scope
 
-from heygem.api.limits import refuse
+from heygem.api.limits import GRADIO_API, refuse
 from heygem.errors import quote_input
 from heygem.files import is_regular_file
 
-GRADIO_API = "/gradio_api/"
 # Gradio's own payloads are a few levels deep; its file walk recurses, so deeper ones are refused up front.
 MAX_DEPTH = 32
 NOT_UPLOADED = ("a file named in this call did not come from this server's upload route; upload it first "

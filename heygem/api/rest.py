@@ -23,7 +23,7 @@ router = APIRouter(tags=["HeyGem studio"])
 tasks = APIRouter(prefix="/api/v1/tasks")
 
 
-@router.get("/healthz")
+@router.api_route("/healthz", methods=["GET", "HEAD"])  # HEAD: the probes that send it
 def healthz(supervisor: SupervisorDep) -> JSONResponse:
     info = supervisor.system_info()
     return JSONResponse({"status": "ok", "version": info["version"], "backend": info["backend"],

@@ -281,5 +281,5 @@ def build_studio(supervisor: TaskSupervisor, config: Config) -> gr.Blocks:
         for trigger in (system_tab.select, refresh_system.click):
             trigger(studio.system, None, [system_info, models_info], api_visibility="private")
         add_predict_endpoint(studio)
-    page.queue(default_concurrency_limit=2)
+    page.queue(default_concurrency_limit=2, max_size=config.server.page_queue_max)
     return page
