@@ -19,13 +19,15 @@ from heygem.api import auth, easy, events, live, rest, submit
 from heygem.api.auth import AuthMiddleware, Credentials, check_exposure
 from heygem.api.gradio_files import GradioFileCheck
 from heygem.api.limits import BodyLimitMiddleware
+from heygem.api.storage import FreeSpaceGate
 from heygem.config import Config
-from heygem.errors import HeyGemError, InputError, QueueFullError, TaskNotFoundError
+from heygem.errors import HeyGemError, InputError, QueueFullError, StorageFullError, TaskNotFoundError
 from heygem.supervisor import TaskSupervisor
 from heygem.ui.studio import CSS_PATH, build_studio
 
 # HTTP status of each expected failure in /api/v1/*; /easy/* always answers 200 with its own codes.
-ERROR_STATUS: dict[type[HeyGemError], int] = {InputError: 400, TaskNotFoundError: 404, QueueFullError: 503}
+ERROR_STATUS: dict[type[HeyGemError], int] = {InputError: 400, TaskNotFoundError: 404, StorageFullError: 507,
+                                              QueueFullError: 503}
 
 
 def create_app(config: Config) -> FastAPI:
@@ -57,6 +59,7 @@ def create_app(config: Config) -> FastAPI:
     app.add_middleware(BodyLimitMiddleware, max_bytes=config.server.max_request_kb * 1024,
                        timeout_s=config.server.request_timeout_s,
                        check=GradioFileCheck(Path(gradio.utils.get_upload_folder())))
+    app.add_middleware(FreeSpaceGate, config=config)
     app.add_middleware(AuthMiddleware, credentials=app.state.credentials)
     app.add_exception_handler(HeyGemError, answer_error)
     # Before the studio's mount: these /login and /logout take precedence over Gradio's.
