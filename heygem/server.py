@@ -17,7 +17,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from heygem import __version__
 from heygem.api import auth, easy, events, live, rest, submit
 from heygem.api.auth import AuthMiddleware, Credentials, check_exposure
-from heygem.api.gradio_files import GradioFileCheck
+from heygem.api.gradio_files import GradioFileCheck, LocalFilesOnly
 from heygem.api.limits import BodyLimitMiddleware
 from heygem.api.storage import FreeSpaceGate
 from heygem.config import Config
@@ -60,6 +60,7 @@ def create_app(config: Config) -> FastAPI:
                        timeout_s=config.server.request_timeout_s,
                        check=GradioFileCheck(Path(gradio.utils.get_upload_folder())))
     app.add_middleware(FreeSpaceGate, config=config)
+    app.add_middleware(LocalFilesOnly)
     app.add_middleware(AuthMiddleware, credentials=app.state.credentials)
     app.add_exception_handler(HeyGemError, answer_error)
     # Before the studio's mount: these /login and /logout take precedence over Gradio's.
