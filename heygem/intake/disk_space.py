@@ -15,7 +15,9 @@ def require_free_space(config: Config) -> None:
     limit_mb = config.storage.min_free_mb
     if limit_mb <= 0:
         return
-    free_mb = shutil.disk_usage(config.paths.data_dir).free / 1e6
+    data_dir = config.paths.data_dir
+    # Before the first start the folder may not exist yet: its file system is that of its nearest parent.
+    free_mb = shutil.disk_usage(next(folder for folder in (data_dir, *data_dir.parents) if folder.exists())).free / 1e6
     if free_mb < limit_mb:
         raise StorageFullError(f"the server's disk is nearly full: {free_mb:.0f} MB free in its data folder, below "
                                f"the {limit_mb:g} MB it keeps free (storage.min_free_mb); it takes no new uploads "

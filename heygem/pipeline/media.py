@@ -107,7 +107,7 @@ def _open(path: Path, kind: MediaKind, max_side: int) -> av.container.InputConta
     except _MEDIA_ERRORS:
         refused = describe_refused(path, kind)
         if refused is not None:
-            raise InputError(f"{kind} file is {refused}: {path.name}; this server reads {accepted_formats(kind)}") \
+            raise InputError(f"{kind} file {refused}: {path.name}; this server reads {accepted_formats(kind)}") \
                 from None
         raise InputError(f"{kind} file is not a readable media file (corrupt, truncated or unknown format): "
                          f"{path.name}") from None

@@ -100,14 +100,17 @@ def accepted_formats(kind: MediaKind) -> str:
 
 
 def describe_refused(path: Path, kind: MediaKind) -> str | None:
-    """Why the allow-list refused `path`, in words, when the content is a format libavformat knows but `kind` does
-    not allow; None when it is no format at all (then it is simply unreadable)."""
+    """Why the allow-list refused `path`, in words ("is an HLS playlist, ..."), when the content is a format
+    libavformat knows but `kind` does not allow; None when it is no format at all (then it is simply unreadable)."""
     name = probe_format_name(path)
     if name is None or is_allowed(name, kind):
         return None
+    if kind == "video" and is_allowed(name, "audio"):
+        sound = next(AUDIO_FORMATS[part] for part in name.split(",") if part in AUDIO_FORMATS)
+        return f"has no video stream (it is {sound} sound)"
     if name.endswith(IMAGE_SUFFIX):
-        return f"a still image ({name.removesuffix(IMAGE_SUFFIX)})"
-    return REFUSED_FORMATS.get(name, f"in the {name} format")
+        return f"is a still image ({name.removesuffix(IMAGE_SUFFIX)})"
+    return f"is {REFUSED_FORMATS.get(name, f'in the {name} format')}"
 
 
 class _ProbeData(ctypes.Structure):
