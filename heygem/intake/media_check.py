@@ -1,7 +1,7 @@
 """Whether a speech or video file belongs in its slot, judged by its content (never its name), within the limits.
 
-Probing opens a file with libavformat, which decodes a few frames to learn its streams: each probe may hold up to
-about 100 MB (frames up to media.max_input_side, see heygem.pipeline.media_formats), so at most
+Probing opens a file with libavformat, which decodes a few frames to learn its streams: each probe holds up to
+about 85 MB (measured; frames up to media.max_input_side, see heygem.pipeline.media_formats), so at most
 server.max_concurrent_probes run at once, whichever route the file came through; the others wait their turn.
 """
 
