@@ -178,11 +178,6 @@ def probe_audio(path: Path, max_side: int = DECODE_MAX_SIDE) -> AudioInfo:
                          format_name=container.format.name)
 
 
-def ffmpeg_audio_input(path: Path, max_side: int = DECODE_MAX_SIDE) -> list[str]:
-    """ffmpeg's input arguments for the speech at `path`, under the same rules as every PyAV open."""
-    return ffmpeg_input_args(path, "audio", probe_audio(path, max_side).format_name, max_side)
-
-
 def read_audio(path: Path, max_duration_s: float, max_side: int = DECODE_MAX_SIDE) -> np.ndarray:
     """The first audio stream as 16 kHz mono float32 in [-1, 1]; refuses audio longer than max_duration_s."""
     info = probe_audio(path, max_side)
@@ -312,7 +307,7 @@ class VideoWriter:
         args = [ffmpeg_exe(), "-nostdin", "-hide_banner", "-v", "error", "-y",
                 "-thread_queue_size", "64", "-f", "rawvideo", "-pix_fmt", "yuv420p", "-s", f"{width}x{height}",
                 "-r", str(rate), "-i", "-",
-                *ffmpeg_audio_input(audio_path), "-map", "0:v:0", "-map", "1:a:0",
+                *ffmpeg_input_args(audio_path, "audio", None, DECODE_MAX_SIDE), "-map", "0:v:0", "-map", "1:a:0",
                 "-c:v", "libx264", "-preset", preset, "-crf", str(crf), "-pix_fmt", "yuv420p",
                 "-c:a", "aac", "-b:a", audio_bitrate, "-t", f"{duration:.4f}", *output_args(path, live)]
         self.path = path

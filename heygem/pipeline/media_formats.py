@@ -85,10 +85,12 @@ def decoder_options(max_side: int) -> dict[str, str]:
     return {"max_pixels": str(max_pixels(max_side))}
 
 
-def ffmpeg_input_args(path: Path, kind: MediaKind, format_name: str, max_side: int) -> list[str]:
-    """ffmpeg's arguments for reading `path` as an input, with the demuxer PyAV found (`format_name`) forced."""
+def ffmpeg_input_args(path: Path, kind: MediaKind, format_name: str | None, max_side: int) -> list[str]:
+    """ffmpeg's arguments for reading `path` as an input, under the same rules as a PyAV open; with the demuxer
+    PyAV found (`format_name`) forced where it is known."""
+    forced = ["-f", format_name.split(",")[0]] if format_name else []
     return ["-protocol_whitelist", PROTOCOLS, "-format_whitelist", ",".join(ALLOWED[kind]),
-            "-max_pixels", str(max_pixels(max_side)), "-f", format_name.split(",")[0], "-i", input_url(path)]
+            "-max_pixels", str(max_pixels(max_side)), *forced, "-i", input_url(path)]
 
 
 def is_allowed(format_name: str, kind: MediaKind) -> bool:
