@@ -176,12 +176,14 @@ class ServerConfig:
     request_timeout_s: float
     events_interval_s: float
     events_heartbeat_s: float
+    max_concurrent_probes: int
 
     def check(self) -> None:
         _require_positive(self, "login_days", "max_upload_mb", "max_media_duration_s", "max_request_kb", "url_max_mb",
                           "url_timeout_s", "ui_refresh_s", "task_list_limit", "request_timeout_s",
                           "events_interval_s", "events_heartbeat_s", "max_call_kb", "page_queue_max",
-                          "page_sessions_max", "page_session_idle_s", "max_concurrent_uploads", "upload_timeout_s")
+                          "page_sessions_max", "page_session_idle_s", "max_concurrent_uploads", "upload_timeout_s",
+                          "max_concurrent_probes")
         if not 0 < self.port < 65536:
             raise ConfigError(f"server.port: must be between 1 and 65535, got {self.port}")
 
@@ -199,6 +201,7 @@ class EasyConfig:
 class MediaConfig:
     max_audio_duration_s: float
     max_frame_side: int
+    max_input_side: int
     oversize_policy: Literal["downscale", "refuse"]
     loop_mode: LoopMode
     encoder_preset: str
@@ -215,10 +218,21 @@ class MediaConfig:
     watermark: bool
 
     def check(self) -> None:
-        _require_positive(self, "max_audio_duration_s", "max_frame_side", "batch_frames", "reverse_buffer_mb",
-                          "mesh_crop_scale", "mesh_size", "smooth_min_cutoff")
+        _require_positive(self, "max_audio_duration_s", "max_frame_side", "max_input_side", "batch_frames",
+                          "reverse_buffer_mb", "mesh_crop_scale", "mesh_size", "smooth_min_cutoff")
         if not 0 <= self.encoder_crf <= 51:
             raise ConfigError(f"media.encoder_crf: must be 0..51, got {self.encoder_crf}")
+
+
+@dataclasses.dataclass(frozen=True)
+class StorageConfig:
+    min_free_mb: float
+    keep_days: float
+
+    def check(self) -> None:
+        for name in ("min_free_mb", "keep_days"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"storage.{name}: must be 0 or more, got {getattr(self, name)}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -267,6 +281,7 @@ SECTIONS: dict[str, type] = {
     "server": ServerConfig,
     "easy": EasyConfig,
     "media": MediaConfig,
+    "storage": StorageConfig,
     "live": LiveConfig,
     "meshwarp": MeshWarpConfig,
 }
@@ -283,6 +298,7 @@ class Config:
     server: ServerConfig
     easy: EasyConfig
     media: MediaConfig
+    storage: StorageConfig
     live: LiveConfig
     meshwarp: MeshWarpConfig
     raw: Mapping[str, Mapping[str, Any]]

@@ -17,6 +17,10 @@ class QueueFullError(HeyGemError):
     """The task queue holds queue_max tasks already."""
 
 
+class StorageFullError(QueueFullError):
+    """Free space in the data folder is below storage.min_free_mb: no new uploads until space is freed."""
+
+
 class TaskNotFoundError(HeyGemError):
     """No task has this code."""
 

@@ -19,16 +19,18 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from heygem import __version__
 from heygem.api import auth, easy, events, live, rest, submit
 from heygem.api.auth import AuthMiddleware, Credentials, check_exposure
-from heygem.api.gradio_files import GradioFileCheck
+from heygem.api.gradio_files import GradioFileCheck, LocalFilesOnly
 from heygem.api.gradio_sessions import PageSessions, SessionStreams
 from heygem.api.limits import BodyLimitMiddleware, PlainFailures, UploadSlots
+from heygem.api.storage import FreeSpaceGate
 from heygem.config import Config
-from heygem.errors import HeyGemError, InputError, QueueFullError, TaskNotFoundError
+from heygem.errors import HeyGemError, InputError, QueueFullError, StorageFullError, TaskNotFoundError
 from heygem.supervisor import TaskSupervisor
 from heygem.ui.studio import CSS_PATH, build_studio
 
 # HTTP status of each expected failure in /api/v1/*; /easy/* always answers 200 with its own codes.
-ERROR_STATUS: dict[type[HeyGemError], int] = {InputError: 400, TaskNotFoundError: 404, QueueFullError: 503}
+ERROR_STATUS: dict[type[HeyGemError], int] = {InputError: 400, TaskNotFoundError: 404, StorageFullError: 507,
+                                              QueueFullError: 503}
 
 
 def create_app(config: Config) -> FastAPI:
@@ -67,13 +69,16 @@ def create_app(config: Config) -> FastAPI:
     app.include_router(live.router)
     app.state.page_sessions = PageSessions(mount_studio(app, supervisor, config), config.server.page_session_idle_s)
     app.add_middleware(StartupFailureReport, state=app.state)
-    # The middleware added last runs first: out of descriptors, the credential, an upload slot, then the body's size,
-    # time and Gradio's file paths, and the open streams of the page's sessions.
+    # The middleware added last runs first: out of descriptors, the credential, local files only for Gradio's file
+    # route, free disk space, an upload slot, then the body's size, time and Gradio's file paths, and the open streams
+    # of the page's sessions.
     app.add_middleware(SessionStreams, sessions=app.state.page_sessions)
     app.add_middleware(BodyLimitMiddleware, max_bytes=config.server.max_request_kb * 1024,
                        call_max_bytes=config.server.max_call_kb * 1024, timeout_s=config.server.request_timeout_s,
                        check=GradioFileCheck(Path(gradio.utils.get_upload_folder())))
     app.add_middleware(UploadSlots, slots=config.server.max_concurrent_uploads)
+    app.add_middleware(FreeSpaceGate, config=config)
+    app.add_middleware(LocalFilesOnly)
     app.add_middleware(AuthMiddleware, credentials=app.state.credentials)
     app.add_middleware(PlainFailures)
     return app

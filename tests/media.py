@@ -171,3 +171,66 @@ def speech_file(media_dir: Path) -> Path:
 def astronaut_file(media_dir: Path) -> Path:
     """4 s, 25 fps, 512x512 H.264 video of the drifting astronaut portrait."""
     return built_once(media_dir / "astronaut.mp4", astronaut_video)
+
+
+def frame_size_bomb(path: Path, side: int) -> Path:
+    """A ~1.5 KB MP4 of three H.264 frames whose header declares them `side` x `side` (a multiple of 16).
+
+    Encoding frames that large takes minutes and gigabytes, so three 16x16 frames are encoded and the size fields of
+    their sequence parameter set are rewritten; a decoder believes the header and allocates the declared frames.
+    """
+    raw = path.with_name(f"{path.stem}.h264")
+    ffmpeg("-f", "lavfi", "-i", "color=black:s=16x16:r=25", "-frames:v", "3", "-c:v", "libx264", "-profile:v",
+           "baseline", "-pix_fmt", "yuv420p", "-f", "h264", str(raw))
+    units = raw.read_bytes().split(b"\x00\x00\x01")
+    for index, unit in enumerate(units):
+        if unit and unit[0] & 0x1F == 7:  # the sequence parameter set
+            unit = unit.rstrip(b"\x00")  # the next start code's leading zero
+            units[index] = unit[:1] + _escape_rbsp(_resized_sps(_unescape_rbsp(unit[1:]), side // 16))
+    raw.write_bytes(b"\x00\x00\x01".join(units))
+    ffmpeg("-f", "h264", "-r", "25", "-i", str(raw), "-c", "copy", str(path))
+    raw.unlink()
+    return path
+
+
+def _resized_sps(rbsp: bytes, macroblocks: int) -> bytes:
+    """A baseline-profile SPS (as x264 writes it) with pic_width_in_mbs and pic_height_in_map_units replaced."""
+    bits = "".join(f"{byte:08b}" for byte in rbsp)
+    position = 24  # profile_idc, constraint flags, level_idc
+
+    def exp_golomb() -> None:
+        nonlocal position
+        zeros = bits.index("1", position) - position
+        position += 2 * zeros + 1
+
+    exp_golomb()  # seq_parameter_set_id
+    exp_golomb()  # log2_max_frame_num_minus4
+    order_type = bits[position:].index("1")  # pic_order_cnt_type: x264 writes 0 or 2
+    exp_golomb()
+    if order_type == 0:
+        exp_golomb()  # log2_max_pic_order_cnt_lsb_minus4
+    exp_golomb()  # max_num_ref_frames
+    position += 1  # gaps_in_frame_num_value_allowed_flag
+    size_at = position
+    exp_golomb()
+    exp_golomb()
+    rest = bits[position:].rstrip("0")[:-1]  # without the stop bit and the padding
+    code = format(macroblocks, "b")  # ue(macroblocks - 1)
+    out = bits[:size_at] + 2 * ("0" * (len(code) - 1) + code) + rest + "1"
+    out += "0" * (-len(out) % 8)
+    return bytes(int(out[start:start + 8], 2) for start in range(0, len(out), 8))
+
+
+def _unescape_rbsp(data: bytes) -> bytes:
+    return data.replace(b"\x00\x00\x03", b"\x00\x00")
+
+
+def _escape_rbsp(data: bytes) -> bytes:
+    out, zeros = bytearray(), 0
+    for byte in data:
+        if zeros >= 2 and byte <= 3:
+            out.append(3)
+            zeros = 0
+        out.append(byte)
+        zeros = zeros + 1 if byte == 0 else 0
+    return bytes(out)

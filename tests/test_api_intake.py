@@ -56,20 +56,20 @@ def config(make_config: ConfigFactory) -> Config:
 def test_a_file_in_the_wrong_slot_or_over_the_limits_is_refused_by_content(
         media: dict[str, Path], config: Config, name: str, slot: str, message: str) -> None:
     with pytest.raises(InputError, match=message):
-        check_media(media[name], slot, config.server)
+        check_media(media[name], slot, config)
 
 
 def test_a_text_file_is_no_media(tmp_path: Path, config: Config) -> None:
     text = tmp_path / "notes.mp4"
     text.write_text("not a video")
     with pytest.raises(InputError, match="not a readable media file"):
-        check_media(text, "video", config.server)
+        check_media(text, "video", config)
 
 
 def test_size_limit(media: dict[str, Path], make_config: ConfigFactory) -> None:
     tiny = make_config(server={"max_upload_mb": 0.001})
     with pytest.raises(InputError, match=r"the limit is 0\.001 MB"):
-        check_media(media["speech"], "audio", tiny.server)
+        check_media(media["speech"], "audio", tiny)
 
 
 def test_an_accepted_upload_is_copied_into_the_uploads_folder(media: dict[str, Path], config: Config) -> None:

@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any
 
 import anyio
 from loguru import logger
 from starlette.responses import Response
-from starlette.types import Scope
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from heygem.api.limits import GRADIO_API, refuse
 from heygem.errors import quote_input
@@ -88,3 +89,27 @@ def named_paths(payload: Any) -> list[str]:
         elif isinstance(value, list):
             pending.extend((item, depth + 1) for item in value)
     return paths
+
+
+# Gradio's file routes fetch and relay any public http(s) URL named after "file=" (or "file/"); nothing turns that
+# off, so the request is refused before Gradio sees it. Any "scheme://" is refused, whatever its case.
+FILE_ROUTES = ("/gradio_api/file=", "/gradio_api/file/")
+URL_LIKE = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:/")
+NO_URLS = ("/gradio_api/file= serves only this server's own files (page uploads and results), never a URL: this "
+           "server does not fetch URLs for anyone")
+
+
+class LocalFilesOnly:
+    """Refuses a Gradio file route that names a URL instead of a file (HTTP 403), before any connection is made."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope["path"] if scope["type"] == "http" else ""
+        target = next((path[len(route):] for route in FILE_ROUTES if path.startswith(route)), None)
+        if target is not None and URL_LIKE.match(target):
+            logger.warning("a file route named a URL, {}; refused", quote_input(target))
+            await refuse(403, NO_URLS)(scope, receive, send)
+            return
+        await self.app(scope, receive, send)

@@ -283,7 +283,7 @@ def queue_task(form: UploadForm, supervisor: TaskSupervisor, config: Config) -> 
     for field, part in form.files.items():
         assert part.path is not None and part.slot is not None
         try:
-            check_media(part.path, part.slot, config.server)
+            check_media(part.path, part.slot, config)
         except InputError as exc:  # it names the file: by the name the client gave it
             message = str(exc).replace(part.path.name, quote_input(part.original_name))
             raise Refusal(400, f"{field}: {message}") from None

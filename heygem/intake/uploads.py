@@ -17,6 +17,7 @@ import httpx
 from heygem.config import Config
 from heygem.errors import InputError, quote_input
 from heygem.files import require_regular_file
+from heygem.intake.disk_space import require_free_space
 from heygem.intake.media_check import Slot, check_media
 
 URL_PATTERN = re.compile(r"^https?://", re.IGNORECASE)
@@ -30,7 +31,7 @@ def is_url(value: str) -> bool:
 
 def accept_upload(source: Path, slot: Slot, config: Config) -> Path:
     """Check an uploaded file by content and copy it to the uploads folder; returns the copy."""
-    check_media(source, slot, config.server)
+    check_media(source, slot, config)
     target = new_upload_path(config, slot, source.name)
     shutil.copyfile(source, target)
     return target
@@ -49,7 +50,7 @@ def accept_api_input(value: object, field: str, slot: Slot, config: Config) -> P
             raise InputError(f"{field}: {exc}") from None
     path = download_url(value, field, slot, config)
     try:
-        check_media(path, slot, config.server)
+        check_media(path, slot, config)
     except InputError as exc:
         discard_downloads([path], config)
         raise InputError(f"{field}: {exc}") from None
@@ -124,7 +125,9 @@ def _stream_to_file(response: httpx.Response, target: Path, max_bytes: int, dead
 
 
 def new_upload_path(config: Config, slot: Slot, original_name: str) -> Path:
-    """A fresh, collision-free file name in the uploads folder that keeps the original name readable."""
+    """A fresh, collision-free file name in the uploads folder that keeps the original name readable (refused
+    when the disk is nearly full)."""
+    require_free_space(config)
     uploads = config.paths.uploads_dir
     uploads.mkdir(parents=True, exist_ok=True)
     name = SAFE_NAME.sub("_", Path(original_name).name).strip("._")[-80:] or slot

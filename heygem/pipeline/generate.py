@@ -154,9 +154,9 @@ def _generate(job: Job, engine: LipSyncEngine, reporter: Reporter) -> dict[str, 
     media = job.config.media
     options = pipeline_options(job.options, media)
     reporter.stage("reading inputs")
-    video = probe_video(job.video_path)
+    video = probe_video(job.video_path, media.max_input_side)
     size = output_size(video, media.max_frame_side, media.oversize_policy)
-    audio = read_audio(job.audio_path, media.max_audio_duration_s)
+    audio = read_audio(job.audio_path, media.max_audio_duration_s, media.max_input_side)
     duration = audio.size / SAMPLE_RATE
     frame_count = max(1, round(duration * video.fps))
     segments = plan_segments(video.frame_count, frame_count, options.loop_mode)

@@ -1,7 +1,8 @@
 """Media in and out: probe and decode with PyAV, read audio and encode with the bundled ffmpeg binary.
 
 Every failure a user can cause (wrong file, broken file, missing stream) becomes an InputError with one sentence.
-ffmpeg always runs from an argument list; no shell is involved, so any file name works.
+ffmpeg always runs from an argument list; no shell is involved, so any file name works. Every input is opened under
+the rules of heygem.pipeline.media_formats: allowed formats only, from the file itself, frames up to a stated size.
 """
 
 from __future__ import annotations
@@ -22,6 +23,16 @@ import numpy as np
 from heygem.errors import InputError
 from heygem.files import require_regular_file
 from heygem.pipeline.live import INIT_NAME, SEGMENT_PATTERN, LiveStream
+from heygem.pipeline.media_formats import (
+    DECODE_MAX_SIDE,
+    MediaKind,
+    accepted_formats,
+    container_options,
+    decoder_options,
+    describe_refused,
+    ffmpeg_input_args,
+    input_url,
+)
 
 SAMPLE_RATE = 16000
 # Decoded audio may fall short of the container's stated duration by encoder padding (a few AAC frames) or by a
@@ -46,6 +57,7 @@ class VideoInfo:
     frame_times: tuple[float, ...]  # presentation time of each stored frame, seconds from the first
     codec: str
     has_audio: bool
+    max_side: int  # the largest frame side its decoders allow (the limit it was probed under)
 
     @property
     def frame_count(self) -> int:
@@ -72,6 +84,7 @@ class AudioInfo:
     path: Path
     duration: float
     codec: str
+    format_name: str  # the demuxer that read it (container.format.name)
 
 
 def ffmpeg_exe() -> str:
@@ -86,13 +99,26 @@ def _check_file(path: Path, kind: str) -> None:
         raise InputError(f"{kind} file is empty (zero bytes): {path.name}")
 
 
-def _open(path: Path, kind: str) -> av.container.InputContainer:
+def _open(path: Path, kind: MediaKind, max_side: int) -> av.container.InputContainer:
     _check_file(path, kind)
     try:
-        return av.open(str(path), metadata_errors="ignore")
+        return av.open(input_url(path), container_options=container_options(kind),
+                       options=decoder_options(max_side), metadata_errors="ignore")
     except _MEDIA_ERRORS:
+        refused = describe_refused(path, kind)
+        if refused is not None:
+            raise InputError(f"{kind} file {refused}: {path.name}; this server reads {accepted_formats(kind)}") \
+                from None
         raise InputError(f"{kind} file is not a readable media file (corrupt, truncated or unknown format): "
                          f"{path.name}") from None
+
+
+def _check_declared_size(stream: av.video.stream.VideoStream, path: Path, max_side: int) -> None:
+    """Refuse frames larger than `max_side` by the size the file declares, before any frame is decoded."""
+    width, height = stream.codec_context.width, stream.codec_context.height
+    if max(width, height) > max_side:
+        raise InputError(f"video frames are {width}x{height} pixels; the limit is {max_side} pixels per side "
+                         f"(media.max_input_side): {path.name}")
 
 
 def _time_base(stream: av.video.stream.VideoStream, path: Path) -> Fraction:
@@ -102,12 +128,17 @@ def _time_base(stream: av.video.stream.VideoStream, path: Path) -> Fraction:
     return stream.time_base
 
 
-def probe_video(path: Path) -> VideoInfo:
-    """Reads stream facts and every frame's timestamp (demuxing only, no decoding beyond the first frame)."""
-    with _open(path, "video") as container:
+def probe_video(path: Path, max_side: int = DECODE_MAX_SIDE) -> VideoInfo:
+    """Reads stream facts and every frame's timestamp (demuxing only, no decoding beyond the first frame).
+
+    Frames whose declared size exceeds `max_side` (media.max_input_side) are refused before any is decoded.
+    """
+    with _open(path, "video", max_side) as container:
         if not container.streams.video:
             raise InputError(f"video file has no video stream: {path.name}")
         stream = container.streams.video[0]
+        _check_declared_size(stream, path, max_side)
+        stream.codec_context.options = decoder_options(max_side)  # a later frame may declare another size
         rate = stream.average_rate or stream.guessed_rate or stream.base_rate
         if not rate or rate <= 0:
             raise InputError(f"video file has no usable frame rate: {path.name}")
@@ -129,11 +160,11 @@ def probe_video(path: Path) -> VideoInfo:
         start = times[0]
         return VideoInfo(path=path, width=width, height=height, fps=float(rate), rate=Fraction(rate),
                          rotation=rotation, frame_times=tuple(t - start for t in times),
-                         codec=stream.codec_context.name, has_audio=has_audio)
+                         codec=stream.codec_context.name, has_audio=has_audio, max_side=max_side)
 
 
-def probe_audio(path: Path) -> AudioInfo:
-    with _open(path, "audio") as container:
+def probe_audio(path: Path, max_side: int = DECODE_MAX_SIDE) -> AudioInfo:
+    with _open(path, "audio", max_side) as container:
         if not container.streams.audio:
             raise InputError(f"audio file has no audio stream: {path.name}")
         stream = container.streams.audio[0]
@@ -143,15 +174,17 @@ def probe_audio(path: Path) -> AudioInfo:
             duration = container.duration / av.time_base
         else:
             duration = 0.0
-        return AudioInfo(path=path, duration=duration, codec=stream.codec_context.name)
+        return AudioInfo(path=path, duration=duration, codec=stream.codec_context.name,
+                         format_name=container.format.name)
 
 
-def read_audio(path: Path, max_duration_s: float) -> np.ndarray:
+def read_audio(path: Path, max_duration_s: float, max_side: int = DECODE_MAX_SIDE) -> np.ndarray:
     """The first audio stream as 16 kHz mono float32 in [-1, 1]; refuses audio longer than max_duration_s."""
-    info = probe_audio(path)
+    info = probe_audio(path, max_side)
     if info.duration > max_duration_s + 0.5:
         raise InputError(f"audio is {info.duration:.0f} s long; the maximum is {max_duration_s:.0f} s")
-    args = [ffmpeg_exe(), "-nostdin", "-hide_banner", "-v", "error", "-i", str(path), "-map", "0:a:0",
+    args = [ffmpeg_exe(), "-nostdin", "-hide_banner", "-v", "error",
+            *ffmpeg_input_args(path, "audio", info.format_name, max_side), "-map", "0:a:0",
             "-vn", "-ac", "1", "-ar", str(SAMPLE_RATE), "-t", f"{max_duration_s + 1:.3f}", "-f", "f32le", "-"]
     done = subprocess.run(args, capture_output=True, check=False)
     if done.returncode != 0:
@@ -209,8 +242,9 @@ class VideoReader:
         first_stored, last_stored = int(wanted[0]), int(wanted[-1])
         grid_index = start
         try:
-            with av.open(str(self.info.path), metadata_errors="ignore") as container:
+            with _open(self.info.path, "video", self.info.max_side) as container:
                 stream = container.streams.video[0]
+                stream.codec_context.options = decoder_options(self.info.max_side)
                 stream.thread_type = "AUTO"
                 time_base = _time_base(stream, self.info.path)
                 start_time = float(stream.start_time * time_base) if stream.start_time is not None else 0.0
@@ -273,7 +307,7 @@ class VideoWriter:
         args = [ffmpeg_exe(), "-nostdin", "-hide_banner", "-v", "error", "-y",
                 "-thread_queue_size", "64", "-f", "rawvideo", "-pix_fmt", "yuv420p", "-s", f"{width}x{height}",
                 "-r", str(rate), "-i", "-",
-                "-i", str(audio_path), "-map", "0:v:0", "-map", "1:a:0",
+                *ffmpeg_input_args(audio_path, "audio", None, DECODE_MAX_SIDE), "-map", "0:v:0", "-map", "1:a:0",
                 "-c:v", "libx264", "-preset", preset, "-crf", str(crf), "-pix_fmt", "yuv420p",
                 "-c:a", "aac", "-b:a", audio_bitrate, "-t", f"{duration:.4f}", *output_args(path, live)]
         self.path = path

@@ -40,6 +40,7 @@ from heygem.supervisor.lifecycle import Outcome, TaskLifecycle
 from heygem.supervisor.processes import describe_exit, kill_leftovers, serve_status_manager
 from heygem.supervisor.protocol import CONNECTION_ERRORS, LiveStatus, StatusManager, write_manager_address
 from heygem.supervisor.results import is_valid_video, own_shared_copy, place_shared_copy, remove_legacy_partials
+from heygem.supervisor.retention import Retention
 from heygem.supervisor.states import (
     Position,
     TaskRecord,
@@ -127,6 +128,7 @@ class TaskSupervisor:
         self._manager_started_at = 0.0
         self._admit_again_at = float("inf")
         self._address_file = config.paths.data_dir / "run" / "status-manager.json"
+        self._retention = Retention(self, config.storage.keep_days)
 
     # ----- public API -------------------------------------------------------------------------------
 
@@ -143,6 +145,7 @@ class TaskSupervisor:
                                f"({type(self._start_error).__name__}: {self._start_error}); spawned processes "
                                "need the main program to be a file, not standard input") from self._start_error
         atexit.register(self.shutdown)
+        self._retention.start()
         logger.info("task supervisor started: {} backend, max_workers={}, data in {}", self._backend.name,
                     self._settings.max_workers, self.config.paths.data_dir)
         return self
@@ -260,6 +263,7 @@ class TaskSupervisor:
         if self._stopping.is_set():
             return
         self._stopping.set()
+        self._retention.stop()
         if self._thread is not None:
             self._wake()
             self._thread.join(timeout=30)
