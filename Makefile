@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 # The ray backend's packages: the suite covers that backend, while `make demo` and a plain install stay lean.
 RAY_STAMP := $(VENV)/.installed-ray
-# GPU boxes: make test REQUIREMENTS=requirements-gpu.txt
+# requirements.txt: requirements-base.txt and plain onnxruntime. GPU boxes: make test REQUIREMENTS=requirements-gpu.txt
 REQUIREMENTS ?= requirements.txt
 PYTEST_ARGS ?=
 
@@ -39,10 +39,10 @@ lint: venv
 
 venv: $(STAMP)
 
-$(STAMP): $(REQUIREMENTS) requirements-dev.txt
+$(STAMP): requirements-base.txt $(REQUIREMENTS) requirements-dev.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -r $(REQUIREMENTS) -r requirements-dev.txt
+	$(PY) -m pip install --quiet -r requirements-base.txt -r $(REQUIREMENTS) -r requirements-dev.txt
 	touch $(STAMP)
 
 $(RAY_STAMP): requirements-ray.txt $(STAMP)

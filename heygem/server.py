@@ -19,8 +19,11 @@ from heygem.api import auth, easy, events, live, rest, submit
 from heygem.api.auth import AuthMiddleware, Credentials, check_exposure
 from heygem.api.gradio_files import GradioFileCheck
 from heygem.api.limits import BodyLimitMiddleware
+from heygem.api.served_files import OPEN_FILE_HOOK
+from heygem.api.slow_clients import H11_HOOKS
 from heygem.config import Config
 from heygem.errors import HeyGemError, InputError, QueueFullError, TaskNotFoundError
+from heygem.hooks import require_hooks
 from heygem.supervisor import TaskSupervisor
 from heygem.ui.studio import CSS_PATH, build_studio
 
@@ -29,6 +32,7 @@ ERROR_STATUS: dict[type[HeyGemError], int] = {InputError: 400, TaskNotFoundError
 
 
 def create_app(config: Config) -> FastAPI:
+    require_hooks(OPEN_FILE_HOOK, *H11_HOOKS)
     check_exposure(config.server)
     supervisor = TaskSupervisor(config)
 

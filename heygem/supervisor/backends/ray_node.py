@@ -32,6 +32,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from heygem.config import load_config
+from heygem.logs import task_log_path
 from heygem.pipeline.live import PLAYLIST_NAME, LiveStream
 from heygem.supervisor.backends.node_guard import read_exit_status
 from heygem.supervisor.processes import TASK_MARKER
@@ -182,7 +184,8 @@ def _start_worker(spec: WorkerSpec, folder: Path, has_gpu: bool) -> int:
 
 
 def _watch(spec: WorkerSpec, guard_pid: int, folder: Path) -> Iterator[StreamItem]:
-    log = _LogTail(Path(spec.config["paths"]["data_dir"]) / "logs" / "tasks" / f"{spec.code}.log")
+    # The worker's own config (the spec's validated dump), so the path is the one its logging writes to.
+    log = _LogTail(task_log_path(load_config(environ={}, overrides=spec.config), spec.code))
     live = _LiveMirror(LiveStream(Path(spec.live_dir))) if spec.live_dir else None
     result = Path(spec.result_path)
     result_sent = False
