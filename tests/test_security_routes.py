@@ -30,10 +30,10 @@ from heygem.api.events import EventStreams, follow
 from heygem.api.served_files import OpenFileResponse
 from heygem.supervisor.states import TaskState
 from tests.media import astronaut_video, spoken_wav
+from tests.records import record
 from tests.security import HealthWatch
 from tests.server_process import ServerProcess
 from tests.studio_server import JOB_TIMEOUT_S
-from tests.test_easy_answers import record
 
 MAX_UPLOAD_MB = 1
 # What the server reads of one multipart body at most: two files and room for the text fields.

@@ -19,8 +19,7 @@ import pytest
 
 from tests.media import astronaut_video, spoken_wav
 from tests.server_process import ServerProcess
-from tests.studio_server import JOB_TIMEOUT_S
-from tests.test_studio import CHROMIUM, CHROMIUM_ARGS
+from tests.studio_server import CHROMIUM, CHROMIUM_ARGS, JOB_TIMEOUT_S
 
 PLAYING = ("() => { const v = document.querySelector('#hg-live video');"
            " return v !== null && v.currentTime > 0; }")
