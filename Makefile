@@ -9,7 +9,7 @@ RAY_STAMP := $(VENV)/.installed-ray
 REQUIREMENTS ?= requirements.txt
 PYTEST_ARGS ?=
 
-.PHONY: test demo bench lint venv debian-packages clean
+.PHONY: test test-fast demo bench lint venv debian-packages clean
 
 # Lint and type checks first, then the suite (ray backend included); Chromium for the browser test, espeak-ng
 # for real speech; Debian's ffmpeg for the real ffprobe (imageio-ffmpeg ships none) that reads our streams and
@@ -18,6 +18,11 @@ PYTEST_ARGS ?=
 test: lint $(RAY_STAMP)
 	@$(MAKE) --no-print-directory debian-packages PACKAGES="chromium espeak-ng ffmpeg nodejs"
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# The quick loop while working: every test that starts no server, browser or Ray cluster (markers in
+# pyproject.toml), in well under a minute. `make test` stays the whole suite, and the CI command.
+test-fast: venv
+	$(PY) -m pytest -m "not server and not browser and not ray" $(PYTEST_ARGS)
 
 # espeak-ng gives the demo real speech (without it, the demo falls back to synthetic speech-like audio).
 demo: venv

@@ -33,6 +33,8 @@ from tests.desktop_client import (
 from tests.server_process import ServerProcess
 from tests.studio_server import client_media
 
+pytestmark = pytest.mark.server
+
 FRAME_S = 1 / 25  # the test video's frame: the result's length is a whole number of frames
 
 

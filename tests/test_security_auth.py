@@ -27,6 +27,8 @@ from tests.server_process import ServerProcess
 from tests.studio_server import CHROMIUM, CHROMIUM_ARGS, JOB_TIMEOUT_S, OPTIONS, wait_for_result, write_inputs
 from tests.supervision import wait_until
 
+pytestmark = pytest.mark.server
+
 TOKEN = "correct-horse-battery-staple"
 # Paths no route serves: the rule must hold for them too.
 UNROUTED = [("GET", "/nothing-here"), ("POST", "/gradio_api/nothing-here"), ("GET", "/gradio_api/file=/etc/passwd")]
@@ -116,6 +118,7 @@ def test_signing_in_goes_back_only_to_a_page_of_this_server(server: ServerProces
     assert refused.status_code == 401 and f'name="next" value="{html.escape(landing)}"' in refused.text
 
 
+@pytest.mark.browser
 def test_a_browser_signs_in_with_the_token_and_generates(server: ServerProcess, tmp_path: Path) -> None:
     sync_api = pytest.importorskip("playwright.sync_api")
     if not CHROMIUM.exists():

@@ -25,6 +25,8 @@ from tests.studio_server import (
     write_inputs,
 )
 
+pytestmark = pytest.mark.server
+
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
@@ -85,6 +87,7 @@ def test_an_option_out_of_range_is_refused_with_the_one_message(client: Client, 
     assert refusal.value.message == message
 
 
+@pytest.mark.browser
 def test_browser_generates_and_reattaches_after_a_reload(server: ServerProcess, media: dict[str, Path],
                                                          tmp_path: Path) -> None:
     sync_api = pytest.importorskip("playwright.sync_api")

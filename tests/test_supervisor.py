@@ -213,7 +213,8 @@ def test_cancel_a_queued_and_a_running_task(start_supervisor, inputs) -> None:
     assert record.state is TaskState.CANCELLED
     assert record.message.startswith("cancelled during stage render at ")
     wait_until(lambda: not group_members(pid), 5, "the cancelled worker's group to end")
-    time.sleep(1)
+    # A task queued after it runs once the slot is free: had the cancelled one stayed in the queue, it went first.
+    assert wait_final(supervisor, submit(supervisor, inputs, [["render", 0.2]])).state is TaskState.SUCCEEDED
     assert supervisor.status(queued).started_at is None
     with pytest.raises(InputError, match="has already ended"):
         supervisor.cancel(running)
