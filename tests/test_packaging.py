@@ -113,3 +113,13 @@ def test_the_installed_command_works_from_any_folder(installed: Path, tmp_path: 
     listed = run_heygem(installed, tmp_path, "--config", "site.yaml", "models", "list")
     assert listed.returncode == 0, listed.stderr
     assert str(tmp_path / "site-data" / "models") in listed.stdout + listed.stderr
+
+
+def test_the_ray_backend_of_an_installed_package_does_not_ship_site_packages(monkeypatch, make_config) -> None:
+    from heygem.errors import ConfigError
+    from heygem.supervisor.backends import ray_head
+
+    monkeypatch.setattr(ray_head, "PROJECT_ROOT", Path(shutil.__file__).parent)  # a folder of installed modules
+    with pytest.raises(ConfigError, match=r"^ray.ship_code sends this checkout's code to the nodes, but heygem here "
+                                          r"is an installed package: set ray.ship_code to false"):
+        ray_head.RayBackend(make_config(supervisor={"backend": "ray"})).start(lambda: None)

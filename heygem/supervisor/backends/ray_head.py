@@ -260,6 +260,10 @@ class RayBackend(ExecutionBackend):
     # ----- start and stop ---------------------------------------------------------------------------
 
     def start(self, wake: Callable[[], None]) -> None:
+        if self.settings.ship_code and not (PROJECT_ROOT / "pyproject.toml").is_file():
+            # An installed heygem lives among all other packages: Ray would upload the whole site-packages folder.
+            raise ConfigError("ray.ship_code sends this checkout's code to the nodes, but heygem here is an installed "
+                              "package: set ray.ship_code to false and install the same heygem on every node")
         export_auth(self.settings)
         try:
             import ray
