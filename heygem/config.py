@@ -15,7 +15,6 @@ from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, ValidationError, model_validator
-from pydantic_settings import EnvSettingsSource, YamlConfigSettingsSource
 
 from heygem.errors import ConfigError
 from heygem.options import MOUTH_INTENSITY, LoopMode
@@ -300,8 +299,16 @@ class Config(BaseModel):
     meshwarp: MeshWarpConfig
 
     def to_dict(self) -> dict[str, dict[str, Any]]:
-        """The validated values as plain data (paths as text); load_config(overrides=...) rebuilds the Config."""
+        """The validated values as plain data (paths as text), for another process: from_dict() rebuilds them."""
         return self.model_dump(mode="json")
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> Config:
+        """The Config of to_dict()'s values, checked again; no file or variable is read."""
+        try:
+            return cls.model_validate(values)
+        except ValidationError as exc:
+            raise ConfigError(_sentence(exc)) from None
 
 
 SECTIONS: dict[str, type[_Section]] = {name: field.annotation for name, field in Config.model_fields.items()
@@ -318,35 +325,35 @@ def _section_name(section: _Section) -> str:
     return next(name for name, cls in SECTIONS.items() if isinstance(section, cls))
 
 
-class _Environment(EnvSettingsSource):
-    """HEYGEM_<SECTION>__<KEY> variables of `environ` (os.environ unless given), as nested sections."""
+def _read_environment(environ: Mapping[str, str]) -> dict[str, dict[str, Any]]:
+    """The HEYGEM_<SECTION>__<KEY> variables of `environ` as sections, those of unknown sections included."""
+    # Imported here: a worker rebuilds its Config with Config.from_dict() and never pays for pydantic-settings.
+    from pydantic_settings import EnvSettingsSource
 
-    def __init__(self, environ: Mapping[str, str]) -> None:
-        self._environ = environ
-        super().__init__(Config, env_prefix=ENV_PREFIX, env_nested_delimiter="__", case_sensitive=False)  # type: ignore[arg-type]
+    class Environment(EnvSettingsSource):
+        def _load_env_vars(self) -> Mapping[str, str | None]:
+            return {name.lower(): value for name, value in environ.items()}
 
-    def _load_env_vars(self) -> Mapping[str, str | None]:
-        return {name.lower(): value for name, value in self._environ.items()}
+        def decode_complex_value(self, field_name: str, field: Any, value: Any) -> Any:
+            """A list in a variable is written as in the YAML file (`[/srv/a, /srv/b]`); JSON is YAML too."""
+            try:
+                return yaml.safe_load(value)
+            except yaml.YAMLError:
+                raise ConfigError(f"environment (HEYGEM_*): {field_name}: {value!r} is not valid YAML") from None
 
-    def decode_complex_value(self, field_name: str, field: Any, value: Any) -> Any:
-        """A list in a variable is written as in the YAML file (`[/srv/a, /srv/b]`); JSON is YAML too."""
-        try:
-            return yaml.safe_load(value)
-        except yaml.YAMLError:
-            raise ConfigError(f"environment (HEYGEM_*): {field_name}: {value!r} is not valid YAML") from None
-
-    def unknown_sections(self) -> dict[str, dict[str, Any]]:
-        """Variables shaped like a setting whose section does not exist (the source itself passes over them)."""
-        prefix = ENV_PREFIX.lower()
-        found: dict[str, dict[str, Any]] = {}
-        for name, value in self._load_env_vars().items():
-            section, delimiter, key = name.removeprefix(prefix).partition("__")
-            if name.startswith(prefix) and delimiter and section not in SECTIONS:
-                found.setdefault(section, {})[key] = value
-        return found
+    prefix = ENV_PREFIX.lower()
+    found: dict[str, dict[str, Any]] = {}
+    for name, value in environ.items():  # the source itself passes over variables of unknown sections
+        section, delimiter, key = name.lower().removeprefix(prefix).partition("__")
+        if name.lower().startswith(prefix) and delimiter and section not in SECTIONS:
+            found.setdefault(section, {})[key] = value
+    source = Environment(Config, env_prefix=ENV_PREFIX, env_nested_delimiter="__", case_sensitive=False)  # type: ignore[arg-type]
+    return {**found, **source()}
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
+    from pydantic_settings import YamlConfigSettingsSource
+
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
     try:
@@ -404,15 +411,11 @@ def load_config(
     layers: list[tuple[str, Mapping[str, Any]]] = []
     if config_file is not None:
         layers.append((str(config_file), _read_yaml(Path(config_file))))
-    environment = _Environment(os.environ if environ is None else environ)
-    layers.append(("environment (HEYGEM_*)", {**environment.unknown_sections(), **environment()}))
+    layers.append(("environment (HEYGEM_*)", _read_environment(os.environ if environ is None else environ)))
     if overrides:
         layers.append(("overrides", overrides))
     for origin, layer in layers:
         _check_known(layer, origin)
         for section, keys in layer.items():
             values[section] = {**values.get(section, {}), **keys}
-    try:
-        return Config.model_validate(values)
-    except ValidationError as exc:
-        raise ConfigError(_sentence(exc)) from None
+    return Config.from_dict(values)

@@ -6,6 +6,7 @@ So a test can look at a task that is certainly still rendering, however fast or 
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import numpy as np
@@ -13,7 +14,6 @@ import numpy as np
 from heygem.engines.meshwarp import MeshWarpEngine
 from heygem.options import TaskOptions
 from heygem.pipeline.generate import FrameBatch
-from tests.supervision import wait_until
 
 GATED = "tests.gated_engine:GatedMeshWarp"
 HOLD_AT_S = 6.0
@@ -28,10 +28,12 @@ class GatedMeshWarp(MeshWarpEngine):
 
     def _wait_for_gate(self) -> None:
         gate = self.config.paths.data_dir / "gate"
-        def opened() -> bool:
+        deadline = time.monotonic() + GATE_TIMEOUT_S
+        while time.monotonic() < deadline:
             word = gate.read_text().strip() if gate.exists() else ""
+            if word == "go":
+                return
             if word == "fail":
                 raise RuntimeError("the test failed this task at its gate")
-            return word == "go"
-
-        wait_until(opened, GATE_TIMEOUT_S, f"somebody to open {gate}")
+            time.sleep(0.05)
+        raise TimeoutError(f"nobody opened {gate} within {GATE_TIMEOUT_S} s")

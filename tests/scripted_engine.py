@@ -27,7 +27,6 @@ from typing import Any
 import imageio_ffmpeg
 
 from heygem.pipeline.engine import Engine, Job, Reporter
-from tests.supervision import wait_until
 
 
 class UnpicklableError(Exception):
@@ -60,7 +59,11 @@ def start_child(seconds: float) -> None:
 
 
 def await_file(path: Path) -> None:
-    wait_until(path.exists, 60, f"{path} to appear")
+    deadline = time.monotonic() + 60
+    while not path.exists():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{path} did not appear within a minute")
+        time.sleep(0.05)
 
 
 def raise_kind(kind: str) -> None:

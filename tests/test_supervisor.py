@@ -86,7 +86,8 @@ def test_a_nonzero_exit_without_a_word_names_the_exit_code(start_supervisor, inp
 
 
 def test_an_error_that_recovers_inside_the_window_ends_succeeded(start_supervisor, inputs) -> None:
-    supervisor = start_supervisor(init_grace_s=0.5, error_confirm_s=4)
+    # init_grace_s: long enough for a worker to start on a busy machine (spawning it takes about a second there).
+    supervisor = start_supervisor(init_grace_s=2, error_confirm_s=4)
     code = submit(supervisor, inputs, [["stage", "render"], ["error", "CUDA out of memory; retrying at half batch"],
                                        ["sleep", 2], ["clear", None], ["render", 1]])
     wait_until(lambda: "recovering from: CUDA out of memory" in supervisor.status(code).message, 10,
@@ -96,7 +97,7 @@ def test_an_error_that_recovers_inside_the_window_ends_succeeded(start_superviso
 
 
 def test_an_error_that_persists_past_the_window_fails_the_task(start_supervisor, inputs) -> None:
-    supervisor = start_supervisor(init_grace_s=0.5, error_confirm_s=1.5)
+    supervisor = start_supervisor(init_grace_s=2, error_confirm_s=1.5)
     code = submit(supervisor, inputs, [["stage", "render"], ["error", "decoder stalled"], ["sleep", 60]])
     record = wait_final(supervisor, code, timeout_s=15)
     assert record.state is TaskState.FAILED

@@ -398,9 +398,9 @@ class RayBackend(ExecutionBackend):
         except Exception as exc:
             raise HeyGemError(f"the head's file server did not take the inputs ({type(exc).__name__}: "
                               f"{_first_line(exc)})") from None
-        # The server section (its API token and password among it) stays on the head: a worker never needs it.
-        spec = dataclasses.replace(spec, config={section: values for section, values in spec.config.items()
-                                                 if section != "server"})
+        # The server's API token and password stay on the head: a worker never needs them.
+        spec = dataclasses.replace(spec, config={**spec.config, "server": {**spec.config["server"], "api_token": None,
+                                                                           "password": None}})
         task = NodeTask(spec=spec, inputs={slot: (prefix + slot, sizes[prefix + slot], path.suffix)
                                            for slot, path in paths.items()},
                         manager_address=self.manager_address(), manager_authkey=self._authkey,

@@ -32,7 +32,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from heygem.config import load_config
+from heygem.config import Config
 from heygem.logs import task_log_path
 from heygem.pipeline.live import PLAYLIST_NAME, LiveStream
 from heygem.supervisor.backends.node_guard import read_exit_status
@@ -184,8 +184,7 @@ def _start_worker(spec: WorkerSpec, folder: Path, has_gpu: bool) -> int:
 
 
 def _watch(spec: WorkerSpec, guard_pid: int, folder: Path) -> Iterator[StreamItem]:
-    # The worker's own config (the spec's validated dump), so the path is the one its logging writes to.
-    log = _LogTail(task_log_path(load_config(environ={}, overrides=spec.config), spec.code))
+    log = _LogTail(task_log_path(Config.from_dict(spec.config), spec.code))  # where the worker's logging writes
     live = _LiveMirror(LiveStream(Path(spec.live_dir))) if spec.live_dir else None
     result = Path(spec.result_path)
     result_sent = False
