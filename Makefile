@@ -19,10 +19,10 @@ test: lint $(RAY_STAMP)
 	@$(MAKE) --no-print-directory debian-packages PACKAGES="chromium espeak-ng ffmpeg nodejs"
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-# The quick loop while working: every test that starts no server, browser or Ray cluster (markers in
-# pyproject.toml), in well under a minute. `make test` stays the whole suite, and the CI command.
+# The quick loop while working: the tests that start no server, browser or Ray cluster and take no seconds each
+# (markers in pyproject.toml), in under a minute. `make test` stays the whole suite, and the CI command.
 test-fast: venv
-	$(PY) -m pytest -m "not server and not browser and not ray" $(PYTEST_ARGS)
+	$(PY) -m pytest -m "not server and not browser and not ray and not slow" $(PYTEST_ARGS)
 
 # espeak-ng gives the demo real speech (without it, the demo falls back to synthetic speech-like audio).
 demo: venv

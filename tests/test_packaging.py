@@ -17,6 +17,8 @@ import pytest
 
 from tests.conftest import REPO_ROOT
 
+pytestmark = pytest.mark.slow
+
 # What a wheel is built from; a copy, so the build leaves nothing in the checkout.
 SOURCES = ["heygem", "configs", "pyproject.toml", "README.md",
            *(path.name for path in REPO_ROOT.glob("requirements*.txt"))]

@@ -21,6 +21,8 @@ from heygem.supervisor.processes import group_members
 from tests.conftest import REPO_ROOT, SUPERVISOR_TEST_SETTINGS, ConfigFactory
 from tests.supervision import SCRIPTED, submit, wait_final, wait_running, wait_until
 
+pytestmark = pytest.mark.slow
+
 
 def test_a_successful_task_records_its_report(start_supervisor, inputs) -> None:
     supervisor = start_supervisor()
