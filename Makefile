@@ -5,11 +5,11 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 # The ray backend's packages: the suite covers that backend, while `make demo` and a plain install stay lean.
 RAY_STAMP := $(VENV)/.installed-ray
-# GPU boxes: make test REQUIREMENTS=requirements-gpu.txt
+# requirements.txt: requirements-base.txt and plain onnxruntime. GPU boxes: make test REQUIREMENTS=requirements-gpu.txt
 REQUIREMENTS ?= requirements.txt
 PYTEST_ARGS ?=
 
-.PHONY: test demo bench lint venv debian-packages clean
+.PHONY: test test-fast demo bench lint venv debian-packages clean
 
 # Lint and type checks first, then the suite (ray backend included); Chromium for the browser test, espeak-ng
 # for real speech; Debian's ffmpeg for the real ffprobe (imageio-ffmpeg ships none) that reads our streams and
@@ -18,6 +18,11 @@ PYTEST_ARGS ?=
 test: lint $(RAY_STAMP)
 	@$(MAKE) --no-print-directory debian-packages PACKAGES="chromium espeak-ng ffmpeg nodejs"
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# The quick loop while working: the tests that start no server, browser or Ray cluster and take no seconds each
+# (markers in pyproject.toml), in under a minute. `make test` stays the whole suite, and the CI command.
+test-fast: venv
+	$(PY) -m pytest -m "not server and not browser and not ray and not slow" $(PYTEST_ARGS)
 
 # espeak-ng gives the demo real speech (without it, the demo falls back to synthetic speech-like audio).
 demo: venv
@@ -39,10 +44,10 @@ lint: venv
 
 venv: $(STAMP)
 
-$(STAMP): $(REQUIREMENTS) requirements-dev.txt
+$(STAMP): requirements-base.txt $(REQUIREMENTS) requirements-dev.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -r $(REQUIREMENTS) -r requirements-dev.txt
+	$(PY) -m pip install --quiet -r requirements-base.txt -r $(REQUIREMENTS) -r requirements-dev.txt
 	touch $(STAMP)
 
 $(RAY_STAMP): requirements-ray.txt $(STAMP)

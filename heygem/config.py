@@ -1,31 +1,73 @@
 """Configuration: configs/default.yaml is the schema and the defaults; files and environment override it.
 
-Each section is a dataclass without defaults, so a knob exists in exactly one place (the YAML file,
-where it is documented) and the code still reads typed attributes.
+Each section is a pydantic model without defaults, so a knob exists in exactly one place (the YAML file,
+where it is documented) and the code still reads typed attributes. pydantic-settings reads the YAML files and
+the HEYGEM_<SECTION>__<KEY> environment variables; pydantic checks the types, each section's check() the ranges.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import os
-import types
 import typing
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, ValidationError, model_validator
 
 from heygem.errors import ConfigError
 from heygem.options import MOUTH_INTENSITY, LoopMode
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_CONFIG_PATH = PROJECT_ROOT / "configs" / "default.yaml"
+# configs/default.yaml, reached through the package (heygem/configs/default.yaml links to it in a checkout and is
+# a copy of it in an installed wheel), so an installed `heygem` finds it from any directory.
+DEFAULT_CONFIG_PATH = Path(__file__).resolve().parent / "configs" / "default.yaml"
 ENV_PREFIX = "HEYGEM_"
 
 
-@dataclasses.dataclass(frozen=True)
-class SupervisorConfig:
+def _nonempty_path(value: Any) -> Any:
+    if value == "":
+        raise ValueError("expected a path")
+    return value
+
+
+def _absolute(path: Path) -> Path:
+    path = path.expanduser()
+    return path if path.is_absolute() else Path.cwd() / path
+
+
+# A path in the config: relative paths are relative to the current folder when the config is loaded.
+ConfigPath = Annotated[Path, BeforeValidator(_nonempty_path), AfterValidator(_absolute)]
+
+
+class _Section(BaseModel):
+    """A config section: frozen, its keys exactly those of configs/default.yaml, and checked by check()."""
+
+    # coerce_numbers_to_str: `rotation: 20` or `username: 123` in YAML are text keys, as before.
+    model_config = ConfigDict(frozen=True, extra="forbid", coerce_numbers_to_str=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _empty_means_none(cls, values: Any) -> Any:
+        """An empty value (`dir: ""`, HEYGEM_MODELS__DIR=, HEYGEM_SERVER__API_TOKEN=null) of a key that may be null
+        is null."""
+        if not isinstance(values, Mapping):
+            return values
+        return {key: None if value in ("", "null") and key in cls.model_fields
+                and type(None) in typing.get_args(cls.model_fields[key].annotation) else value
+                for key, value in values.items()}
+
+    @model_validator(mode="after")
+    def _checked(self) -> _Section:
+        self.check()
+        return self
+
+    def check(self) -> None:
+        """Ranges and relations that types alone cannot say; raises ConfigError naming the key."""
+
+
+class SupervisorConfig(_Section):
     backend: Literal["local", "ray"]
     max_workers: int
     queue_max: int
@@ -46,19 +88,18 @@ class SupervisorConfig:
                           "heartbeat_timeout_s", "heartbeat_interval_s", "stall_s")
 
 
-@dataclasses.dataclass(frozen=True)
-class RayConfig:
+class RayConfig(_Section):
     address: str
     task_cpus: float
     gpu_task_cpus: float
     gpu_memory_gb: float
     ship_code: bool
-    models_dir: Path | None
+    models_dir: ConfigPath | None
     status_host: str
     status_port: int
-    auth_token_file: Path | None
+    auth_token_file: ConfigPath | None
     object_store_mb: int
-    temp_dir: Path | None
+    temp_dir: ConfigPath | None
 
     def check(self) -> None:
         _require_positive(self, "task_cpus")
@@ -83,10 +124,9 @@ class RayConfig:
         return host.strip("[]"), int(port)
 
 
-@dataclasses.dataclass(frozen=True)
-class PathsConfig:
-    data_dir: Path
-    input_dir: Path
+class PathsConfig(_Section):
+    data_dir: ConfigPath
+    input_dir: ConfigPath
 
     @property
     def db_path(self) -> Path:
@@ -113,8 +153,7 @@ class PathsConfig:
         return self.data_dir / "live"
 
 
-@dataclasses.dataclass(frozen=True)
-class LoggingConfig:
+class LoggingConfig(_Section):
     level: str
     rotation: str
     retention_days: int
@@ -124,15 +163,13 @@ class LoggingConfig:
             raise ConfigError(f"logging.level: unknown level {self.level!r}")
 
 
-@dataclasses.dataclass(frozen=True)
-class ModelsConfig:
+class ModelsConfig(_Section):
     # None: <paths.data_dir>/models (see heygem.engines.models.models_dir).
-    dir: Path | None
+    dir: ConfigPath | None
     allow_unverified: bool
 
 
-@dataclasses.dataclass(frozen=True)
-class Wav2LipConfig:
+class Wav2LipConfig(_Section):
     model: str
     device: Literal["auto", "cuda", "cpu"]
     require_gpu: bool
@@ -148,8 +185,7 @@ class Wav2LipConfig:
             raise ConfigError(f"wav2lip.memory_limit_gb: must be 0 (no cap) or more, got {self.memory_limit_gb}")
 
 
-@dataclasses.dataclass(frozen=True)
-class ServerConfig:
+class ServerConfig(_Section):
     host: str
     port: int
     api_token: str | None
@@ -169,7 +205,7 @@ class ServerConfig:
     allow_url_download: bool
     url_max_mb: float
     url_timeout_s: float
-    allowed_roots: list[Path]
+    allowed_roots: list[ConfigPath]
     ui_refresh_s: float
     task_list_limit: int
     shutdown_grace_s: float
@@ -192,13 +228,11 @@ class ServerConfig:
 EasyLanguage = Literal["en", "zh"]
 
 
-@dataclasses.dataclass(frozen=True)
-class EasyConfig:
+class EasyConfig(_Section):
     language: EasyLanguage
 
 
-@dataclasses.dataclass(frozen=True)
-class MediaConfig:
+class MediaConfig(_Section):
     max_audio_duration_s: float
     max_frame_side: int
     max_input_side: int
@@ -224,8 +258,7 @@ class MediaConfig:
             raise ConfigError(f"media.encoder_crf: must be 0..51, got {self.encoder_crf}")
 
 
-@dataclasses.dataclass(frozen=True)
-class StorageConfig:
+class StorageConfig(_Section):
     min_free_mb: float
     keep_days: float
 
@@ -235,8 +268,7 @@ class StorageConfig:
                 raise ConfigError(f"storage.{name}: must be 0 or more, got {getattr(self, name)}")
 
 
-@dataclasses.dataclass(frozen=True)
-class LiveConfig:
+class LiveConfig(_Section):
     enabled: bool
     segment_s: float
     keep_after_success: bool
@@ -245,8 +277,7 @@ class LiveConfig:
         _require_positive(self, "segment_s")
 
 
-@dataclasses.dataclass(frozen=True)
-class MeshWarpConfig:
+class MeshWarpConfig(_Section):
     mouth_intensity: float
     max_open_ratio: float
     upper_lip_share: float
@@ -271,24 +302,11 @@ class MeshWarpConfig:
             raise ConfigError(f"meshwarp.mouth_intensity: must be {MOUTH_INTENSITY}, got {self.mouth_intensity}")
 
 
-SECTIONS: dict[str, type] = {
-    "supervisor": SupervisorConfig,
-    "ray": RayConfig,
-    "paths": PathsConfig,
-    "logging": LoggingConfig,
-    "models": ModelsConfig,
-    "wav2lip": Wav2LipConfig,
-    "server": ServerConfig,
-    "easy": EasyConfig,
-    "media": MediaConfig,
-    "storage": StorageConfig,
-    "live": LiveConfig,
-    "meshwarp": MeshWarpConfig,
-}
+class Config(BaseModel):
+    """The whole configuration; it crosses process boundaries as itself (it pickles) or as to_dict()."""
 
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
-@dataclasses.dataclass(frozen=True)
-class Config:
     supervisor: SupervisorConfig
     ray: RayConfig
     paths: PathsConfig
@@ -301,116 +319,108 @@ class Config:
     storage: StorageConfig
     live: LiveConfig
     meshwarp: MeshWarpConfig
-    raw: Mapping[str, Mapping[str, Any]]
 
     def to_dict(self) -> dict[str, dict[str, Any]]:
-        """Plain data that crosses process boundaries; load_config(overrides=...) rebuilds it."""
-        return {section: dict(values) for section, values in self.raw.items()}
+        """The validated values as plain data (paths as text), for another process: from_dict() rebuilds them."""
+        return self.model_dump(mode="json")
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> Config:
+        """The Config of to_dict()'s values, checked again; no file or variable is read."""
+        try:
+            return cls.model_validate(values)
+        except ValidationError as exc:
+            raise ConfigError(_sentence(exc)) from None
 
 
-def _require_positive(section: object, *names: str) -> None:
+SECTIONS: dict[str, type[_Section]] = {name: field.annotation for name, field in Config.model_fields.items()
+                                       if isinstance(field.annotation, type) and issubclass(field.annotation, _Section)}
+
+
+def _require_positive(section: _Section, *names: str) -> None:
     for name in names:
         if getattr(section, name) <= 0:
             raise ConfigError(f"{_section_name(section)}.{name}: must be greater than 0, got {getattr(section, name)}")
 
 
-def _section_name(section: object) -> str:
+def _section_name(section: _Section) -> str:
     return next(name for name, cls in SECTIONS.items() if isinstance(section, cls))
 
 
+def _read_environment(environ: Mapping[str, str]) -> dict[str, dict[str, Any]]:
+    """The HEYGEM_<SECTION>__<KEY> variables of `environ` as sections, those of unknown sections included."""
+    # Imported here: a worker rebuilds its Config with Config.from_dict() and never pays for pydantic-settings.
+    from pydantic_settings import EnvSettingsSource
+
+    class Environment(EnvSettingsSource):
+        def _load_env_vars(self) -> Mapping[str, str | None]:
+            return {name.lower(): value for name, value in environ.items()}
+
+        def decode_complex_value(self, field_name: str, field: Any, value: Any) -> Any:
+            """A list in a variable is written as in the YAML file (`[/srv/a, /srv/b]`); JSON is YAML too."""
+            try:
+                return yaml.safe_load(value)
+            except yaml.YAMLError:
+                raise ConfigError(f"environment (HEYGEM_*): {field_name}: {value!r} is not valid YAML") from None
+
+    prefix = ENV_PREFIX.lower()
+    found: dict[str, dict[str, Any]] = {}
+    for name, value in environ.items():  # the source itself passes over variables of unknown sections
+        section, delimiter, key = name.lower().removeprefix(prefix).partition("__")
+        if name.lower().startswith(prefix) and delimiter and section not in SECTIONS:
+            found.setdefault(section, {})[key] = value
+    source = Environment(Config, env_prefix=ENV_PREFIX, env_nested_delimiter="__", case_sensitive=False)  # type: ignore[arg-type]
+    return {**found, **source()}
+
+
 def _read_yaml(path: Path) -> dict[str, Any]:
+    from pydantic_settings import YamlConfigSettingsSource
+
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
     try:
-        loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(f"config file not found: {path}") from None
+        return YamlConfigSettingsSource(Config, yaml_file=path, yaml_file_encoding="utf-8")()  # type: ignore[arg-type]
     except yaml.YAMLError as exc:
         raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
-    if loaded is None:
-        return {}
-    if not isinstance(loaded, dict):
-        raise ConfigError(f"config file {path}: expected sections at the top level, got {type(loaded).__name__}")
-    return loaded
+    except ValueError:  # the source's dict() of a top level that is not a mapping
+        raise ConfigError(f"config file {path}: expected sections at the top level") from None
 
 
-def _merge(base: dict[str, dict[str, Any]], update: Mapping[str, Any], origin: str) -> None:
+def _check_known(update: Mapping[str, Any], origin: str) -> None:
     for section, values in update.items():
-        if section not in base:
-            raise ConfigError(f"{origin}: unknown section {section!r} (known: {', '.join(sorted(base))})")
+        if section not in SECTIONS:
+            raise ConfigError(f"{origin}: unknown section {section!r} (known: {', '.join(sorted(SECTIONS))})")
         if not isinstance(values, Mapping):
             raise ConfigError(f"{origin}: section {section!r} must hold keys, got {values!r}")
-        for key, value in values.items():
-            if key not in base[section]:
+        for key in values:
+            if key not in SECTIONS[section].model_fields:
                 raise ConfigError(f"{origin}: unknown key {section}.{key}")
-            base[section][key] = value
 
 
-def _environment_overrides(environ: Mapping[str, str]) -> dict[str, dict[str, Any]]:
-    overrides: dict[str, dict[str, Any]] = {}
-    for name, text in environ.items():
-        if not name.startswith(ENV_PREFIX) or "__" not in name:
-            continue
-        section, _, key = name[len(ENV_PREFIX):].partition("__")
-        try:
-            value = yaml.safe_load(text) if text.strip() else ""
-        except yaml.YAMLError:
-            value = text
-        overrides.setdefault(section.lower(), {})[key.lower()] = value
-    return overrides
+# pydantic's error types, in words that name what the key takes.
+_EXPECTED = {
+    "int_parsing": "a whole number", "int_type": "a whole number", "int_from_float": "a whole number",
+    "float_parsing": "a number", "float_type": "a number",
+    "bool_parsing": "true or false", "bool_type": "true or false",
+    "string_type": "text", "list_type": "a list", "path_type": "a path",
+}
 
 
-def _coerce(qualified: str, value: Any, annotation: Any) -> Any:
-    if annotation is Path:
-        if not isinstance(value, str) or not value:
-            raise ConfigError(f"{qualified}: expected a path, got {value!r}")
-        path = Path(value).expanduser()
-        return path if path.is_absolute() else (Path.cwd() / path)
-    if annotation is bool:
-        # HEYGEM_X__Y=1 / =0 in the environment is the usual shell spelling of a switch.
-        if type(value) is int and value in (0, 1):
-            return bool(value)
-        if not isinstance(value, bool):
-            raise ConfigError(f"{qualified}: expected true or false, got {value!r}")
-        return value
-    if annotation is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{qualified}: expected a whole number, got {value!r}")
-        return value
-    if annotation is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{qualified}: expected a number, got {value!r}")
-        return float(value)
-    if annotation is str:
-        if not isinstance(value, (str, int, float)) or isinstance(value, bool):
-            raise ConfigError(f"{qualified}: expected text, got {value!r}")
-        return str(value)
-    origin = typing.get_origin(annotation)
-    if origin is list:
-        (item_type,) = typing.get_args(annotation)
-        if not isinstance(value, list):
-            raise ConfigError(f"{qualified}: expected a list, got {value!r}")
-        return [_coerce(f"{qualified}[{index}]", item, item_type) for index, item in enumerate(value)]
-    if origin is typing.Literal:
-        choices = typing.get_args(annotation)
-        if value not in choices:
-            raise ConfigError(f"{qualified}: expected one of {', '.join(map(str, choices))}, got {value!r}")
-        return value
-    if origin in (typing.Union, types.UnionType) and type(None) in typing.get_args(annotation):
-        if value is None or value == "":
-            return None
-        (inner,) = [arg for arg in typing.get_args(annotation) if arg is not type(None)]
-        return _coerce(qualified, value, inner)
-    raise TypeError(f"unsupported config annotation {annotation!r} for {qualified}")
-
-
-def _build_section(name: str, cls: type, values: Mapping[str, Any]) -> Any:
-    hints = typing.get_type_hints(cls)
-    kwargs = {field.name: _coerce(f"{name}.{field.name}", values[field.name], hints[field.name])
-              for field in dataclasses.fields(cls)}
-    section = cls(**kwargs)
-    check = getattr(section, "check", None)
-    if check is not None:
-        check()
-    return section
+def _sentence(error: ValidationError) -> str:
+    """The first problem of a validation error as one sentence that names the key."""
+    problem = error.errors()[0]
+    key = ".".join(map(str, problem["loc"]))
+    if problem["type"] == "missing":
+        return f"{DEFAULT_CONFIG_PATH} lacks the key {key}"
+    if problem["type"] == "literal_error":
+        section, name = problem["loc"][:2]
+        choices = typing.get_args(SECTIONS[str(section)].model_fields[str(name)].annotation)
+        return f"{key}: expected one of {', '.join(map(str, choices))}, got {problem['input']!r}"
+    if problem["type"] == "value_error":
+        return f"{key}: {problem['ctx']['error']}, got {problem['input']!r}"
+    if problem["type"] in _EXPECTED:
+        return f"{key}: expected {_EXPECTED[problem['type']]}, got {problem['input']!r}"
+    return f"{key}: {problem['msg']}, got {problem['input']!r}"
 
 
 def load_config(
@@ -420,16 +430,14 @@ def load_config(
 ) -> Config:
     """Defaults, then `config_file`, then HEYGEM_* variables, then `overrides` (used by tests and workers)."""
     values = _read_yaml(DEFAULT_CONFIG_PATH)
-    missing = [f"{name}.{field.name}" for name, cls in SECTIONS.items()
-               for field in dataclasses.fields(cls) if field.name not in values.get(name, {})]
-    if missing:
-        raise ConfigError(f"{DEFAULT_CONFIG_PATH} lacks keys: {', '.join(missing)}")
+    layers: list[tuple[str, Mapping[str, Any]]] = []
     if config_file is not None:
-        _merge(values, _read_yaml(Path(config_file)), str(config_file))
-    _merge(values, _environment_overrides(os.environ if environ is None else environ), "environment (HEYGEM_*)")
+        layers.append((str(config_file), _read_yaml(Path(config_file))))
+    layers.append(("environment (HEYGEM_*)", _read_environment(os.environ if environ is None else environ)))
     if overrides:
-        _merge(values, overrides, "overrides")
-    sections = {name: _build_section(name, cls, values[name]) for name, cls in SECTIONS.items()}
-    raw = {name: {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(section).items()}
-           for name, section in sections.items()}
-    return Config(raw=raw, **sections)
+        layers.append(("overrides", overrides))
+    for origin, layer in layers:
+        _check_known(layer, origin)
+        for section, keys in layer.items():
+            values[section] = {**values.get(section, {}), **keys}
+    return Config.from_dict(values)

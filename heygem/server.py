@@ -22,9 +22,12 @@ from heygem.api.auth import AuthMiddleware, Credentials, check_exposure
 from heygem.api.gradio_files import GradioFileCheck, LocalFilesOnly
 from heygem.api.gradio_sessions import PageSessions, SessionStreams
 from heygem.api.limits import BodyLimitMiddleware, PlainFailures, UploadSlots
+from heygem.api.served_files import OPEN_FILE_HOOK
+from heygem.api.slow_clients import H11_HOOKS
 from heygem.api.storage import FreeSpaceGate
 from heygem.config import Config
 from heygem.errors import HeyGemError, InputError, QueueFullError, StorageFullError, TaskNotFoundError
+from heygem.hooks import require_hooks
 from heygem.supervisor import TaskSupervisor
 from heygem.ui.studio import CSS_PATH, build_studio
 
@@ -34,6 +37,7 @@ ERROR_STATUS: dict[type[HeyGemError], int] = {InputError: 400, TaskNotFoundError
 
 
 def create_app(config: Config) -> FastAPI:
+    require_hooks(OPEN_FILE_HOOK, *H11_HOOKS)
     check_exposure(config.server)
     supervisor = TaskSupervisor(config)
 

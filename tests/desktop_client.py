@@ -55,12 +55,13 @@ import re
 import shutil
 import subprocess
 import threading
-import time
 import uuid
 from pathlib import Path
 from typing import Any
 
 import httpx
+
+from tests.supervision import wait_until
 
 FFPROBE = Path("/usr/bin/ffprobe")  # Debian's ffmpeg package (make test installs it); imageio-ffmpeg has none
 POLL_S = 2.0  # setTimeout(loopPending, 2000)
@@ -220,14 +221,16 @@ class DesktopClient:
 
     def wait_finished(self, video: Video, timeout_s: float = VIDEO_TIMEOUT_S) -> Video:
         """Wait until the video is success or failed; the loop must still be running when it is."""
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
+        def finished() -> bool:
             if self.loop_error is not None:
                 raise AssertionError(f"the client's poll loop died: {self.loop_error!r}") from self.loop_error
-            if video.status in ("success", "failed"):
-                return video
-            time.sleep(0.2)
-        raise AssertionError(f"video {video.id} still {video.status} after {timeout_s} s: {video.shown[-3:]}")
+            return video.status in ("success", "failed")
+
+        try:
+            wait_until(finished, timeout_s, f"video {video.id} to finish", interval_s=0.2)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; still {video.status}: {video.shown[-3:]}") from None
+        return video
 
     def stop(self) -> None:
         self._stop.set()

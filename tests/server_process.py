@@ -8,7 +8,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -16,6 +15,7 @@ from typing import Any
 import httpx
 
 from tests.conftest import REPO_ROOT
+from tests.supervision import wait_until
 
 START_TIMEOUT_S = 90.0
 STOP_TIMEOUT_S = 40.0
@@ -72,16 +72,18 @@ class ServerProcess:
         return self
 
     def wait_healthy(self) -> None:
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while time.monotonic() < deadline:
+        def healthy() -> bool:
             assert self.process is not None
             if self.process.poll() is not None:
                 raise RuntimeError(f"the server exited with {self.process.returncode}:\n{self.log_tail()}")
             with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{self.url}/healthz", timeout=2).status_code == 200:
-                    return
-            time.sleep(0.3)
-        raise RuntimeError(f"the server did not answer /healthz within {START_TIMEOUT_S} s:\n{self.log_tail()}")
+                return httpx.get(f"{self.url}/healthz", timeout=2).status_code == 200
+            return False
+
+        try:
+            wait_until(healthy, START_TIMEOUT_S, "the server to answer /healthz", interval_s=0.3)
+        except AssertionError as exc:
+            raise RuntimeError(f"{exc}:\n{self.log_tail()}") from None
 
     def stop(self, sig: signal.Signals = signal.SIGTERM) -> int:
         if self.process is None or self.process.poll() is not None:

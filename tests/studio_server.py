@@ -2,17 +2,27 @@
 
 from __future__ import annotations
 
-import time
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
 from tests.media import astronaut_video, faceless_video, speech_wav
+from tests.supervision import wait_until
+
+if TYPE_CHECKING:
+    from gradio_client import Client
 
 CLIP_S = 2.0
 JOB_TIMEOUT_S = 90.0
+# Debian's chromium, for Playwright (executable_path), with what a headless test run needs of it.
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--no-first-run"]
+# The studio's generate options, in the order of its /generate endpoint: engine, loop mode, mouth intensity, AI
+# label, watermark.
+OPTIONS = ("meshwarp", "pingpong", 1.0, True, False)
 
 
 def make_speech(path: Path, seconds: float) -> Path:
@@ -48,12 +58,23 @@ def query(client: httpx.Client, code: str) -> dict[str, Any]:
 def wait_done(client: httpx.Client, code: str, timeout_s: float = JOB_TIMEOUT_S) -> list[dict[str, Any]]:
     """Poll like HeyGem's client does (faster) until the task ends; returns every `data` seen."""
     seen: list[dict[str, Any]] = []
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
+
+    def ended() -> bool:
         answer = query(client, code)
         assert answer["code"] == 10000, answer
         seen.append(answer["data"])
-        if answer["data"]["status"] != 1:
-            return seen
-        time.sleep(0.25)
-    raise AssertionError(f"task {code} still running after {timeout_s} s: {seen[-1]}")
+        return answer["data"]["status"] != 1
+
+    wait_until(ended, timeout_s, f"task {code} to end (last seen: {seen[-1:]})", interval_s=0.25)
+    return seen
+
+
+def wait_for_result(client: Client, code: str) -> str:
+    """The path of the task's result video, polled through the studio's /task_status like the page does."""
+
+    def result() -> str | None:
+        status, video, _, _ = client.predict(code, api_name="/task_status")
+        assert "Failed" not in status, status
+        return video if isinstance(video, str) else None
+
+    return wait_until(result, JOB_TIMEOUT_S, f"the result of {code}", interval_s=0.3)

@@ -7,12 +7,13 @@ import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from heygem.options import TaskOptions
 from heygem.supervisor import TaskRecord, TaskRequest, TaskState, TaskSupervisor
 
 SCRIPTED = "tests.scripted_engine:ScriptedEngine"
+T = TypeVar("T")
 
 
 def script_file(folder: Path, steps: list[list[Any]]) -> Path:
@@ -29,12 +30,15 @@ def submit(supervisor: TaskSupervisor, inputs: tuple[Path, Path], steps: list[li
                                          options=options or TaskOptions(), code=code))
 
 
-def wait_until(condition: Callable[[], bool], timeout_s: float, what: str) -> None:
+def wait_until(condition: Callable[[], T], timeout_s: float, what: str, interval_s: float = 0.05) -> T:
+    """Ask `condition` every `interval_s` until it answers something true, and return that answer; fail naming
+    `what` after `timeout_s`. The one polling loop of the tests: a test waits on what it asserts, never a sleep."""
     deadline = time.monotonic() + timeout_s
-    while not condition():
+    while not (answer := condition()):
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
-        time.sleep(0.05)
+        time.sleep(interval_s)
+    return answer
 
 
 def wait_final(supervisor: TaskSupervisor, code: str, timeout_s: float = 30) -> TaskRecord:

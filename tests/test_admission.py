@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 
 from heygem.supervisor.admission import Admission, GpuInfo, admit, probe_gpus
 
+GB = 1024**3
 GPUS = [GpuInfo(0, "GPU A", 24.0, 19.9, 4.1), GpuInfo(1, "GPU B", 24.0, 10.0, 14.0)]
 
 
@@ -64,3 +67,57 @@ def test_a_demand_reads_as_what_a_waiting_task_needs() -> None:
     assert str(Demand(1.0, 0.0, 0.0)) == "1 CPU"
     assert str(Demand(0.0, 0.25, 5.0)) == "0.25 GPU"
     assert str(Demand(2.0, 0.14, 3.0)) == "2 CPU and 0.14 GPU"
+
+
+class FakeNvml:
+    """NVML's answers for two 24 GB GPUs, put in place of pynvml's functions (the library boundary)."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, free_gb: list[float]) -> None:
+        import pynvml
+
+        from heygem.supervisor import admission
+
+        self.free_gb = free_gb
+        monkeypatch.setattr(admission, "_nvml_ready", None)  # NVML is set up once per process: again here
+        monkeypatch.setattr(pynvml, "nvmlInit", lambda: None)
+        monkeypatch.setattr(pynvml, "nvmlDeviceGetCount", lambda: len(self.free_gb))
+        monkeypatch.setattr(pynvml, "nvmlDeviceGetHandleByIndex", lambda index: index)
+        monkeypatch.setattr(pynvml, "nvmlDeviceGetName", lambda handle: f"Simulated GPU {handle}".encode())
+        monkeypatch.setattr(pynvml, "nvmlDeviceGetMemoryInfo", self.memory)
+
+    def memory(self, handle: int) -> SimpleNamespace:
+        total, free = 24 * GB, round(self.free_gb[handle] * GB)
+        return SimpleNamespace(total=total, used=total - free, free=free)
+
+
+def test_nvml_s_free_memory_places_a_gpu_task_on_the_roomiest_gpu(monkeypatch, make_config) -> None:
+    from heygem.supervisor.backends.base import Demand
+    from heygem.supervisor.backends.local import LocalBackend
+
+    nvml = FakeNvml(monkeypatch, free_gb=[4.1, 14.0])
+    assert probe_gpus() == [GpuInfo(0, "Simulated GPU 0", 24.0, 19.9, 4.1),
+                            GpuInfo(1, "Simulated GPU 1", 24.0, 10.0, 14.0)]
+    backend = LocalBackend(make_config(supervisor={"gpu_reserve_gb": 1.0}))
+    wav2lip = Demand(cpus=0.0, gpus=0.0, gpu_memory_gb=6.0)
+    assert backend.room(wav2lip, []) == Admission(True, gpu_index=1)
+    # A worker still loading on GPU 1 has not shown its 12 GB to NVML yet: the next task waits, saying why.
+    loading = SimpleNamespace(gpu_index=1, demand=Demand(cpus=0.0, gpus=0.0, gpu_memory_gb=12.0))
+    assert backend.room(wav2lip, [loading]) == Admission(False, reason="waiting for 7.0 GB of GPU memory, 4.1 GB free")
+    nvml.free_gb[0] = 20.0  # another program on GPU 0 ended
+    assert backend.room(wav2lip, [loading]) == Admission(True, gpu_index=0)
+    assert backend.room(Demand(cpus=0.0, gpus=0.0, gpu_memory_gb=0.0), [loading]) == Admission(True), "a CPU engine"
+
+
+def test_an_nvml_that_fails_leaves_the_machine_in_cpu_mode(monkeypatch) -> None:
+    import pynvml
+
+    FakeNvml(monkeypatch, free_gb=[4.1])
+
+    def broken() -> int:
+        raise pynvml.NVMLError(pynvml.NVML_ERROR_GPU_IS_LOST)
+
+    monkeypatch.setattr(pynvml, "nvmlDeviceGetCount", broken)
+    assert probe_gpus() == []
+    monkeypatch.setattr("heygem.supervisor.admission._nvml_ready", None)
+    monkeypatch.setattr(pynvml, "nvmlInit", broken)  # no driver
+    assert probe_gpus() == []

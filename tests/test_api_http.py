@@ -20,6 +20,8 @@ from tests.option_cases import OUT_OF_RANGE, WRONG_KIND, case_id
 from tests.server_process import ServerProcess
 from tests.studio_server import query, submit, wait_done, write_inputs
 
+pytestmark = pytest.mark.server
+
 QUEUE_MAX = 3
 
 

@@ -10,7 +10,6 @@ import json
 import os
 import signal
 import socket
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,6 +24,9 @@ from heygem.pipeline.live import END_TAG
 from tests.media import astronaut_video, spoken_wav, transcode
 from tests.server_process import ServerProcess
 from tests.studio_server import JOB_TIMEOUT_S
+from tests.supervision import wait_until
+
+pytestmark = pytest.mark.server
 
 MAX_UPLOAD_MB = 1
 SHUTDOWN_GRACE_S = 60
@@ -115,12 +117,14 @@ def test_a_multipart_task_runs_and_its_events_follow_it_to_the_end(server: Serve
 def test_the_stream_of_a_task_is_served_with_its_segments(server: ServerProcess, client: httpx.Client,
                                                           files: dict[str, Path]) -> None:
     code = upload(client, files).json()["code"]
-    deadline = time.monotonic() + JOB_TIMEOUT_S
-    playlist = client.get(f"/api/v1/tasks/{code}/live.m3u8")
-    while playlist.status_code == 404 and time.monotonic() < deadline:
-        assert playlist.json()["error"].startswith(f"task {code} has ")  # not started, or no segment yet
-        time.sleep(0.1)
-        playlist = client.get(f"/api/v1/tasks/{code}/live.m3u8")
+    def playlist_served() -> httpx.Response | None:
+        answer = client.get(f"/api/v1/tasks/{code}/live.m3u8")
+        if answer.status_code == 404:
+            assert answer.json()["error"].startswith(f"task {code} has ")  # not started, or no segment yet
+            return None
+        return answer
+
+    playlist = wait_until(playlist_served, JOB_TIMEOUT_S, f"the live playlist of task {code}", interval_s=0.1)
     assert playlist.status_code == 200
     assert playlist.headers["content-type"] == "application/vnd.apple.mpegurl"
     assert playlist.headers["cache-control"] == "no-cache"
@@ -211,14 +215,9 @@ def test_an_upload_cut_off_midway_leaves_no_file(server: ServerProcess, files: d
             b"Content-Type: audio/wav\r\n\r\n")
     connection = raw_upload(server, len(head) + 2 * len(speech), head + speech[: len(speech) // 2])
     incoming = server.data_dir / "uploads" / "incoming"
-    deadline = time.monotonic() + 30
-    while not any(incoming.glob("*")) and time.monotonic() < deadline:  # the server is writing it
-        time.sleep(0.05)
-    assert any(incoming.glob("*")), "the upload's file was being written"
+    wait_until(lambda: any(incoming.glob("*")), 30, "the server to write the upload's file")
     connection.close()  # the client goes away in the middle of the file
-    while stored_files(server) != before and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert stored_files(server) == before
+    wait_until(lambda: stored_files(server) == before, 30, "the half-sent upload's file to be removed")
 
 
 def test_shutdown_ends_open_event_streams_at_once(server: ServerProcess, client: httpx.Client,

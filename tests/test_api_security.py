@@ -10,6 +10,8 @@ from fastapi.testclient import TestClient
 from heygem.server import create_app
 from tests.conftest import ConfigFactory
 
+pytestmark = pytest.mark.slow
+
 TOKEN = "s3cret-token"
 PASSWORD = "open-sesame"
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -9,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from heygem.config import load_config
+import heygem
+from heygem.config import DEFAULT_CONFIG_PATH, Config, load_config
 from heygem.errors import ConfigError
 from tests.conftest import REPO_ROOT
 
@@ -78,3 +80,28 @@ def test_a_broken_config_file_is_a_one_line_cli_error(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert result.stderr.startswith(f"error: config file {file} is not valid YAML")
     assert "Traceback" not in result.stderr
+
+
+def test_lists_and_empty_values_in_the_environment_read_as_in_the_yaml_file() -> None:
+    config = load_config(environ={"HEYGEM_SERVER__ALLOWED_ROOTS": "[/srv/a, /srv/b]",
+                                  "HEYGEM_SERVER__API_TOKEN": "null", "HEYGEM_MODELS__DIR": "",
+                                  "HEYGEM_SERVER__PASSWORD": "1234"})
+    assert config.server.allowed_roots == [Path("/srv/a"), Path("/srv/b")]
+    assert (config.server.api_token, config.models.dir, config.server.password) == (None, None, "1234")
+    with pytest.raises(ConfigError, match=r"^server.allowed_roots: expected a list, got '/srv/a'$"):
+        load_config(environ={"HEYGEM_SERVER__ALLOWED_ROOTS": "/srv/a"})
+
+
+def test_the_config_crosses_processes_as_its_validated_values() -> None:
+    config = load_config(environ={"HEYGEM_SUPERVISOR__MAX_WORKERS": "3", "HEYGEM_PATHS__DATA_DIR": "relative"})
+    values = json.loads(json.dumps(config.to_dict()))  # plain data: what a pickle or a Ray task carries
+    assert values["paths"]["data_dir"] == str(Path.cwd() / "relative"), "paths travel absolute"
+    assert Config.from_dict(values) == config
+    values["supervisor"]["max_workers"] = 0
+    with pytest.raises(ConfigError, match=r"^supervisor.max_workers: must be greater than 0, got 0$"):
+        Config.from_dict(values)
+
+
+def test_the_defaults_are_found_through_the_package() -> None:
+    assert DEFAULT_CONFIG_PATH.parent.parent == Path(heygem.__file__).parent
+    assert DEFAULT_CONFIG_PATH.read_bytes() == (REPO_ROOT / "configs" / "default.yaml").read_bytes()

@@ -33,9 +33,9 @@ from tests.desktop_client import (
 from tests.server_process import ServerProcess
 from tests.studio_server import client_media
 
+pytestmark = pytest.mark.server
+
 FRAME_S = 1 / 25  # the test video's frame: the result's length is a whole number of frames
-# The codes of the videos made so far, by name, for the tests that follow.
-MADE: dict[str, str] = {}
 
 
 def has_chinese(text: Any) -> bool:
@@ -88,6 +88,18 @@ def replay(server: ServerProcess, shared: Path, video: Path, speech: Path) -> tu
     return client, made
 
 
+@pytest.fixture(scope="module")
+def made_video(server: ServerProcess, shared: Path, media: dict[str, Path]) -> tuple[DesktopClient, Video]:
+    """The stock client's video of the module, made in English; later tests read it back (any -k selection)."""
+    return replay(server, shared, media["video"], media["speech"])
+
+
+@pytest.fixture(scope="module")
+def faceless_video(server: ServerProcess, shared: Path, media: dict[str, Path]) -> tuple[DesktopClient, Video]:
+    """The client's video of a model video without a face, made in English."""
+    return replay(server, shared, media["faceless"], media["speech"])
+
+
 def answers_the_client_survives(queries: list[Query]) -> None:
     """Every answer of the loop: HTTP 200, an object with an integer code, `data` an object, never null."""
     for query in queries:
@@ -108,11 +120,11 @@ def test_the_server_uses_the_client_s_folder_and_says_so(server: ServerProcess, 
     assert f"HeyGem desktop client's shared folder: {shared}" in server.log_path.read_text()
 
 
-def test_a_stock_client_finishes_a_video_and_shows_it(server: ServerProcess, shared: Path,
-                                                       media: dict[str, Path]) -> None:
-    client, video = replay(server, shared, media["video"], media["speech"])
+def test_a_stock_client_finishes_a_video_and_shows_it(server: ServerProcess, shared: Path, media: dict[str, Path],
+                                                       made_video: tuple[DesktopClient, Video]) -> None:
+    client, video = made_video
     assert video.status == "success", video.shown
-    MADE["success"] = code = str(video.code)
+    code = str(video.code)
     # The client's own names went out: a time-stamped model video and the TTS service's <uuid>.wav.
     (param, status_code, answer), = client.submits
     assert re.fullmatch(r"[0-9]{17}\.mp4", param["video_url"]) and (shared / param["video_url"]).is_file()
@@ -131,12 +143,11 @@ def test_a_stock_client_finishes_a_video_and_shows_it(server: ServerProcess, sha
     assert (shared / f"{code}-r.mp4").stat().st_ino == (server.data_dir / "results" / f"{code}-r.mp4").stat().st_ino
 
 
-def test_a_video_without_a_face_ends_failed_with_the_reason(server: ServerProcess, shared: Path,
-                                                            media: dict[str, Path]) -> None:
-    client, video = replay(server, shared, media["faceless"], media["speech"])
+def test_a_video_without_a_face_ends_failed_with_the_reason(shared: Path,
+                                                            faceless_video: tuple[DesktopClient, Video]) -> None:
+    client, video = faceless_video
     assert video.status == "failed", video.shown
     assert isinstance(video.message, str) and "no face found in the video" in video.message
-    MADE["no face"] = str(video.code)
     answers_the_client_survives(client.queries)
     assert not (shared / f"{video.code}-r.mp4").exists()
 
@@ -150,14 +161,15 @@ def test_codes_that_name_no_task_answer_10004(client: httpx.Client) -> None:
     assert refused["code"] == 10002 and "reserved" in refused["msg"]
 
 
-def test_after_a_restart_in_chinese_the_answers_stay_and_read_chinese(server: ServerProcess, shared: Path,
-                                                                      client: httpx.Client,
-                                                                      media: dict[str, Path]) -> None:
+def test_after_a_restart_in_chinese_the_answers_stay_and_read_chinese(
+        server: ServerProcess, shared: Path, client: httpx.Client, media: dict[str, Path],
+        made_video: tuple[DesktopClient, Video], faceless_video: tuple[DesktopClient, Video]) -> None:
+    made, faceless = str(made_video[1].code), str(faceless_video[1].code)
     server.settings["HEYGEM_EASY__LANGUAGE"] = "zh"
     server.restart()
-    done = client.get("/easy/query", params={"code": MADE["success"]}).json()["data"]
-    assert done["status"] == 2 and done["result"] == f"/{MADE['success']}-r.mp4" and done["msg"] == "任务完成"
-    failed = client.get("/easy/query", params={"code": MADE["no face"]}).json()["data"]
+    done = client.get("/easy/query", params={"code": made}).json()["data"]
+    assert done["status"] == 2 and done["result"] == f"/{made}-r.mp4" and done["msg"] == "任务完成"
+    failed = client.get("/easy/query", params={"code": faceless}).json()["data"]
     assert failed["status"] == 3 and failed["msg"].startswith("视频中未检测到人脸：")
     assert "no face found in the video" in failed["msg"]
 
@@ -175,8 +187,9 @@ def test_after_a_restart_in_chinese_the_answers_stay_and_read_chinese(server: Se
 
 
 def test_deleting_a_task_removes_the_result_and_its_shared_copy(server: ServerProcess, shared: Path,
-                                                                client: httpx.Client) -> None:
-    code = MADE["success"]
+                                                                client: httpx.Client,
+                                                                made_video: tuple[DesktopClient, Video]) -> None:
+    code = str(made_video[1].code)
     assert client.delete(f"/api/v1/tasks/{code}").json() == {"deleted": code}
     assert not (shared / f"{code}-r.mp4").exists()
     assert not (server.data_dir / "results" / f"{code}-r.mp4").exists()

@@ -30,6 +30,8 @@ from tests.gated_engine import GATED, HOLD_AT_S
 from tests.media import FPS, built_once, spoken_wav
 from tests.supervision import wait_final, wait_until
 
+pytestmark = pytest.mark.slow
+
 astronaut_file, media_dir = media.astronaut_file, media.media_dir
 FFPROBE, FFMPEG = Path("/usr/bin/ffprobe"), Path("/usr/bin/ffmpeg")
 

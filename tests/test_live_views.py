@@ -11,7 +11,7 @@ from heygem.pipeline.live import live_stream, playlist_url
 from heygem.supervisor.states import TaskState
 from heygem.ui.live import gradio_hls_module, live_value
 from tests.conftest import ConfigFactory
-from tests.test_studio_views import NOW, record
+from tests.records import NOW, record
 
 PLAYLIST = "#EXTM3U\n#EXT-X-VERSION:7\n#EXT-X-PLAYLIST-TYPE:EVENT\n#EXTINF:2.000000,\nlive-00000.m4s\n"
 

@@ -32,6 +32,8 @@ from pathlib import Path
 from heygem.errors import InputError
 from heygem.pipeline.media import probe_video
 
+pytestmark = pytest.mark.slow
+
 def status(key):
     return next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith(key)) / 1024
 

@@ -17,7 +17,7 @@ LAYERS: list[set[str]] = [
     {"heygem.pipeline"},  # it holds the engine interface the pipeline drives; engines implement it
     {"heygem.logs"},
     {"heygem.config"},
-    {"heygem.options", "heygem.files", "heygem.desktop_client"},
+    {"heygem.options", "heygem.files", "heygem.desktop_client", "heygem.hooks"},
     {"heygem.errors", "heygem"},  # "heygem": the package itself, its version
 ]
 RANK = {part: rank for rank, layer in enumerate(LAYERS) for part in layer}

@@ -29,6 +29,8 @@ from tests.media import (
     transcode,
 )
 
+pytestmark = pytest.mark.slow
+
 # Session fixtures of tests.media: each file is built once per session, whichever module asks first.
 astronaut_file, media_dir, speech_file = media.astronaut_file, media.media_dir, media.speech_file
 

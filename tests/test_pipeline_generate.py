@@ -34,6 +34,8 @@ from tests.media import (
     video_with_faceless_gap,
 )
 
+pytestmark = pytest.mark.slow
+
 # Session fixtures of tests.media: each file is built once per session, whichever module asks first.
 astronaut_file, media_dir, speech_file = media.astronaut_file, media.media_dir, media.speech_file
 

@@ -12,6 +12,8 @@ from heygem.config import load_config
 from heygem.pipeline.evaluate import evaluate
 from tests.conftest import shared_media
 
+pytestmark = pytest.mark.slow
+
 CASES = {
     # A 229 px face in a 1080x1920 HEVC frame: only full-range detection plus a mesh on a crop finds it.
     "small_face_hevc": ("video_vertical_fullbody_hevc.mp4", "speech_en_2.wav"),

@@ -30,6 +30,9 @@ from tests.option_cases import OUT_OF_RANGE, case_id
 from tests.security import file_data
 from tests.server_process import ServerProcess
 from tests.studio_server import JOB_TIMEOUT_S, client_media
+from tests.supervision import wait_until
+
+pytestmark = pytest.mark.server
 
 
 @pytest.fixture(scope="module")
@@ -118,17 +121,13 @@ def test_a_client_that_goes_away_leaves_the_task_running(server: ServerProcess, 
     before = set(tasks(client))
     script = Client(server.url, verbose=False)
     job = script.submit(handle_file(str(media["speech"])), handle_file(str(media["video"])), api_name="/predict")
-    deadline = time.monotonic() + JOB_TIMEOUT_S
-    while not set(tasks(client)) - before:
-        assert time.monotonic() < deadline, "the call never submitted its task"
-        time.sleep(0.2)
-    (code,) = set(tasks(client)) - before
+    (code,) = wait_until(lambda: set(tasks(client)) - before, JOB_TIMEOUT_S, "the call to submit its task",
+                         interval_s=0.2)
     job.cancel()
     script.close()
-    while tasks(client)[code]["state"] not in ("succeeded", "failed", "cancelled"):
-        assert time.monotonic() < deadline, f"task {code} did not end"
-        time.sleep(0.3)
-    assert tasks(client)[code]["state"] == "succeeded"
+    ended = wait_until(lambda: tasks(client)[code]["state"] in ("succeeded", "failed", "cancelled")
+                       and tasks(client)[code]["state"], JOB_TIMEOUT_S, f"task {code} to end", interval_s=0.3)
+    assert ended == "succeeded"
 
 
 def test_a_path_that_was_not_uploaded_is_refused(server: ServerProcess, client: httpx.Client,

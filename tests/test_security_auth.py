@@ -10,7 +10,6 @@ import html
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -26,8 +25,10 @@ from heygem.server import create_app
 from tests.conftest import REPO_ROOT, ConfigFactory
 from tests.security import route_table
 from tests.server_process import ServerProcess
-from tests.studio_server import JOB_TIMEOUT_S, write_inputs
-from tests.test_studio import CHROMIUM, CHROMIUM_ARGS, OPTIONS, wait_for_result
+from tests.studio_server import CHROMIUM, CHROMIUM_ARGS, JOB_TIMEOUT_S, OPTIONS, wait_for_result, write_inputs
+from tests.supervision import wait_until
+
+pytestmark = pytest.mark.server
 
 TOKEN = "correct-horse-battery-staple"
 # Paths no route serves: the rule must hold for them too.
@@ -165,6 +166,7 @@ def test_signing_in_goes_back_only_to_a_page_of_this_server(server: ServerProces
     assert refused.status_code == 401 and f'name="next" value="{html.escape(landing)}"' in refused.text
 
 
+@pytest.mark.browser
 def test_a_browser_signs_in_with_the_token_and_generates(server: ServerProcess, tmp_path: Path) -> None:
     sync_api = pytest.importorskip("playwright.sync_api")
     if not CHROMIUM.exists():
@@ -175,7 +177,6 @@ def test_a_browser_signs_in_with_the_token_and_generates(server: ServerProcess, 
         try:
             page = browser.new_page(viewport={"width": 1280, "height": 900})
             page.goto(f"{server.url}/?code=none-yet")
-            page.screenshot(path=str(tmp_path / "sign-in.png"))
             page.get_by_label("API token").fill("not the token")
             page.get_by_role("button", name="Sign in").click()
             page.wait_for_selector("text=Wrong user name and password, or wrong token.", timeout=10_000)
@@ -188,7 +189,6 @@ def test_a_browser_signs_in_with_the_token_and_generates(server: ServerProcess, 
             page.wait_for_function("() => { const v = document.querySelector('#hg-result video');"
                                    " return v && v.currentSrc && v.readyState >= 1 && v.duration > 0; }",
                                    timeout=JOB_TIMEOUT_S * 1000)
-            page.screenshot(path=str(tmp_path / "studio-signed-in.png"), full_page=True)
         finally:
             browser.close()
 
@@ -224,10 +224,8 @@ def test_a_player_with_the_token_plays_a_task_s_live_stream(server: ServerProces
     with httpx.Client(base_url=server.url, headers={"X-API-Token": TOKEN}, timeout=30) as client:
         code = client.post("/api/v1/tasks", files={"audio": (speech.name, speech.read_bytes()),
                                                    "video": (video.name, video.read_bytes())}).json()["code"]
-        deadline = time.monotonic() + JOB_TIMEOUT_S
-        while client.get(f"/api/v1/tasks/{code}").json()["state"] != "succeeded":
-            assert time.monotonic() < deadline, f"task {code} did not succeed within {JOB_TIMEOUT_S} s"
-            time.sleep(0.2)
+        wait_until(lambda: client.get(f"/api/v1/tasks/{code}").json()["state"] == "succeeded", JOB_TIMEOUT_S,
+                   f"task {code} to succeed", interval_s=0.2)
     url = f"{server.url}/api/v1/tasks/{code}/live.m3u8"
     command = [str(ffprobe), "-v", "error", "-show_entries", "format=duration", "-of", "csv=p=0", url]
     played = subprocess.run([*command[:3], "-headers", f"Authorization: Bearer {TOKEN}\r\n", *command[3:]],

@@ -26,6 +26,8 @@ from tests.security import file_data
 from tests.server_process import ServerProcess
 from tests.supervision import wait_until
 
+pytestmark = pytest.mark.server
+
 PAGE_QUEUE_MAX = 3
 SESSION_IDLE_S = 1.0
 UPLOAD_SLOTS = 4

@@ -27,6 +27,8 @@ from tests.security import HealthWatch, generate_inputs
 from tests.server_process import ServerProcess
 from tests.studio_server import make_speech
 
+pytestmark = pytest.mark.server
+
 NOT_UPLOADED_ANSWER = {"error": NOT_UPLOADED}
 CallRoutes = Callable[[list[Any]], list[tuple[str, dict[str, Any]]]]
 

@@ -23,6 +23,9 @@ from tests.media import ffmpeg
 from tests.security import HealthWatch
 from tests.server_process import ServerProcess
 from tests.studio_server import make_speech, query, submit, wait_done, write_inputs
+from tests.supervision import wait_until
+
+pytestmark = pytest.mark.server
 
 REQUEST_TIMEOUT_S = 2
 # Long enough that a task is still rendering when the test acts on it (meshwarp renders ~10x faster than real time).
@@ -43,21 +46,16 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
 
 
 def wait_rendering(client: httpx.Client, code: str) -> None:
-    deadline = time.monotonic() + WAIT_S
-    while time.monotonic() < deadline:
+    def rendering() -> bool:
         data = query(client, code)["data"]
         assert data["status"] == 1, data
-        if data["msg"] == "rendering" and data["progress"] >= 1:
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"task {code} did not reach rendering within {WAIT_S} s")
+        return data["msg"] == "rendering" and data["progress"] >= 1
+
+    wait_until(rendering, WAIT_S, f"task {code} to reach rendering", interval_s=0.2)
 
 
 def wait_gone(path: Path) -> None:
-    deadline = time.monotonic() + WAIT_S
-    while path.exists() and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert not path.exists(), f"{path} is still there"
+    wait_until(lambda: not path.exists(), WAIT_S, f"{path} to be gone", interval_s=0.2)
 
 
 def test_a_render_grows_out_of_sight_and_a_cancel_names_the_live_stage(server: ServerProcess,

@@ -31,6 +31,8 @@ from tests.media import ffmpeg, frame_size_bomb
 from tests.server_process import ServerProcess
 from tests.studio_server import make_speech, write_inputs
 
+pytestmark = pytest.mark.server
+
 BOMB_SIDE = 16000
 BOMB_UPLOADS = 6
 # Six bombs at once, two probes at a time (server.max_concurrent_probes), each refused before a frame is decoded:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import socket
 import threading
-import time
 import uuid
 from collections import Counter
 from collections.abc import Iterable, Iterator
@@ -30,10 +29,13 @@ from heygem.api.events import EventStreams, follow
 from heygem.api.served_files import OpenFileResponse
 from heygem.supervisor.states import TaskState
 from tests.media import astronaut_video, spoken_wav
+from tests.records import record
 from tests.security import HealthWatch
 from tests.server_process import ServerProcess
 from tests.studio_server import JOB_TIMEOUT_S
-from tests.test_easy_answers import record
+from tests.supervision import wait_until
+
+pytestmark = pytest.mark.server
 
 MAX_UPLOAD_MB = 1
 # What the server reads of one multipart body at most: two files and room for the text fields.
@@ -155,11 +157,8 @@ def finished_tasks(client: httpx.Client, media: dict[str, bytes], count: int) ->
     for code in codes:
         answer = client.post("/api/v1/tasks", data={"code": code}, files=task_files(media))
         assert answer.status_code == 201, answer.text
-    deadline = time.monotonic() + JOB_TIMEOUT_S * count
-    for code in codes:
-        while client.get(f"/api/v1/tasks/{code}").json()["state"] != "succeeded":
-            assert time.monotonic() < deadline, f"task {code} did not succeed"
-            time.sleep(0.2)
+    wait_until(lambda: all(client.get(f"/api/v1/tasks/{code}").json()["state"] == "succeeded" for code in codes),
+               JOB_TIMEOUT_S * count, f"tasks {codes} to succeed", interval_s=0.2)
     return codes
 
 
@@ -186,7 +185,7 @@ def fetch_while_deleting(server: ServerProcess, code: str) -> Counter[str]:
     fetchers = [threading.Thread(target=fetch) for _ in range(4)]
     for fetcher in fetchers:
         fetcher.start()
-    time.sleep(0.5)
+    wait_until(lambda: sum(outcomes.values()) >= 2 * len(fetchers), 30, "every fetcher's first answers")
     assert httpx.delete(f"{server.url}/api/v1/tasks/{code}", timeout=30).status_code == 200
     deleted.set()
     for fetcher in fetchers:

@@ -22,6 +22,8 @@ from tests.server_process import ServerProcess
 from tests.studio_server import write_inputs
 from tests.supervision import wait_until
 
+pytestmark = pytest.mark.server
+
 WAIT_S = 60
 NO_ROOM = "the server's disk is nearly full"
 DAY_S = 86400

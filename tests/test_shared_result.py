@@ -23,6 +23,8 @@ from heygem.supervisor.states import check_task_code
 from heygem.supervisor.store import TaskStore
 from tests.supervision import SCRIPTED, script_file, wait_final
 
+pytestmark = pytest.mark.slow
+
 StartSupervisor = Callable[..., TaskSupervisor]
 # The task table as version 0.1 wrote it.
 OLD_SCHEMA = """CREATE TABLE tasks (

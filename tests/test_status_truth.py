@@ -33,6 +33,8 @@ from heygem.ui.views import history_html
 from tests.conftest import SUPERVISOR_TEST_SETTINGS, ConfigFactory
 from tests.supervision import submit, wait_final
 
+pytestmark = pytest.mark.slow
+
 RUNS = 20
 # The stages a task of STEPS passes through, in order ("init" and "run" are the worker's own).
 STAGES = ["", "init", "run", "reading inputs", "analysing audio", "rendering", "finishing"]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,12 +14,18 @@ from gradio_client.exceptions import AppError
 
 from tests.option_cases import OUT_OF_RANGE, WRONG_KIND, case_id
 from tests.server_process import ServerProcess
-from tests.studio_server import JOB_TIMEOUT_S, make_speech, query, write_inputs
+from tests.studio_server import (
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    JOB_TIMEOUT_S,
+    OPTIONS,
+    make_speech,
+    query,
+    wait_for_result,
+    write_inputs,
+)
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run"]
-OPTIONS = ("meshwarp", "pingpong", 1.0, True, False)
+pytestmark = pytest.mark.server
 
 
 @pytest.fixture(scope="module")
@@ -40,17 +45,6 @@ def media(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 @pytest.fixture(scope="module")
 def client(server: ServerProcess) -> Client:
     return Client(server.url, verbose=False)
-
-
-def wait_for_result(client: Client, code: str) -> str:
-    deadline = time.monotonic() + JOB_TIMEOUT_S
-    while time.monotonic() < deadline:
-        status, video, _, _ = client.predict(code, api_name="/task_status")
-        if isinstance(video, str):
-            return video
-        assert "Failed" not in status, status
-        time.sleep(0.3)
-    raise AssertionError(f"no result for {code} after {JOB_TIMEOUT_S} s")
 
 
 def test_gradio_client_runs_a_job_and_gets_the_video_back(client: Client, server: ServerProcess,
@@ -93,6 +87,7 @@ def test_an_option_out_of_range_is_refused_with_the_one_message(client: Client, 
     assert refusal.value.message == message
 
 
+@pytest.mark.browser
 def test_browser_generates_and_reattaches_after_a_reload(server: ServerProcess, media: dict[str, Path],
                                                          tmp_path: Path) -> None:
     sync_api = pytest.importorskip("playwright.sync_api")

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import signal
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,8 +18,10 @@ import pytest
 
 from tests.media import astronaut_video, spoken_wav
 from tests.server_process import ServerProcess
-from tests.studio_server import JOB_TIMEOUT_S
-from tests.test_studio import CHROMIUM, CHROMIUM_ARGS
+from tests.studio_server import CHROMIUM, CHROMIUM_ARGS, JOB_TIMEOUT_S
+from tests.supervision import wait_until
+
+pytestmark = [pytest.mark.server, pytest.mark.browser]
 
 PLAYING = ("() => { const v = document.querySelector('#hg-live video');"
            " return v !== null && v.currentTime > 0; }")
@@ -35,10 +36,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
 
 
 def wait_for_segment(client: httpx.Client, code: str) -> None:
-    deadline = time.monotonic() + JOB_TIMEOUT_S
-    while client.get(f"/api/v1/tasks/{code}/live.m3u8").status_code != 200:
-        assert time.monotonic() < deadline, f"task {code} wrote no live segment within {JOB_TIMEOUT_S} s"
-        time.sleep(0.05)
+    wait_until(lambda: client.get(f"/api/v1/tasks/{code}/live.m3u8").status_code == 200, JOB_TIMEOUT_S,
+               f"a live segment of task {code}")
 
 
 def test_the_result_area_plays_the_stream_then_the_result(server: ServerProcess, tmp_path: Path) -> None:

@@ -11,22 +11,10 @@ import pytest
 from heygem.api.easy import answer
 from heygem.api.easy_answers import SYSTEM_ERROR, heygem_data
 from heygem.api.metrics import render_metrics
-from heygem.options import TaskOptions
 from heygem.pipeline.engine import Availability
-from heygem.supervisor.states import TaskRecord, TaskState
+from heygem.supervisor.states import TaskState
 from heygem.ui.views import display_name, engine_note, status_html, system_markdown, task_rows
-
-NOW = time.time()
-RECORD = TaskRecord(
-    code="abc", state=TaskState.QUEUED, stage="", progress=0.0, message="waiting in queue", warning="",
-    engine="meshwarp", audio_path="/data/uploads/20260101-120000-0123abcd-audio-hello.wav",
-    video_path="/data/inputs/face.mp4", options=TaskOptions(), result_path="/data/results/abc-r.mp4", worker_pid=None,
-    created_at=NOW - 30, started_at=None, finished_at=None, updated_at=NOW, attempts=0, report={},
-    queue_position=2)
-
-
-def record(**changes: Any) -> TaskRecord:
-    return dataclasses.replace(RECORD, **changes)
+from tests.records import NOW, RECORD, record
 
 
 def test_heygem_status_follows_the_state() -> None:

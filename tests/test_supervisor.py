@@ -25,6 +25,8 @@ from heygem.supervisor.store import TaskStore
 from tests.conftest import REPO_ROOT, SUPERVISOR_TEST_SETTINGS, ConfigFactory
 from tests.supervision import SCRIPTED, submit, wait_final, wait_running, wait_until
 
+pytestmark = pytest.mark.slow
+
 
 def test_a_successful_task_records_its_report(start_supervisor, inputs) -> None:
     supervisor = start_supervisor()
@@ -94,7 +96,8 @@ def test_a_nonzero_exit_without_a_word_names_the_exit_code(start_supervisor, inp
 
 
 def test_an_error_that_recovers_inside_the_window_ends_succeeded(start_supervisor, inputs) -> None:
-    supervisor = start_supervisor(init_grace_s=0.5, error_confirm_s=4)
+    # init_grace_s: long enough for a worker to start on a busy machine (spawning it takes about a second there).
+    supervisor = start_supervisor(init_grace_s=2, error_confirm_s=4)
     code = submit(supervisor, inputs, [["stage", "render"], ["error", "CUDA out of memory; retrying at half batch"],
                                        ["sleep", 2], ["clear", None], ["render", 1]])
     wait_until(lambda: "recovering from: CUDA out of memory" in supervisor.status(code).message, 10,
@@ -104,7 +107,7 @@ def test_an_error_that_recovers_inside_the_window_ends_succeeded(start_superviso
 
 
 def test_an_error_that_persists_past_the_window_fails_the_task(start_supervisor, inputs) -> None:
-    supervisor = start_supervisor(init_grace_s=0.5, error_confirm_s=1.5)
+    supervisor = start_supervisor(init_grace_s=2, error_confirm_s=1.5)
     code = submit(supervisor, inputs, [["stage", "render"], ["error", "decoder stalled"], ["sleep", 60]])
     record = wait_final(supervisor, code, timeout_s=15)
     assert record.state is TaskState.FAILED
@@ -250,7 +253,8 @@ def test_cancel_a_queued_and_a_running_task(start_supervisor, inputs) -> None:
     assert record.state is TaskState.CANCELLED
     assert record.message.startswith("cancelled during stage render at ")
     wait_until(lambda: not group_members(pid), 5, "the cancelled worker's group to end")
-    time.sleep(1)
+    # A task queued after it runs once the slot is free: had the cancelled one stayed in the queue, it went first.
+    assert wait_final(supervisor, submit(supervisor, inputs, [["render", 0.2]])).state is TaskState.SUCCEEDED
     assert supervisor.status(queued).started_at is None
     with pytest.raises(InputError, match="has already ended"):
         supervisor.cancel(running)

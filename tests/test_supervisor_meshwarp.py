@@ -4,9 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from heygem.supervisor import TaskRequest, TaskState
 from tests import media
 from tests.media import built_once, faceless_video
+
+pytestmark = pytest.mark.slow
 
 astronaut_file, media_dir, speech_file = media.astronaut_file, media.media_dir, media.speech_file
 

@@ -17,7 +17,6 @@ import select
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from multiprocessing.connection import Client, Connection
 from pathlib import Path
@@ -32,6 +31,9 @@ from heygem.supervisor.states import AttemptOutcome
 from tests import media
 from tests.conftest import REPO_ROOT, SUPERVISOR_TEST_SETTINGS
 from tests.ray_cluster import SHORT_ROOT, marked, namespace_command, namespace_problem, processes
+from tests.supervision import wait_until
+
+pytestmark = [pytest.mark.ray, pytest.mark.server]
 
 astronaut_file, media_dir, speech_file = media.astronaut_file, media.media_dir, media.speech_file
 
@@ -290,15 +292,18 @@ def assert_stops_cleanly(harness: Remote) -> None:
 
 
 def wait_http(cluster: Remote, code: str, done: Any, timeout_s: float = TASK_TIMEOUT_S) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout_s
-    while True:
+    seen: list[dict[str, Any]] = []
+
+    def there() -> dict[str, Any] | None:
         status, task = cluster.http("GET", f"/api/v1/tasks/{code}")
         assert status == 200, task
-        if done(task):
-            return task
-        if time.monotonic() > deadline:
-            raise AssertionError(f"task {code} not there after {timeout_s} s: {json.dumps(task)}")
-        time.sleep(0.2)
+        seen[:] = [task]
+        return task if done(task) else None
+
+    try:
+        return wait_until(there, timeout_s, f"task {code} to get there", interval_s=0.2)
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}: {json.dumps(seen)}") from None
 
 
 @pytest.fixture(scope="module")

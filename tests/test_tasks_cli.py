@@ -21,6 +21,8 @@ from heygem.supervisor.store import TaskStore
 from tests.conftest import REPO_ROOT, ConfigFactory
 from tests.supervision import submit, wait_final, wait_running, wait_until
 
+pytestmark = pytest.mark.slow
+
 
 def run_cli(data_dir: str, *arguments: str) -> subprocess.CompletedProcess[str]:
     environment = {**os.environ, "HEYGEM_PATHS__DATA_DIR": data_dir}

@@ -44,6 +44,7 @@ def speech_like() -> np.ndarray:
     return audio.astype(np.float32)
 
 
+@pytest.mark.slow  # librosa's import alone takes seconds
 def test_mel_matches_librosa_reference(speech_like: np.ndarray) -> None:
     ours = mel_spectrogram(speech_like)
     reference = reference_mel(speech_like.astype(np.float64))

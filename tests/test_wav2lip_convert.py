@@ -16,6 +16,8 @@ from heygem.engines.wav2lip_torch import Wav2Lip, convert_checkpoint
 from heygem.errors import InputError
 from tests.conftest import ConfigFactory
 
+pytestmark = pytest.mark.slow
+
 KEY_LIST = Path(__file__).parent / "data" / "wav2lip_state_dict_keys.txt"
 
 

@@ -40,6 +40,8 @@ from tests.media import FPS, SIZE, QuietReporter, speech_wav, video_with_faceles
 from tests.supervision import wait_final
 from tests.wav2lip_standins import PAINT_BGR, image_model, write_standin
 
+pytestmark = pytest.mark.slow
+
 FRAMES = 30
 FACELESS = 4  # the clip opens with frames without a face
 SPEECH = ((0.3, 0.9),)  # voiced from 0.3 s to 0.9 s, silent around it: the stand-in's mouth bright, then dark

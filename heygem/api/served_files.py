@@ -4,7 +4,7 @@ Starlette's FileResponse opens its path only when it sends the body: a task dele
 made that a 500, or an answer cut off after its headers. Here the route opens the file in its thread
 (heygem.files.open_regular_file: a regular file, never through a link, never blocking on a FIFO) and answers 404 when
 there is none; the answer then reads that open file, which stays whole whatever happens to its name. Starlette still
-does the rest (Range, HEAD, ETag); it is pinned in requirements.txt because `_open_file` is its hook for the file
+does the rest (Range, HEAD, ETag); it is pinned in requirements-base.txt because `_open_file` is its hook for the file
 (uvicorn offers no `pathsend`, the one way Starlette sends a file by its name).
 """
 
@@ -18,6 +18,11 @@ from typing import BinaryIO
 import anyio
 from starlette.responses import FileResponse
 from starlette.types import Receive, Scope, Send
+
+from heygem.hooks import PrivateHook
+
+OPEN_FILE_HOOK = PrivateHook("starlette", "starlette.responses", "FileResponse", ("_open_file",),
+                             "heygem/api/served_files.py", "requirements-base.txt")
 
 
 class OpenFileResponse(FileResponse):

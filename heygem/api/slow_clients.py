@@ -18,6 +18,19 @@ import h11
 from loguru import logger
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
+from heygem.hooks import PrivateHook
+
+# What the protocol below reads of uvicorn's and h11's insides.
+H11_HOOKS = (
+    PrivateHook("uvicorn", "uvicorn.protocols.http.h11_impl", "H11Protocol",
+                ("conn", "flow", "loop", "transport", "client", "connection_made", "data_received", "connection_lost"),
+                "heygem/api/slow_clients.py", "requirements-base.txt"),
+    PrivateHook("uvicorn", "uvicorn.protocols.http.flow_control", "FlowControl", ("read_paused",),
+                "heygem/api/slow_clients.py", "requirements-base.txt"),
+    PrivateHook("h11", "h11", "Connection", ("their_state",), "heygem/api/slow_clients.py", "requirements-base.txt"),
+    PrivateHook("h11", "h11", "", ("SEND_BODY", "IDLE"), "heygem/api/slow_clients.py", "requirements-base.txt"),
+)
+
 
 def timed_protocol(timeout_s: float, body_timeout_s: float) -> type[H11Protocol]:
     """The protocol class to hand uvicorn (`http=`), with `timeout_s` (server.request_timeout_s) and `body_timeout_s`

@@ -1,4 +1,4 @@
-"""`python -m heygem COMMAND`: each concern registers its own subcommands from its own module."""
+"""`heygem COMMAND` (or `python -m heygem COMMAND`): each concern registers its own subcommands from its own module."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import argparse
 import importlib
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from heygem.errors import HeyGemError
 
@@ -18,7 +19,9 @@ COMMAND_MODULES = (
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m heygem", description="HeyGem lip-sync studio")
+    # `heygem` is the console script pip installs; `python -m heygem` runs the same from a checkout.
+    prog = "heygem" if Path(sys.argv[0]).name == "heygem" else "python -m heygem"
+    parser = argparse.ArgumentParser(prog=prog, description="HeyGem lip-sync studio")
     parser.add_argument("--config", help="YAML file with settings that override configs/default.yaml")
     subparsers = parser.add_subparsers(dest="command", required=True)
     for module_name in COMMAND_MODULES:

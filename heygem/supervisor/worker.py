@@ -56,13 +56,13 @@ def run_worker(spec: WorkerSpec) -> None:
 
     from loguru import logger
 
-    from heygem.config import load_config
+    from heygem.config import Config
     from heygem.engines.registry import resolve_engine
     from heygem.logs import setup_worker_logging
     from heygem.pipeline.engine import Job
     from heygem.supervisor.protocol import WorkerReporter, write_outcome
 
-    config = load_config(overrides=spec.config)
+    config = Config.from_dict(spec.config)  # the head's validated config, as it was
     setup_worker_logging(config, spec.code)
     work_dir = Path(spec.work_dir)
     # Where the code came from tells which copy ran: with the ray backend, the one the head shipped to the node.

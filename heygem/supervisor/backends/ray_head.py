@@ -34,6 +34,7 @@ from heygem.config import PROJECT_ROOT, Config, RayConfig
 from heygem.engines.models import models_dir
 from heygem.errors import ConfigError, HeyGemError, one_line
 from heygem.files import require_regular_file
+from heygem.hooks import PrivateHook, require_hooks
 from heygem.logs import task_log_path
 from heygem.pipeline.engine import Engine
 from heygem.pipeline.live import LiveStream
@@ -62,6 +63,9 @@ from heygem.supervisor.states import WorkerNode
 from heygem.supervisor.worker import WorkerSpec
 
 GIB = 1024**3
+# Ray offers no public call for each node's free resources now (ray.available_resources() sums the cluster).
+RAY_STATE_HOOK = PrivateHook("ray", "ray._private.state", "", ("available_resources_per_node",),
+                             "heygem/supervisor/backends/ray_head.py", "requirements-ray.txt")
 # What Ray appends to its temp folder for a socket: /session_<date>_<time>_<µs>_<pid>/sockets/plasma_store.
 RAY_SOCKET_SUFFIX = len("/session_2026-11-30_11-39-12_123456_4194304/sockets/plasma_store")
 # Never shipped to the nodes, on top of what Ray leaves out itself (.git, .venv) and .gitignore, which it honours.
@@ -256,12 +260,17 @@ class RayBackend(ExecutionBackend):
     # ----- start and stop ---------------------------------------------------------------------------
 
     def start(self, wake: Callable[[], None]) -> None:
+        if self.settings.ship_code and not (PROJECT_ROOT / "pyproject.toml").is_file():
+            # An installed heygem lives among all other packages: Ray would upload the whole site-packages folder.
+            raise ConfigError("ray.ship_code sends this checkout's code to the nodes, but heygem here is an installed "
+                              "package: set ray.ship_code to false and install the same heygem on every node")
         export_auth(self.settings)
         try:
             import ray
         except ImportError:
             raise HeyGemError("supervisor.backend is ray, but Ray is not installed: "
                               "pip install -r requirements-ray.txt") from None
+        require_hooks(RAY_STATE_HOOK)
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
         self._wake = wake
@@ -389,9 +398,9 @@ class RayBackend(ExecutionBackend):
         except Exception as exc:
             raise HeyGemError(f"the head's file server did not take the inputs ({type(exc).__name__}: "
                               f"{_first_line(exc)})") from None
-        # The server section (its API token and password among it) stays on the head: a worker never needs it.
-        spec = dataclasses.replace(spec, config={section: values for section, values in spec.config.items()
-                                                 if section != "server"})
+        # The server's API token and password stay on the head: a worker never needs them.
+        spec = dataclasses.replace(spec, config={**spec.config, "server": {**spec.config["server"], "api_token": None,
+                                                                           "password": None}})
         task = NodeTask(spec=spec, inputs={slot: (prefix + slot, sizes[prefix + slot], path.suffix)
                                            for slot, path in paths.items()},
                         manager_address=self.manager_address(), manager_authkey=self._authkey,

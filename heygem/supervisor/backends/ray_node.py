@@ -32,6 +32,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from heygem.config import Config
+from heygem.logs import task_log_path
 from heygem.pipeline.live import PLAYLIST_NAME, LiveStream
 from heygem.supervisor.backends.node_guard import read_exit_status
 from heygem.supervisor.processes import TASK_MARKER
@@ -182,7 +184,7 @@ def _start_worker(spec: WorkerSpec, folder: Path, has_gpu: bool) -> int:
 
 
 def _watch(spec: WorkerSpec, guard_pid: int, folder: Path) -> Iterator[StreamItem]:
-    log = _LogTail(Path(spec.config["paths"]["data_dir"]) / "logs" / "tasks" / f"{spec.code}.log")
+    log = _LogTail(task_log_path(Config.from_dict(spec.config), spec.code))  # where the worker's logging writes
     live = _LiveMirror(LiveStream(Path(spec.live_dir))) if spec.live_dir else None
     result = Path(spec.result_path)
     result_sent = False
