@@ -21,6 +21,8 @@ from heygem.pipeline.media_formats import VIDEO_FORMATS
 from tests.conftest import REPO_ROOT
 from tests.media import ffmpeg, frame_size_bomb
 
+pytestmark = pytest.mark.slow
+
 SIDE = 16000
 # An open that decoded the declared frames grew by 0.7 to 1.7 GB; refused by declared size, by about 85 MB.
 MAX_OPEN_GROWTH_MB = 150
@@ -31,8 +33,6 @@ import json, sys
 from pathlib import Path
 from heygem.errors import InputError
 from heygem.pipeline.media import probe_video
-
-pytestmark = pytest.mark.slow
 
 def status(key):
     return next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith(key)) / 1024
