@@ -45,13 +45,16 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
         yield server
 
 
-def wait_rendering(client: httpx.Client, code: str) -> None:
-    def rendering() -> bool:
-        data = query(client, code)["data"]
-        assert data["status"] == 1, data
-        return data["msg"] == "rendering" and data["progress"] >= 1
+def wait_rendering(server: ServerProcess, client: httpx.Client, code: str) -> None:
+    """Until the render has written frames. The store hears of it only at the next poll (30 s here), so the test
+    watches the file the render grows: what the server then says must come from the worker, not a stale poll."""
+    partial = server.data_dir / "temp" / code / f"{code}-r.partial.mp4"
 
-    wait_until(rendering, WAIT_S, f"task {code} to reach rendering", interval_s=0.2)
+    def rendering() -> bool:
+        assert query(client, code)["data"]["status"] == 1, f"task {code} ended before it rendered"
+        return partial.is_file() and partial.stat().st_size > 0
+
+    wait_until(rendering, WAIT_S, f"task {code} to render frames", interval_s=0.2)
 
 
 def wait_gone(path: Path) -> None:
@@ -61,7 +64,7 @@ def wait_gone(path: Path) -> None:
 def test_a_render_grows_out_of_sight_and_a_cancel_names_the_live_stage(server: ServerProcess,
                                                                        client: httpx.Client) -> None:
     code = submit(client, audio_url=LONG_SPEECH)["data"]["code"]
-    wait_rendering(client, code)
+    wait_rendering(server, client, code)
     partial = server.data_dir / "temp" / code / f"{code}-r.partial.mp4"
     assert partial.is_file(), "the render grows in the task's work folder"
     assert list((server.data_dir / "results").iterdir()) == [], "nothing half-made in results/"
@@ -74,7 +77,7 @@ def test_a_render_grows_out_of_sight_and_a_cancel_names_the_live_stage(server: S
 
 def test_a_killed_worker_names_the_live_stage(server: ServerProcess, client: httpx.Client) -> None:
     code = submit(client, audio_url=LONG_SPEECH)["data"]["code"]
-    wait_rendering(client, code)
+    wait_rendering(server, client, code)
     os.kill(client.get(f"/api/v1/tasks/{code}").json()["worker_pid"], signal.SIGKILL)
     final = wait_done(client, code, WAIT_S)[-1]
     assert final["status"] == 3
@@ -189,7 +192,7 @@ def test_a_killed_app_leaves_no_partial_files_and_no_temp_folders(server: Server
     legacy.write_bytes(b"half a video")
     assert (server.data_dir / "run" / "status-manager.sock").exists(), "the status Manager listens in run/"
     code = submit(client, audio_url=LONG_SPEECH)["data"]["code"]
-    wait_rendering(client, code)
+    wait_rendering(server, client, code)
     assert server.process is not None
     server.process.kill()
     server.process.wait(30)
