@@ -111,6 +111,10 @@ class PathsConfig:
     def live_dir(self) -> Path:
         return self.data_dir / "live"
 
+    @property
+    def analysis_dir(self) -> Path:
+        return self.data_dir / "analysis"
+
 
 @dataclasses.dataclass(frozen=True)
 class LoggingConfig:
@@ -205,8 +209,11 @@ class MediaConfig:
     smooth_beta: float
     ai_label: bool
     watermark: bool
+    analysis_cache_mb: float
 
     def check(self) -> None:
+        if self.analysis_cache_mb < 0:
+            raise ConfigError(f"media.analysis_cache_mb: must be 0 or more, got {self.analysis_cache_mb}")
         _require_positive(self, "max_audio_duration_s", "max_frame_side", "batch_frames", "reverse_buffer_mb",
                           "mesh_crop_scale", "mesh_size", "smooth_min_cutoff")
         if not 0 <= self.encoder_crf <= 51:
@@ -239,9 +246,16 @@ class MeshWarpConfig:
     range_db: float
     voicing_threshold: float
     closed_below: float
+    mouth_bank: bool
+    bank_max_frames: int
+    bank_jump_cost: float
+    bank_closed_gap: float
 
     def check(self) -> None:
-        _require_positive(self, "max_open_ratio", "attack_ms", "release_ms", "range_db")
+        _require_positive(self, "max_open_ratio", "attack_ms", "release_ms", "range_db", "bank_max_frames",
+                          "bank_closed_gap")
+        if self.bank_jump_cost < 0:
+            raise ConfigError(f"meshwarp.bank_jump_cost: must be 0 or more, got {self.bank_jump_cost}")
         if not 0 <= self.upper_lip_share <= 1:
             raise ConfigError(f"meshwarp.upper_lip_share: must be 0..1, got {self.upper_lip_share}")
         # The default of a task option, so the option's own range.

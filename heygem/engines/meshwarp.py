@@ -20,9 +20,11 @@ import numpy as np
 
 from heygem.config import Config, MeshWarpConfig
 from heygem.options import TaskOptions
-from heygem.pipeline import compositing
+from heygem.pipeline import compositing, mouthbank
 from heygem.pipeline import tracking as lm
+from heygem.pipeline.analysis import VideoAnalysis
 from heygem.pipeline.generate import FrameBatch, LipSyncEngine
+from heygem.pipeline.mouthbank import BankSettings, MouthBank, WantedMouth
 from heygem.pipeline.mouthcues import CueSettings, MouthCues, mouth_cues
 
 Box = tuple[int, int, int, int]  # x0, y0, x1, y1 in pixels, end exclusive
@@ -55,6 +57,8 @@ class MeshWarpState:
     intensity: float
     width_reference: float | None = None  # the face's usual mouth width over face width
     interior: np.ndarray | None = None  # running mean colour (BGR) of the mouth interior
+    bank: MouthBank | None = None  # the person's own mouths, from the video's analysis
+    entries: np.ndarray | None = None  # per output frame: the bank entry to stitch in, -1 for none
 
 
 @dataclasses.dataclass(frozen=True)
@@ -119,14 +123,54 @@ class MeshWarpEngine(LipSyncEngine):
             closed_below=settings.closed_below))
         return MeshWarpState(cues=cues, intensity=intensity)
 
+    def bank_settings(self) -> BankSettings | None:
+        settings = self.settings
+        return BankSettings(max_entries=settings.bank_max_frames, jump_cost=settings.bank_jump_cost,
+                            closed_gap=settings.bank_closed_gap) if settings.mouth_bank else None
+
+    def attach_video(self, features: MeshWarpState, analysis: VideoAnalysis, shown: np.ndarray) -> MeshWarpState:
+        settings = self.bank_settings()
+        bank = analysis.bank
+        if settings is None or len(bank) == 0:
+            return features
+        wanted = wanted_mouth(features, bank, shown, self.settings)
+        entries = mouthbank.select_entries(bank, wanted, settings)
+        # Where the chosen mouth is the frame's own, nothing is stitched.
+        entries[bank.frames[entries] == shown[:len(entries)]] = -1
+        return dataclasses.replace(features, bank=bank, entries=entries)
+
     def render(self, batch: FrameBatch, features: MeshWarpState, options: TaskOptions) -> list[np.ndarray]:
         for index, frame, points in zip(batch.indices, batch.frames, batch.landmarks, strict=True):
             if points is not None:
                 # Beyond this the jaw would fold over the neck; intensity scales speech, not anatomy.
                 openness = min(float(features.cues.openness[index]) * features.intensity, _MAX_OPENNESS)
                 shape = float(features.cues.shape[index])
+                if features.bank is not None and features.entries is not None and features.entries[index] >= 0:
+                    stitched = mouthbank.stitch(frame, points, features.bank, int(features.entries[index]))
+                    points = points if stitched is None else stitched
                 render_mouth(frame, points, openness, shape, features, self.settings)
         return batch.frames
+
+
+def lips_closed(cues: MouthCues) -> np.ndarray:
+    """Per output frame: the lips must touch (m, b, p)."""
+    closed = getattr(cues, "closed", None)
+    return cues.openness <= 0 if closed is None else np.asarray(closed, bool)
+
+
+def wanted_mouth(state: MeshWarpState, bank: MouthBank, shown: np.ndarray, settings: MeshWarpConfig) -> WantedMouth:
+    """The cues as the bank measures mouths: lip gap and width over face width, lips closed or not."""
+    openness = np.minimum(state.cues.openness * state.intensity, _MAX_OPENNESS)
+    shape = state.cues.shape
+    usual_width = float(np.median(bank.width))
+    gap = settings.max_open_ratio * openness * usual_width
+    width = usual_width * (1 - settings.round_strength * np.maximum(-shape, 0)
+                           + settings.spread_strength * np.maximum(shape, 0))
+    frames = len(openness)
+    entry_of_frame = np.full(int(max(bank.frames.max(), shown.max())) + 1, -1, np.int64)
+    entry_of_frame[bank.frames] = np.arange(len(bank))
+    return WantedMouth(gap=gap.astype(np.float32), width=width.astype(np.float32),
+                       closed=lips_closed(state.cues)[:frames], own=entry_of_frame[shown[:frames]])
 
 
 def render_mouth(frame: np.ndarray, points: np.ndarray, openness: float, shape: float, state: MeshWarpState,
