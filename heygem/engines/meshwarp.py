@@ -100,6 +100,7 @@ class MouthTarget:
     source_upper: np.ndarray  # (11, 2) the same lips in the input frame
     source_lower: np.ndarray
     teeth: float  # 0..1, how much of the upper teeth shows
+    closed: bool  # the lips press together: nothing of the mouth's inside may show between them
     nose_v: float  # height of the nose tip: nothing above it moves
     lip_top_v: float  # height of the top of the upper lip: everything below it may move fully
 
@@ -231,6 +232,7 @@ def plan_mouth(local: np.ndarray, openness: float, shape: float, width_now: floa
                        inner_upper=upper_inner_dest, inner_lower=lower_inner_dest,
                        source_upper=measured_upper, source_lower=inner_lower,
                        teeth=float(np.clip((openness - settings.teeth_from) / 0.25, 0, 1)),
+                       closed=bool(wanted_gap.max() <= 0),
                        nose_v=float(local[lm.NOSE_TIP, 1]),
                        lip_top_v=float(max(local[list(lm.OUTER_UPPER), 1].min(), local[lm.NOSE_TIP, 1] + 0.1)))
 
@@ -358,6 +360,38 @@ def warp_region(frame: np.ndarray, mouth: MouthFrame, target: MouthTarget, roi: 
     if cavity_box is not None:
         paint_opening(frame, warped, mouth, target, cavity_box, box, state)
     frame[by0:by1, bx0:bx1] = warped
+    if target.closed:
+        fill_closed_seam(frame, mouth, target, box)
+
+
+def fill_closed_seam(frame: np.ndarray, mouth: MouthFrame, target: MouthTarget, box: Box) -> None:
+    """Lip, not teeth, where closed lips meet (in place).
+
+    Closing an open input pulls the lips together from both sides, but the mesh puts the inner lip edges on the
+    teeth, so a line of teeth can remain between them. Near the meeting line, pixels that look like teeth
+    (brighter than the lips and far less saturated) and the dark gaps beside them are filled from the lip
+    texture around them (inpainting), so the lips meet on lip tissue.
+    """
+    line = (target.inner_upper + target.inner_lower) / 2
+    seam_box = bounding_box(mouth.pixels(np.concatenate([line - (0, 0.35), line + (0, 0.35)])), 3, box)
+    if seam_box is None:
+        return
+    grid = local_grid(mouth, seam_box)
+    middle = np.interp(grid[..., 0], line[:, 0], line[:, 1]).astype(np.float32)
+    near = (np.abs(grid[..., 1] - middle) < 0.22) & (grid[..., 0] > line[0, 0]) & (grid[..., 0] < line[-1, 0])
+    x0, y0, x1, y1 = seam_box
+    region = frame[y0:y1, x0:x1]
+    hsv = cv2.cvtColor(region, cv2.COLOR_BGR2HSV)
+    lips = near & (hsv[..., 1] > np.percentile(hsv[..., 1][near], 60)) if near.any() else near
+    if lips.sum() < 8:
+        return
+    lip_saturation, lip_value = np.median(hsv[..., 1][lips]), np.median(hsv[..., 2][lips])
+    teeth = near & (hsv[..., 1] < 0.6 * lip_saturation) & (hsv[..., 2] > lip_value + 10)
+    if not teeth.any():
+        return
+    holes = cv2.dilate(teeth.astype(np.uint8), np.ones((3, 3), np.uint8), iterations=max(1, round(mouth.scale / 30)))
+    holes &= near.astype(np.uint8)
+    region[:] = cv2.inpaint(region, holes, 3, cv2.INPAINT_TELEA)
 
 
 @dataclasses.dataclass(frozen=True)

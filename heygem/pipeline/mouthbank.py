@@ -234,7 +234,8 @@ def stitch(frame: np.ndarray, points: np.ndarray, bank: MouthBank, entry: int, f
     radius = feather_share * face
     mask = cv2.erode(mask, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * int(radius) + 1,) * 2))
     alpha = compositing.feather(mask, radius)
-    match_colour(pasted, region, alpha, entry_points - (x0, y0))
+    lips = [outline[list(lm.OUTER_UPPER + lm.OUTER_LOWER[::-1])] - (x0, y0) for outline in (points, entry_points)]
+    match_colour(pasted, region, alpha, lips, radius)
     region[:] = compositing.blend(region, pasted, alpha)
     merged = points.copy()
     merged[_MOVES_WITH_MOUTH] = entry_points[_MOVES_WITH_MOUTH]
@@ -248,19 +249,27 @@ def face_region(points: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     return mask
 
 
-def match_colour(pasted: np.ndarray, region: np.ndarray, alpha: np.ndarray, entry_points: np.ndarray) -> None:
-    """Scales `pasted` per channel (in place) so its skin under the mask matches the frame's skin there.
+def match_colour(pasted: np.ndarray, region: np.ndarray, alpha: np.ndarray, lips: list[np.ndarray],
+                 radius: float) -> None:
+    """Scales `pasted` (in place) by a smooth per-channel gain field so its skin matches the frame's skin
+    under the mask: lighting that differs across the face (a shadow under the lip, a lit cheek) is matched
+    where it is, not only on average.
 
-    The lips and the mouth interior are left out of the measurement (they are what differs); the skin
-    measured is most of the lower face, so the gains barely change from one frame to the next.
+    Both mouths (`lips`: outer lip outlines, pixels) are left out of the measurement, since they are what
+    differs; there the field is interpolated from the skin around them.
     """
-    skin = alpha > 0.3
-    lips = np.zeros(alpha.shape, np.uint8)
-    cv2.fillPoly(lips, [np.round(entry_points[list(lm.OUTER_UPPER + lm.OUTER_LOWER[::-1])]).astype(np.int32)], 1)
-    skin &= lips == 0
-    if skin.sum() < 16:
+    weight = (alpha > 0.2).astype(np.uint8)
+    for outline in lips:
+        cv2.fillPoly(weight, [np.round(outline).astype(np.int32)], 0)
+    if weight.sum() < 16:
         return
-    wanted = region[skin].reshape(-1, 3).astype(np.float32).mean(axis=0)
-    have = pasted[skin].reshape(-1, 3).astype(np.float32).mean(axis=0)
-    gains = np.clip(wanted / np.maximum(have, 1.0), 0.8, 1.25)
-    pasted[:] = np.clip(pasted.astype(np.float32) * gains + 0.5, 0, 255).astype(np.uint8)
+    size = 2 * int(np.ceil(3 * radius)) + 1
+    weights = cv2.GaussianBlur(weight.astype(np.float32), (size, size), 1.5 * radius)[..., None]
+    skin = weight[..., None].astype(np.float32)
+    have = cv2.GaussianBlur(pasted.astype(np.float32) * skin, (size, size), 1.5 * radius)
+    wanted = cv2.GaussianBlur(region.astype(np.float32) * skin, (size, size), 1.5 * radius)
+    mean_gain = region[weight > 0].mean(axis=0) / np.maximum(pasted[weight > 0].mean(axis=0), 1.0)
+    known = weights > 0.05
+    gain = np.where(known, wanted / np.maximum(have, 1.0), mean_gain.astype(np.float32))
+    gain = np.clip(gain, 0.75, 1.33)
+    pasted[:] = np.clip(pasted.astype(np.float32) * gain + 0.5, 0, 255).astype(np.uint8)
