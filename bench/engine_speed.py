@@ -47,7 +47,7 @@ def other_speech(folder: Path, seconds: float) -> Path:
     """A second speech of the same length, for rendering the same video again (the analysis cache's case)."""
     audio, real_audio = folder / f"other_speech_{seconds:g}s.wav", SHARED_MEDIA / "speech_en_2.wav"
     if real_audio.is_file():
-        run_ffmpeg("-i", str(real_audio), "-t", f"{seconds}", str(audio))
+        run_ffmpeg("-i", str(real_audio), "-af", "apad", "-t", f"{seconds}", str(audio))
     else:
         bursts = tuple((start + 0.5, start + 1.2) for start in range(0, int(seconds) - 1, 2))
         samples.write_wav(audio, samples.speech_like_audio(seconds, bursts))

@@ -225,21 +225,42 @@ def stitch(frame: np.ndarray, points: np.ndarray, bank: MouthBank, entry: int, f
     patch_to_region = to_frame.copy()
     patch_to_region[:, 2] += to_frame[:, :2] @ bank.origin - (x0, y0)
     region = frame[y0:y1, x0:x1]
-    pasted = cv2.warpAffine(bank.patch(entry), patch_to_region, (x1 - x0, y1 - y0), flags=cv2.INTER_CUBIC,
+    pasted = cv2.warpAffine(bank.patch(entry), patch_to_region, (x1 - x0, y1 - y0), flags=cv2.INTER_LINEAR,
                             borderMode=cv2.BORDER_REPLICATE)
-    # Inside both faces' lower face only: beyond either face's outline lies background, which moves with the head.
-    size = (y1 - y0, x1 - x0)
-    mask = face_region(points - (x0, y0), size) * face_region(entry_points - (x0, y0), size)
-    # Shrunk by the feather radius so the soft edge stays inside the face.
+    # The mask and the colour field are smooth: they are computed on a grid a few pixels apart, then upsampled.
     radius = feather_share * face
-    mask = cv2.erode(mask, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * int(radius) + 1,) * 2))
-    alpha = compositing.feather(mask, radius)
-    lips = [outline[list(lm.OUTER_UPPER + lm.OUTER_LOWER[::-1])] - (x0, y0) for outline in (points, entry_points)]
-    match_colour(pasted, region, alpha, lips, radius)
-    region[:] = compositing.blend(region, pasted, alpha)
+    step = max(1, round(radius / 3))
+    coarse = Coarse(step, (x0, y0), (-(-(y1 - y0) // step), -(-(x1 - x0) // step)))
+    # Inside both faces' lower face only: beyond either face's outline lies background, which moves with the head.
+    mask = face_region(coarse.points(points), coarse.shape) * face_region(coarse.points(entry_points), coarse.shape)
+    # Shrunk by the feather radius so the soft edge stays inside the face.
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * round(radius / step) + 1,) * 2)
+    alpha = compositing.feather(cv2.erode(mask, kernel), radius / step)
+    lips = [coarse.points(outline[list(lm.OUTER_UPPER + lm.OUTER_LOWER[::-1])]) for outline in (points, entry_points)]
+    full = (x1 - x0, y1 - y0)
+    gain = colour_gain(coarse.down(pasted), coarse.down(region), alpha, lips, radius / step)
+    if gain is not None:
+        corrected = pasted.astype(np.float32) * cv2.resize(gain, full, interpolation=cv2.INTER_LINEAR)
+        pasted = np.clip(corrected + 0.5, 0, 255).astype(np.uint8)
+    region[:] = compositing.blend(region, pasted, cv2.resize(alpha, full, interpolation=cv2.INTER_LINEAR))
     merged = points.copy()
     merged[_MOVES_WITH_MOUTH] = entry_points[_MOVES_WITH_MOUTH]
     return merged
+
+
+@dataclasses.dataclass(frozen=True)
+class Coarse:
+    """A grid `step` pixels apart over a region whose top-left pixel is `origin`; `shape` is (rows, columns)."""
+
+    step: int
+    origin: tuple[int, int]
+    shape: tuple[int, int]
+
+    def points(self, pixels: np.ndarray) -> np.ndarray:
+        return (pixels - self.origin) / self.step
+
+    def down(self, image: np.ndarray) -> np.ndarray:
+        return cv2.resize(image, self.shape[::-1], interpolation=cv2.INTER_AREA)
 
 
 def face_region(points: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
@@ -249,27 +270,25 @@ def face_region(points: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     return mask
 
 
-def match_colour(pasted: np.ndarray, region: np.ndarray, alpha: np.ndarray, lips: list[np.ndarray],
-                 radius: float) -> None:
-    """Scales `pasted` (in place) by a smooth per-channel gain field so its skin matches the frame's skin
-    under the mask: lighting that differs across the face (a shadow under the lip, a lit cheek) is matched
-    where it is, not only on average.
+def colour_gain(pasted: np.ndarray, region: np.ndarray, alpha: np.ndarray, lips: list[np.ndarray],
+                radius: float) -> np.ndarray | None:
+    """A smooth per-channel gain field that makes `pasted`'s skin match the frame's skin (`region`) under the
+    mask: lighting that differs across the face (a shadow under the lip, a lit cheek) is matched where it is,
+    not only on average. None when there is too little skin to tell.
 
-    Both mouths (`lips`: outer lip outlines, pixels) are left out of the measurement, since they are what
-    differs; there the field is interpolated from the skin around them.
+    Both mouths (`lips`: outer lip outlines) are left out of the measurement, since they are what differs;
+    there the field is interpolated from the skin around them.
     """
     weight = (alpha > 0.2).astype(np.uint8)
     for outline in lips:
         cv2.fillPoly(weight, [np.round(outline).astype(np.int32)], 0)
-    if weight.sum() < 16:
-        return
+    if weight.sum() < 8:
+        return None
     size = 2 * int(np.ceil(3 * radius)) + 1
     weights = cv2.GaussianBlur(weight.astype(np.float32), (size, size), 1.5 * radius)[..., None]
     skin = weight[..., None].astype(np.float32)
     have = cv2.GaussianBlur(pasted.astype(np.float32) * skin, (size, size), 1.5 * radius)
     wanted = cv2.GaussianBlur(region.astype(np.float32) * skin, (size, size), 1.5 * radius)
     mean_gain = region[weight > 0].mean(axis=0) / np.maximum(pasted[weight > 0].mean(axis=0), 1.0)
-    known = weights > 0.05
-    gain = np.where(known, wanted / np.maximum(have, 1.0), mean_gain.astype(np.float32))
-    gain = np.clip(gain, 0.75, 1.33)
-    pasted[:] = np.clip(pasted.astype(np.float32) * gain + 0.5, 0, 255).astype(np.uint8)
+    gain = np.where(weights > 0.05, wanted / np.maximum(have, 1.0), mean_gain.astype(np.float32))
+    return np.clip(gain, 0.75, 1.33).astype(np.float32)
