@@ -130,7 +130,7 @@ def test_a_stitched_mouth_has_no_seam_and_takes_the_frames_lighting(portrait: tu
         grey = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY).astype(np.float32)
         return np.hypot(cv2.Sobel(grey, cv2.CV_32F, 1, 0), cv2.Sobel(grey, cv2.CV_32F, 0, 1))
 
-    assert np.percentile(gradient(out)[band], 95) <= np.percentile(gradient(frame)[band], 95) * 1.15 + 4
+    assert gradient(out)[band].mean() <= gradient(frame)[band].mean() * 1.1 + 2
     # Lighting matched: the darker bank frame does not darken the skin around the mouth.
     assert abs(out[band].mean() - frame[band].mean()) < 4
 
