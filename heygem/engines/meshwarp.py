@@ -59,6 +59,7 @@ class MeshWarpState:
     interior: np.ndarray | None = None  # running mean colour (BGR) of the mouth interior
     bank: MouthBank | None = None  # the person's own mouths, from the video's analysis
     entries: np.ndarray | None = None  # per output frame: the bank entry to stitch in, -1 for none
+    openness: np.ndarray | None = None  # per output frame: the openness to warp to, in the person's own range
 
 
 @dataclasses.dataclass(frozen=True)
@@ -138,13 +139,17 @@ class MeshWarpEngine(LipSyncEngine):
         entries = mouthbank.select_entries(bank, wanted, settings)
         # Where the chosen mouth is the frame's own, nothing is stitched.
         entries[bank.frames[entries] == shown[:len(entries)]] = -1
-        return dataclasses.replace(features, bank=bank, entries=entries)
+        # The warp then corrects towards the same mouth, in its own unit (a share of max_open_ratio).
+        openness = wanted.gap / (self.settings.max_open_ratio * float(np.median(bank.width)))
+        return dataclasses.replace(features, bank=bank, entries=entries, openness=openness)
 
     def render(self, batch: FrameBatch, features: MeshWarpState, options: TaskOptions) -> list[np.ndarray]:
         for index, frame, points in zip(batch.indices, batch.frames, batch.landmarks, strict=True):
             if points is not None:
                 # Beyond this the jaw would fold over the neck; intensity scales speech, not anatomy.
                 openness = min(float(features.cues.openness[index]) * features.intensity, _MAX_OPENNESS)
+                if features.openness is not None:
+                    openness = float(features.openness[index])
                 shape = float(features.cues.shape[index])
                 if features.bank is not None and features.entries is not None and features.entries[index] >= 0:
                     stitched = mouthbank.stitch(frame, points, features.bank, int(features.entries[index]))
@@ -160,11 +165,18 @@ def lips_closed(cues: MouthCues) -> np.ndarray:
 
 
 def wanted_mouth(state: MeshWarpState, bank: MouthBank, shown: np.ndarray, settings: MeshWarpConfig) -> WantedMouth:
-    """The cues as the bank measures mouths: lip gap and width over face width, lips closed or not."""
+    """The cues as the bank measures mouths: lip gap and width over face width, lips closed or not.
+
+    Where the footage shows open mouths, full openness is the person's own wide-open mouth (the 95th
+    percentile of their lip gap), so speech uses the mouths they have; footage without open mouths (a photo,
+    a silent closed-mouth video) keeps the warp's own scale (max_open_ratio), and the warp opens it.
+    """
     openness = np.minimum(state.cues.openness * state.intensity, _MAX_OPENNESS)
     shape = state.cues.shape
     usual_width = float(np.median(bank.width))
-    gap = settings.max_open_ratio * openness * usual_width
+    own_open = float(np.percentile(bank.gap, 95))
+    open_gap = own_open if own_open >= 3 * settings.bank_closed_gap else settings.max_open_ratio * usual_width
+    gap = openness * open_gap
     width = usual_width * (1 - settings.round_strength * np.maximum(-shape, 0)
                            + settings.spread_strength * np.maximum(shape, 0))
     frames = len(openness)
