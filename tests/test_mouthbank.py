@@ -10,15 +10,18 @@ import cv2
 import numpy as np
 import pytest
 
+from heygem.cli.generate import generate_video
 from heygem.config import MeshWarpConfig, load_config
 from heygem.engines.meshwarp import MeshWarpState, render_mouth
+from heygem.options import TaskOptions
 from heygem.pipeline import analysis, mouthbank, samples, tracking
 from heygem.pipeline.analysis import AnalysisCache
 from heygem.pipeline.generate import tracker_settings
-from heygem.pipeline.media import probe_video
+from heygem.pipeline.media import VideoReader, probe_video
 from heygem.pipeline.mouthbank import BankBuilder, BankSettings, MouthBank, WantedMouth
 from heygem.pipeline.mouthcues import MouthCues
-from tests.media import FPS, astronaut_video
+from tests.conftest import ConfigFactory, shared_media
+from tests.media import FPS, astronaut_video, ffmpeg
 
 SETTINGS = BankSettings(max_entries=400, jump_cost=1.0, closed_gap=0.012)
 TRACKER = tracking.TrackerSettings(0.5, 1.7, 192, 1.5, 6.0)
@@ -28,7 +31,8 @@ def geometry_bank(gaps: np.ndarray, widths: np.ndarray) -> MouthBank:
     """A bank of consecutive source frames with the given geometry and no images (selection only)."""
     count = len(gaps)
     return MouthBank(frames=np.arange(count), landmarks=np.zeros((count, 468, 2), np.float32),
-                     gap=gaps.astype(np.float32), width=widths.astype(np.float32), teeth=np.zeros(count, np.float32),
+                     gap=gaps.astype(np.float32), width=widths.astype(np.float32),
+                     turn=np.zeros(count, np.float32), teeth=np.zeros(count, np.float32),
                      dark=np.zeros(count, np.float32), reference=np.zeros((len(mouthbank.STABLE_POINTS), 2), np.float32),
                      origin=np.zeros(2, np.float32), patches=[])
 
@@ -51,7 +55,7 @@ def test_selection_plays_runs_of_footage_instead_of_flickering_between_frames() 
     wanted_gap = np.clip(0.05 * np.sin(2 * np.pi * np.arange(frames) / 11) + 0.03, 0, None)
     wanted_gap += rng.normal(0, 0.004, frames)
     wanted = WantedMouth(gap=wanted_gap.astype(np.float32), width=np.full(frames, 0.4, np.float32),
-                         closed=wanted_gap <= 0.0, own=np.full(frames, -1))
+                         closed=wanted_gap <= 0.0, turn=np.zeros(frames), own=np.full(frames, -1))
     path = mouthbank.select_entries(bank, wanted, SETTINGS)
     greedy = np.argmin(mouthbank.selection_costs(bank, wanted, SETTINGS.closed_gap), axis=1)
     assert cuts(greedy) > 150, "frame by frame, the nearest mouth jumps all over the footage"
@@ -68,7 +72,7 @@ def test_selection_keeps_the_frames_own_mouth_where_it_fits() -> None:
     bank = geometry_bank(gaps, np.full(len(gaps), 0.4))
     own = np.arange(len(gaps))
     wanted = WantedMouth(gap=gaps.astype(np.float32), width=np.full(len(gaps), 0.4, np.float32),
-                         closed=gaps == 0, own=own)
+                         closed=gaps == 0, turn=np.zeros(len(gaps)), own=own)
     assert np.array_equal(mouthbank.select_entries(bank, wanted, SETTINGS), own)
 
 
@@ -228,3 +232,57 @@ def test_concurrent_workers_analyse_a_video_once(tmp_path: Path, monkeypatch: py
         worker.join()
     assert len(calls) == 1 and len(results) == 3 and sum(result.cached for result in results) == 2
     assert not list((tmp_path / "analysis").glob(".partial-*"))
+
+
+def mouth_figures(path: Path, points: list[np.ndarray | None], frames: range) -> tuple[list[int], list[float]]:
+    """Per frame: teeth-white pixels around the lips (at the source's mouth); the change from the previous frame
+    inside the mouth box (mean absolute difference)."""
+    info = probe_video(path)
+    teeth, change = [], []
+    previous = None
+    for index, frame in VideoReader(info, (info.width, info.height)).frames(frames.start, frames.stop):
+        face = points[index]
+        assert face is not None
+        outer = np.concatenate([face[list(tracking.OUTER_UPPER)], face[list(tracking.OUTER_LOWER[::-1])]])
+        mask = np.zeros(frame.shape[:2], np.uint8)
+        cv2.fillPoly(mask, [np.round(outer).astype(np.int32)], 1)
+        hsv = cv2.cvtColor(frame, cv2.COLOR_BGR2HSV)
+        teeth.append(int(((mask > 0) & (hsv[..., 1] < 45) & (hsv[..., 2] > 180)).sum()))
+        x0, y0 = np.floor(outer.min(axis=0)).astype(int) - 10
+        x1, y1 = np.ceil(outer.max(axis=0)).astype(int) + 10
+        crop = frame[max(y0, 0):y1 + 30, max(x0, 0):x1].astype(np.float32)
+        if previous is not None and previous.shape == crop.shape:
+            change.append(float(np.abs(crop - previous).mean()))
+        previous = crop
+    return teeth, change
+
+
+def test_real_clip_gets_the_persons_own_mouth_and_reuses_the_analysis(tmp_path: Path, make_config: ConfigFactory) -> None:
+    video = shared_media("video_talking_medium_skin.mp4")
+    speeches = [tmp_path / "one.wav", tmp_path / "two.wav"]
+    for source, target in zip(("speech_en_1.wav", "speech_en_2.wav"), speeches, strict=True):
+        ffmpeg("-i", str(shared_media(source)), "-t", "2.4", str(target))
+    config = make_config()
+    first = generate_video(config, speeches[0], video, tmp_path / "one.mp4", None, TaskOptions())
+    second = generate_video(config, speeches[1], video, tmp_path / "two.mp4", None, TaskOptions())
+    assert first["video_analysis"] == "computed" and second["video_analysis"] == "cached"
+    assert first["mouth_bank_frames"] == second["mouth_bank_frames"] >= 100
+    # Where the lips are shut in the result, no teeth show between them (the old warp left a white line).
+    info = probe_video(video)
+    tracker = tracking.FaceTracker(info.fps, tracker_settings(config.media))
+    result = probe_video(tmp_path / "one.mp4")
+    closed = []
+    try:
+        for index, frame in VideoReader(result, (result.width, result.height)).frames():
+            points = tracker.track(frame)
+            if points is not None and mouthbank.mouth_geometry(points)[0] < 0.012:
+                closed.append(index)
+    finally:
+        tracker.close()
+    source_points = AnalysisCache(config.paths.analysis_dir, 100).analysis(
+        info, (info.width, info.height), tracker_settings(config.media), SETTINGS).landmarks
+    teeth, change = mouth_figures(tmp_path / "one.mp4", source_points, range(60))
+    source_teeth, source_change = mouth_figures(video, source_points, range(60))
+    assert len(closed) >= 3 and max(teeth[index] for index in closed) <= 10
+    # The mouth changes from frame to frame about as much as the person's own mouth does in the footage.
+    assert np.mean(change) <= 1.45 * np.mean(source_change)

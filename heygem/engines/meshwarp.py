@@ -135,7 +135,7 @@ class MeshWarpEngine(LipSyncEngine):
         bank = analysis.bank
         if settings is None or len(bank) == 0:
             return features
-        wanted = wanted_mouth(features, bank, shown, self.settings)
+        wanted = wanted_mouth(features, analysis, shown, self.settings)
         entries = mouthbank.select_entries(bank, wanted, settings)
         # Where the chosen mouth is the frame's own, nothing is stitched.
         entries[bank.frames[entries] == shown[:len(entries)]] = -1
@@ -164,13 +164,15 @@ def lips_closed(cues: MouthCues) -> np.ndarray:
     return cues.openness <= 0 if closed is None else np.asarray(closed, bool)
 
 
-def wanted_mouth(state: MeshWarpState, bank: MouthBank, shown: np.ndarray, settings: MeshWarpConfig) -> WantedMouth:
+def wanted_mouth(state: MeshWarpState, analysis: VideoAnalysis, shown: np.ndarray,
+                 settings: MeshWarpConfig) -> WantedMouth:
     """The cues as the bank measures mouths: lip gap and width over face width, lips closed or not.
 
     Where the footage shows open mouths, full openness is the person's own wide-open mouth (the 95th
     percentile of their lip gap), so speech uses the mouths they have; footage without open mouths (a photo,
     a silent closed-mouth video) keeps the warp's own scale (max_open_ratio), and the warp opens it.
     """
+    bank = analysis.bank
     openness = np.minimum(state.cues.openness * state.intensity, _MAX_OPENNESS)
     shape = state.cues.shape
     usual_width = float(np.median(bank.width))
@@ -182,8 +184,10 @@ def wanted_mouth(state: MeshWarpState, bank: MouthBank, shown: np.ndarray, setti
     frames = len(openness)
     entry_of_frame = np.full(int(max(bank.frames.max(), shown.max())) + 1, -1, np.int64)
     entry_of_frame[bank.frames] = np.arange(len(bank))
+    turns = np.array([np.nan if points is None else mouthbank.head_turn(points) for points in analysis.landmarks])
     return WantedMouth(gap=gap.astype(np.float32), width=width.astype(np.float32),
-                       closed=lips_closed(state.cues)[:frames], own=entry_of_frame[shown[:frames]])
+                       closed=lips_closed(state.cues)[:frames], turn=turns[shown[:frames]],
+                       own=entry_of_frame[shown[:frames]])
 
 
 def render_mouth(frame: np.ndarray, points: np.ndarray, openness: float, shape: float, state: MeshWarpState,
@@ -199,6 +203,8 @@ def render_mouth(frame: np.ndarray, points: np.ndarray, openness: float, shape: 
     if roi is None:
         return
     warp_region(frame, mouth, target, roi, state)
+    if target.closed:
+        fill_closed_seam(frame, mouth, target, roi)
 
 
 def plan_mouth(local: np.ndarray, openness: float, shape: float, width_now: float,
@@ -372,8 +378,6 @@ def warp_region(frame: np.ndarray, mouth: MouthFrame, target: MouthTarget, roi: 
     if cavity_box is not None:
         paint_opening(frame, warped, mouth, target, cavity_box, box, state)
     frame[by0:by1, bx0:bx1] = warped
-    if target.closed:
-        fill_closed_seam(frame, mouth, target, box)
 
 
 def fill_closed_seam(frame: np.ndarray, mouth: MouthFrame, target: MouthTarget, box: Box) -> None:

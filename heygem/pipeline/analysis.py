@@ -30,7 +30,7 @@ from heygem.pipeline.tracking import FaceTracker, TrackerSettings
 
 # Bump whenever tracking, the bank's contents or this file format change: older cache entries are then ignored
 # (and evicted in time), never misread.
-ANALYSIS_VERSION = 1
+ANALYSIS_VERSION = 2
 _SUFFIX = ".npz"
 
 
@@ -156,7 +156,7 @@ def to_arrays(analysis: VideoAnalysis) -> dict[str, np.ndarray]:
     sizes = np.array([len(patch) for patch in bank.patches], np.int64)
     patches = np.frombuffer(b"".join(bank.patches), np.uint8)
     return {"landmarks": landmarks, "frames": bank.frames, "bank_landmarks": bank.landmarks, "gap": bank.gap,
-            "width": bank.width, "teeth": bank.teeth, "dark": bank.dark, "reference": bank.reference,
+            "width": bank.width, "turn": bank.turn, "teeth": bank.teeth, "dark": bank.dark, "reference": bank.reference,
             "origin": bank.origin, "patch_sizes": sizes, "patches": patches}
 
 
@@ -166,6 +166,6 @@ def from_arrays(data: dict[str, np.ndarray]) -> VideoAnalysis:
     patches = [blob[end - size:end] for end, size in zip(ends, data["patch_sizes"], strict=True)]
     landmarks: list[np.ndarray | None] = [None if np.isnan(points[0, 0]) else points for points in data["landmarks"]]
     bank = MouthBank(frames=data["frames"], landmarks=data["bank_landmarks"], gap=data["gap"], width=data["width"],
-                     teeth=data["teeth"], dark=data["dark"], reference=data["reference"], origin=data["origin"],
+                     turn=data["turn"], teeth=data["teeth"], dark=data["dark"], reference=data["reference"], origin=data["origin"],
                      patches=patches)
     return VideoAnalysis(landmarks=landmarks, bank=bank, cached=True)

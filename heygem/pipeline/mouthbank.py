@@ -2,9 +2,9 @@
 
 Analysis (once per video, cached with the tracking by heygem.pipeline.analysis): every frame with a face
 gives one bank entry, its lower face warped into one reference frame's coordinates (an affine fit on points
-the mouth does not move: nose, eye corners, face sides), with its mouth geometry (inner-lip gap, corner to
-corner width, both over face width) and appearance (share of the mouth interior bright as teeth, share
-near-black).
+the mouth does not move: under the nose, the philtrum, the cheeks beside the nose), with its mouth geometry
+(inner-lip gap, corner to corner width, both over face width), how far the head is turned, and appearance
+(share of the mouth interior bright as teeth, share near-black).
 
 Selection (once per task): for each output frame the bank entry whose mouth is closest to the wanted shape,
 with a cost for jumping between far-apart entries, minimised over the whole clip by dynamic programming
@@ -26,10 +26,12 @@ import numpy as np
 from heygem.pipeline import compositing
 from heygem.pipeline import tracking as lm
 
-# Points the mouth and jaw do not move: nose bridge and base, eye corners, face sides at eye height.
-STABLE_POINTS = (1, 2, 4, 5, 6, 168, 197, 195, 98, 327, 33, 133, 263, 362, 234, 454, 127, 356)
+# Points the mouth and jaw do not move, close to the mouth's own plane (so a turned head maps the mouth where
+# it is, not where the nose tip or the face sides put it): under the nose, the philtrum, the cheeks beside the
+# nose and the upper lip's outer midline, which sits on the upper jaw.
+STABLE_POINTS = (2, 98, 327, 164, 167, 393, 165, 391, 0, 37, 267, 205, 425, 206, 426, 203, 423)
 # The region a bank entry replaces: lips, the skin around them down the chin, bounded by cheeks and jaw.
-_LOWER_FACE = (*lm.OUTER_UPPER, *lm.OUTER_LOWER, 2, 98, 327, 205, 425, 207, 427, 214, 434, 150, 149, 176, 148,
+_LOWER_FACE = (*lm.OUTER_UPPER, *lm.OUTER_LOWER, 164, 167, 393, 206, 426, 207, 427, 214, 434, 150, 149, 176, 148,
                152, 377, 400, 378, 379)
 _CHEEKS = (205, 425, 50, 280)
 # Landmarks a stitched entry brings along: its lips, the skin under them and the jaw.
@@ -53,6 +55,7 @@ class MouthBank:
     landmarks: np.ndarray  # (n, 468, 2) float32: each entry's landmarks in reference coordinates
     gap: np.ndarray  # (n,) inner-lip gap over face width
     width: np.ndarray  # (n,) corner-to-corner width over face width
+    turn: np.ndarray  # (n,) how far the head is turned (head_turn)
     teeth: np.ndarray  # (n,) share of the mouth interior as bright as teeth
     dark: np.ndarray  # (n,) share of the mouth interior near-black
     reference: np.ndarray  # (len(STABLE_POINTS), 2) float32: stable points of the reference coordinates
@@ -85,6 +88,13 @@ def mouth_geometry(points: np.ndarray) -> tuple[float, float]:
     return gap, width
 
 
+def head_turn(points: np.ndarray) -> float:
+    """Where the nose tip sits between the face sides: 0 facing the camera, about +-0.1 for a clear turn."""
+    left, right = points[lm.FACE_LEFT].astype(np.float64), points[lm.FACE_RIGHT].astype(np.float64)
+    across = right - left
+    return float((points[lm.NOSE_TIP] - left) @ across / max(float(across @ across), 1.0)) - 0.5
+
+
 def interior_appearance(frame: np.ndarray, points: np.ndarray) -> tuple[float, float]:
     """(teeth share, near-black share) of the pixels between the inner lips; (0, 0) for a closed mouth."""
     inner = np.concatenate([points[list(lm.INNER_UPPER)], points[list(reversed(lm.INNER_LOWER))]])
@@ -114,7 +124,7 @@ class BankBuilder:
         self.stride = max(1, int(np.ceil(frame_count / max(settings.max_entries, 1))))
         self.reference: np.ndarray | None = None
         self.box: tuple[int, int, int, int] | None = None  # patch box in reference coordinates
-        self.entries: list[tuple[int, np.ndarray, float, float, float, float, bytes]] = []
+        self.entries: list[tuple[int, np.ndarray, float, float, float, float, float, bytes]] = []
 
     def add(self, grid_index: int, frame: np.ndarray, points: np.ndarray | None) -> None:
         if points is None or grid_index % self.stride:
@@ -133,8 +143,8 @@ class BankBuilder:
         assert ok
         gap, width = mouth_geometry(points)
         teeth, dark = interior_appearance(frame, points)
-        self.entries.append((grid_index, apply_affine(to_reference, points), gap, width, teeth, dark,
-                             encoded.tobytes()))
+        self.entries.append((grid_index, apply_affine(to_reference, points), gap, width, head_turn(points), teeth,
+                             dark, encoded.tobytes()))
 
     def bank(self) -> MouthBank:
         entries = self.entries
@@ -144,8 +154,9 @@ class BankBuilder:
             frames=np.array([e[0] for e in entries], np.int64),
             landmarks=np.array([e[1] for e in entries], np.float32).reshape(-1, lm.LANDMARK_COUNT, 2),
             gap=np.array([e[2] for e in entries], np.float32), width=np.array([e[3] for e in entries], np.float32),
-            teeth=np.array([e[4] for e in entries], np.float32), dark=np.array([e[5] for e in entries], np.float32),
-            reference=reference, origin=origin, patches=[e[6] for e in entries])
+            turn=np.array([e[4] for e in entries], np.float32), teeth=np.array([e[5] for e in entries], np.float32),
+            dark=np.array([e[6] for e in entries], np.float32), reference=reference, origin=origin,
+            patches=[e[7] for e in entries])
 
 
 def patch_box(points: np.ndarray) -> tuple[int, int, int, int]:
@@ -164,17 +175,20 @@ class WantedMouth:
     gap: np.ndarray
     width: np.ndarray
     closed: np.ndarray  # bool: lips must touch
+    turn: np.ndarray  # how far the head is turned in the frame shown (NaN: no face there)
     own: np.ndarray  # int: the entry of the frame the output shows anyway (-1: none); staying on it is free
 
 
 def selection_costs(bank: MouthBank, wanted: WantedMouth, closed_gap: float) -> np.ndarray:
     """(frames, entries) cost of showing each entry at each output frame: shape distance in units of a
-    typical change between syllables (a tenth of the open gap), plus a large penalty for open lips where they
-    must be closed."""
+    typical change between syllables (a quarter of a wide-open gap), the difference in head turn, and a large
+    penalty for open lips where they must be closed."""
     gap_unit = max(float(np.percentile(bank.gap, 95)) * 0.25, 0.01) if len(bank) else 0.01
     width_unit = 0.02
     cost = ((wanted.gap[:, None] - bank.gap[None, :]) / gap_unit) ** 2
     cost += ((wanted.width[:, None] - bank.width[None, :]) / width_unit) ** 2
+    # A mouth seen from another angle does not fit the face it is stitched into.
+    cost += np.nan_to_num((wanted.turn[:, None] - bank.turn[None, :]) / 0.03) ** 2
     # Lips meet only when they meet in the footage: anything left open shows between them.
     cost += np.where(wanted.closed[:, None], np.maximum(bank.gap[None, :] - closed_gap, 0) / (0.3 * closed_gap), 0.0) ** 2
     # The frame's own mouth needs no stitching at all; prefer it where it fits.
@@ -209,7 +223,7 @@ def select_entries(bank: MouthBank, wanted: WantedMouth, settings: BankSettings)
     return path
 
 
-def stitch(frame: np.ndarray, points: np.ndarray, bank: MouthBank, entry: int, feather_share: float = 0.06) -> np.ndarray | None:
+def stitch(frame: np.ndarray, points: np.ndarray, bank: MouthBank, entry: int, feather_share: float = 0.035) -> np.ndarray | None:
     """Blends bank `entry` into `frame` (in place); returns the landmarks as they now are (the entry's mouth,
     lips and jaw mapped onto the frame, everything else the frame's own), or None when nothing was stitched."""
     to_frame = stable_affine(bank.reference, points[list(STABLE_POINTS)])
