@@ -8,7 +8,8 @@
 Each round times, back to back, (a) `ffmpeg` decoding the clip and encoding it with the configured
 libx264 preset/crf plus AAC, and (b) `python -m heygem generate` on the same clip (interpreter start-up,
 imports, tracking, rendering and encoding included) with an empty analysis cache, then (c) a second
-render of the same clip with other speech, which finds the video's analysis cached. Medians over the rounds are reported, because the
+render of the same clip with other speech, which finds the video's analysis cached. Medians over the rounds
+are reported, because the
 machine is shared. Peak memory is the largest summed resident size of the process tree (Python and its
 ffmpeg children), sampled every 50 ms. The clip is the real talking-head clip video_head_motion.mp4 from
 ../shared/media scaled and padded to 1280x720 with speech_en_1.wav; without ../shared/media it is the

@@ -33,7 +33,8 @@ def geometry_bank(gaps: np.ndarray, widths: np.ndarray) -> MouthBank:
     return MouthBank(frames=np.arange(count), landmarks=np.zeros((count, 468, 2), np.float32),
                      gap=gaps.astype(np.float32), width=widths.astype(np.float32),
                      turn=np.zeros(count, np.float32), teeth=np.zeros(count, np.float32),
-                     dark=np.zeros(count, np.float32), reference=np.zeros((len(mouthbank.STABLE_POINTS), 2), np.float32),
+                     dark=np.zeros(count, np.float32),
+                     reference=np.zeros((len(mouthbank.STABLE_POINTS), 2), np.float32),
                      origin=np.zeros(2, np.float32), patches=[])
 
 
@@ -76,24 +77,20 @@ def test_selection_keeps_the_frames_own_mouth_where_it_fits() -> None:
     assert np.array_equal(mouthbank.select_entries(bank, wanted, SETTINGS), own)
 
 
+def tracked(frame: np.ndarray, times: int = 1) -> np.ndarray:
+    """The frame's landmarks, tracked `times` times over (so smoothing settles on a still frame)."""
+    tracker = tracking.FaceTracker(FPS, TRACKER)
+    found = [tracker.track(frame) for _ in range(times)]
+    tracker.close()
+    points = found[-1]
+    assert points is not None
+    return points
+
+
 @pytest.fixture(scope="module")
 def portrait() -> tuple[np.ndarray, np.ndarray]:
     frame = next(samples.moving_portrait_frames(1, FPS))
-    tracker = tracking.FaceTracker(FPS, TRACKER)
-    points = None
-    for _ in range(3):
-        points = tracker.track(frame)
-    tracker.close()
-    assert points is not None
-    return frame, points
-
-
-def tracked(frame: np.ndarray) -> np.ndarray:
-    tracker = tracking.FaceTracker(FPS, TRACKER)
-    points = tracker.track(frame)
-    tracker.close()
-    assert points is not None
-    return points
+    return frame, tracked(frame, times=3)
 
 
 def warp_settings() -> MeshWarpConfig:
@@ -257,7 +254,8 @@ def mouth_figures(path: Path, points: list[np.ndarray | None], frames: range) ->
     return teeth, change
 
 
-def test_real_clip_gets_the_persons_own_mouth_and_reuses_the_analysis(tmp_path: Path, make_config: ConfigFactory) -> None:
+def test_real_clip_gets_the_persons_own_mouth_and_reuses_the_analysis(tmp_path: Path,
+                                                                      make_config: ConfigFactory) -> None:
     video = shared_media("video_talking_medium_skin.mp4")
     speeches = [tmp_path / "one.wav", tmp_path / "two.wav"]
     for source, target in zip(("speech_en_1.wav", "speech_en_2.wav"), speeches, strict=True):
@@ -282,7 +280,7 @@ def test_real_clip_gets_the_persons_own_mouth_and_reuses_the_analysis(tmp_path: 
     source_points = AnalysisCache(config.paths.analysis_dir, 100).analysis(
         info, (info.width, info.height), tracker_settings(config.media), SETTINGS).landmarks
     teeth, change = mouth_figures(tmp_path / "one.mp4", source_points, range(60))
-    source_teeth, source_change = mouth_figures(video, source_points, range(60))
+    _, source_change = mouth_figures(video, source_points, range(60))
     assert len(closed) >= 3 and max(teeth[index] for index in closed) <= 10
     # The mouth changes from frame to frame about as much as the person's own mouth does in the footage.
     assert np.mean(change) <= 1.45 * np.mean(source_change)

@@ -389,7 +389,8 @@ def fill_closed_seam(frame: np.ndarray, mouth: MouthFrame, target: MouthTarget, 
     texture around them (inpainting), so the lips meet on lip tissue.
     """
     line = (target.inner_upper + target.inner_lower) / 2
-    seam_box = bounding_box(mouth.pixels(np.concatenate([line - (0, 0.35), line + (0, 0.35)])), 3, box)
+    reach = np.array([0.0, 0.35])
+    seam_box = bounding_box(mouth.pixels(np.concatenate([line - reach, line + reach])), 3, box)
     if seam_box is None:
         return
     grid = local_grid(mouth, seam_box)
@@ -405,8 +406,8 @@ def fill_closed_seam(frame: np.ndarray, mouth: MouthFrame, target: MouthTarget, 
     teeth = near & (hsv[..., 1] < 0.6 * lip_saturation) & (hsv[..., 2] > lip_value + 10)
     if not teeth.any():
         return
-    holes = cv2.dilate(teeth.astype(np.uint8), np.ones((3, 3), np.uint8), iterations=max(1, round(mouth.scale / 30)))
-    holes &= near.astype(np.uint8)
+    grown = cv2.dilate(teeth.astype(np.uint8), np.ones((3, 3), np.uint8), iterations=max(1, round(mouth.scale / 30)))
+    holes = (grown.astype(bool) & near).astype(np.uint8)
     region[:] = cv2.inpaint(region, holes, 3, cv2.INPAINT_TELEA)
 
 

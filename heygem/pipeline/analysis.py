@@ -166,6 +166,6 @@ def from_arrays(data: dict[str, np.ndarray]) -> VideoAnalysis:
     patches = [blob[end - size:end] for end, size in zip(ends, data["patch_sizes"], strict=True)]
     landmarks: list[np.ndarray | None] = [None if np.isnan(points[0, 0]) else points for points in data["landmarks"]]
     bank = MouthBank(frames=data["frames"], landmarks=data["bank_landmarks"], gap=data["gap"], width=data["width"],
-                     turn=data["turn"], teeth=data["teeth"], dark=data["dark"], reference=data["reference"], origin=data["origin"],
-                     patches=patches)
+                     turn=data["turn"], teeth=data["teeth"], dark=data["dark"], reference=data["reference"],
+                     origin=data["origin"], patches=patches)
     return VideoAnalysis(landmarks=landmarks, bank=bank, cached=True)

@@ -105,7 +105,7 @@ def interior_appearance(frame: np.ndarray, points: np.ndarray) -> tuple[float, f
     if x1 - x0 < 2 or y1 - y0 < 2:
         return 0.0, 0.0
     mask = np.zeros((y1 - y0, x1 - x0), np.uint8)
-    cv2.fillPoly(mask, [np.round(inner - [x0, y0]).astype(np.int32)], 1)
+    cv2.fillPoly(mask, [np.round(inner - [x0, y0]).astype(np.int32)], (1,))
     if mask.sum() < 4:
         return 0.0, 0.0
     grey = cv2.cvtColor(frame[y0:y1, x0:x1], cv2.COLOR_BGR2GRAY)[mask > 0].astype(np.float32)
@@ -164,7 +164,7 @@ def patch_box(points: np.ndarray) -> tuple[int, int, int, int]:
     face = lm.face_size(points)
     lower = points[list(_LOWER_FACE)]
     x0, y0 = lower.min(axis=0) - 0.08 * face
-    x1, y1 = lower.max(axis=0) + (0.08 * face, 0.2 * face)
+    x1, y1 = lower.max(axis=0) + np.array([0.08, 0.2]) * face
     return int(np.floor(x0)), int(np.floor(y0)), int(np.ceil(x1)), int(np.ceil(y1))
 
 
@@ -190,7 +190,8 @@ def selection_costs(bank: MouthBank, wanted: WantedMouth, closed_gap: float) -> 
     # A mouth seen from another angle does not fit the face it is stitched into.
     cost += np.nan_to_num((wanted.turn[:, None] - bank.turn[None, :]) / 0.03) ** 2
     # Lips meet only when they meet in the footage: anything left open shows between them.
-    cost += np.where(wanted.closed[:, None], np.maximum(bank.gap[None, :] - closed_gap, 0) / (0.3 * closed_gap), 0.0) ** 2
+    opened_by = np.maximum(bank.gap[None, :] - closed_gap, 0) / (0.3 * closed_gap)
+    cost += np.where(wanted.closed[:, None], opened_by, 0.0) ** 2
     # The frame's own mouth needs no stitching at all; prefer it where it fits.
     own = wanted.own >= 0
     cost[np.flatnonzero(own), wanted.own[own]] -= 0.5
@@ -223,7 +224,8 @@ def select_entries(bank: MouthBank, wanted: WantedMouth, settings: BankSettings)
     return path
 
 
-def stitch(frame: np.ndarray, points: np.ndarray, bank: MouthBank, entry: int, feather_share: float = 0.035) -> np.ndarray | None:
+def stitch(frame: np.ndarray, points: np.ndarray, bank: MouthBank, entry: int,
+           feather_share: float = 0.035) -> np.ndarray | None:
     """Blends bank `entry` into `frame` (in place); returns the landmarks as they now are (the entry's mouth,
     lips and jaw mapped onto the frame, everything else the frame's own), or None when nothing was stitched."""
     to_frame = stable_affine(bank.reference, points[list(STABLE_POINTS)])
@@ -280,7 +282,7 @@ class Coarse:
 def face_region(points: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     """1 inside the lower face's outline (cheeks beside the mouth, chin) over an image of `shape`, else 0."""
     mask = np.zeros(shape, np.float32)
-    cv2.fillConvexPoly(mask, cv2.convexHull(np.round(points[list(_LOWER_FACE)]).astype(np.int32)), 1.0)
+    cv2.fillConvexPoly(mask, cv2.convexHull(np.round(points[list(_LOWER_FACE)]).astype(np.int32)), (1.0,))
     return mask
 
 
@@ -295,7 +297,7 @@ def colour_gain(pasted: np.ndarray, region: np.ndarray, alpha: np.ndarray, lips:
     """
     weight = (alpha > 0.2).astype(np.uint8)
     for outline in lips:
-        cv2.fillPoly(weight, [np.round(outline).astype(np.int32)], 0)
+        cv2.fillPoly(weight, [np.round(outline).astype(np.int32)], (0,))
     if weight.sum() < 8:
         return None
     size = 2 * int(np.ceil(3 * radius)) + 1
