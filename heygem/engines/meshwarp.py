@@ -60,6 +60,7 @@ class MeshWarpState:
     bank: MouthBank | None = None  # the person's own mouths, from the video's analysis
     entries: np.ndarray | None = None  # per output frame: the bank entry to stitch in, -1 for none
     openness: np.ndarray | None = None  # per output frame: the openness to warp to, in the person's own range
+    fitting: np.ndarray | None = None  # per output frame: the chosen footage mouth needs no warp
 
 
 @dataclasses.dataclass(frozen=True)
@@ -137,11 +138,15 @@ class MeshWarpEngine(LipSyncEngine):
             return features
         wanted = wanted_mouth(features, analysis, shown, self.settings)
         entries = mouthbank.select_entries(bank, wanted, settings)
+        # A footage mouth this close to the wanted one is shown as it is: the warp would only blur it.
+        gap, width = bank.gap[entries], bank.width[entries]
+        fitting = ((np.abs(gap - wanted.gap) <= 0.15 * open_gap(bank, self.settings))
+                   & (np.abs(width / wanted.width - 1) <= 0.04) & (~wanted.closed | (gap < settings.closed_gap)))
         # Where the chosen mouth is the frame's own, nothing is stitched.
         entries[bank.frames[entries] == shown[:len(entries)]] = -1
-        # The warp then corrects towards the same mouth, in its own unit (a share of max_open_ratio).
+        # The warp corrects the others towards the same mouth, in its own unit (a share of max_open_ratio).
         openness = wanted.gap / (self.settings.max_open_ratio * float(np.median(bank.width)))
-        return dataclasses.replace(features, bank=bank, entries=entries, openness=openness)
+        return dataclasses.replace(features, bank=bank, entries=entries, openness=openness, fitting=fitting)
 
     def render(self, batch: FrameBatch, features: MeshWarpState, options: TaskOptions) -> list[np.ndarray]:
         for index, frame, points in zip(batch.indices, batch.frames, batch.landmarks, strict=True):
@@ -154,7 +159,8 @@ class MeshWarpEngine(LipSyncEngine):
                 if features.bank is not None and features.entries is not None and features.entries[index] >= 0:
                     stitched = mouthbank.stitch(frame, points, features.bank, int(features.entries[index]))
                     points = points if stitched is None else stitched
-                render_mouth(frame, points, openness, shape, features, self.settings)
+                if features.fitting is None or not features.fitting[index]:
+                    render_mouth(frame, points, openness, shape, features, self.settings)
         return batch.frames
 
 
@@ -164,21 +170,26 @@ def lips_closed(cues: MouthCues) -> np.ndarray:
     return cues.openness <= 0 if closed is None else np.asarray(closed, bool)
 
 
+def open_gap(bank: MouthBank, settings: MeshWarpConfig) -> float:
+    """The lip gap (over face width) of full openness: the person's own wide-open mouth (the 95th percentile of
+    their footage), or the warp's max_open_ratio where the footage has no open mouths."""
+    own_open = float(np.percentile(bank.gap, 95))
+    return own_open if own_open >= 3 * settings.bank_closed_gap else settings.max_open_ratio * float(
+        np.median(bank.width))
+
+
 def wanted_mouth(state: MeshWarpState, analysis: VideoAnalysis, shown: np.ndarray,
                  settings: MeshWarpConfig) -> WantedMouth:
     """The cues as the bank measures mouths: lip gap and width over face width, lips closed or not.
 
-    Where the footage shows open mouths, full openness is the person's own wide-open mouth (the 95th
-    percentile of their lip gap), so speech uses the mouths they have; footage without open mouths (a photo,
-    a silent closed-mouth video) keeps the warp's own scale (max_open_ratio), and the warp opens it.
+    Full openness is `open_gap`: speech uses the mouths the person has; footage without open mouths (a photo,
+    a silent closed-mouth video) keeps the warp's own scale, and the warp opens it.
     """
     bank = analysis.bank
     openness = np.minimum(state.cues.openness * state.intensity, _MAX_OPENNESS)
     shape = state.cues.shape
     usual_width = float(np.median(bank.width))
-    own_open = float(np.percentile(bank.gap, 95))
-    open_gap = own_open if own_open >= 3 * settings.bank_closed_gap else settings.max_open_ratio * usual_width
-    gap = openness * open_gap
+    gap = openness * open_gap(bank, settings)
     width = usual_width * (1 - settings.round_strength * np.maximum(-shape, 0)
                            + settings.spread_strength * np.maximum(shape, 0))
     frames = len(openness)
@@ -408,7 +419,12 @@ def fill_closed_seam(frame: np.ndarray, mouth: MouthFrame, target: MouthTarget, 
         return
     grown = cv2.dilate(teeth.astype(np.uint8), np.ones((3, 3), np.uint8), iterations=max(1, round(mouth.scale / 30)))
     holes = (grown.astype(bool) & near).astype(np.uint8)
-    region[:] = cv2.inpaint(region, holes, 3, cv2.INPAINT_TELEA)
+    # Only around the holes: inpainting costs by the area it looks at.
+    ys, xs = np.nonzero(holes)
+    top, left = max(int(ys.min()) - 4, 0), max(int(xs.min()) - 4, 0)
+    bottom, right = int(ys.max()) + 5, int(xs.max()) + 5
+    patch = region[top:bottom, left:right]
+    patch[:] = cv2.inpaint(patch, holes[top:bottom, left:right], 3, cv2.INPAINT_TELEA)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -17,7 +17,9 @@ import fcntl
 import hashlib
 import json
 import os
+import queue
 import tempfile
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -43,17 +45,46 @@ class VideoAnalysis:
 
 def analyse_video(video: VideoInfo, size: tuple[int, int], tracker: TrackerSettings,
                   bank: BankSettings) -> VideoAnalysis:
-    """Decodes and tracks every frame of the video once, collecting the mouth bank on the way."""
+    """Decodes and tracks every frame of the video once, collecting the mouth bank on the way.
+
+    A thread decodes while this one tracks, so both cores work (PyAV and MediaPipe release the GIL).
+    """
     face_tracker = FaceTracker(video.fps, tracker)
     builder = BankBuilder(bank, video.frame_count)
     landmarks: list[np.ndarray | None] = []
+    frames: queue.Queue[tuple[int, np.ndarray] | BaseException | None] = queue.Queue(maxsize=8)
+    stop = threading.Event()
+
+    def offer(item: tuple[int, np.ndarray] | BaseException | None) -> None:
+        while not stop.is_set():
+            try:
+                frames.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+
+    def decode() -> None:
+        try:
+            for item in VideoReader(video, size).frames():
+                offer(item)
+            offer(None)
+        except BaseException as exc:  # handed to the tracking thread, which raises it
+            offer(exc)
+
+    decoder = threading.Thread(target=decode, name="analysis-decode", daemon=True)
+    decoder.start()
     try:
-        for grid_index, frame in VideoReader(video, size).frames():
+        while (item := frames.get()) is not None:
+            if isinstance(item, BaseException):
+                raise item
+            grid_index, frame = item
             points = face_tracker.track(frame)
             landmarks.append(points)
             builder.add(grid_index, frame, points)
     finally:
+        stop.set()
         face_tracker.close()
+        decoder.join()
     return VideoAnalysis(landmarks=landmarks, bank=builder.bank())
 
 
