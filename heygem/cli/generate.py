@@ -121,8 +121,9 @@ def run_generate(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     options = TaskOptions(**{name: getattr(args, name) for name in TaskOptions.names()})
     report = generate_video(config, args.audio, args.video, args.out, args.engine, options)
+    reused = ", the video's analysis from the cache" if report.get("video_analysis") == "cached" else ""
     print(f"done: {report['frames']} frames, {report['duration']:.2f} s in {report['wall_s']:.2f} s "
-          f"({report['frames_without_face']} without a face)", file=sys.stderr)
+          f"({report['frames_without_face']} without a face{reused})", file=sys.stderr)
     print(args.out)
     return 0
 

@@ -32,7 +32,7 @@ from heygem.pipeline.tracking import FaceTracker, TrackerSettings
 
 # Bump whenever tracking, the bank's contents or this file format change: older cache entries are then ignored
 # (and evicted in time), never misread.
-ANALYSIS_VERSION = 2
+ANALYSIS_VERSION = 3
 _SUFFIX = ".npz"
 
 

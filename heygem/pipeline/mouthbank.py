@@ -137,7 +137,7 @@ class BankBuilder:
         x0, y0, x1, y1 = self.box
         shifted = to_reference.copy()
         shifted[:, 2] -= (x0, y0)
-        patch = cv2.warpAffine(frame, shifted, (x1 - x0, y1 - y0), flags=cv2.INTER_CUBIC,
+        patch = cv2.warpAffine(frame, shifted, (x1 - x0, y1 - y0), flags=cv2.INTER_LINEAR,
                                borderMode=cv2.BORDER_REPLICATE)
         ok, encoded = cv2.imencode(".jpg", patch, [cv2.IMWRITE_JPEG_QUALITY, 95])
         assert ok
