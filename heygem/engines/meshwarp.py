@@ -113,10 +113,11 @@ class MeshWarpEngine(LipSyncEngine):
         # TaskOptions has checked the task's own value against options.MOUTH_INTENSITY, the config its default.
         intensity = self.settings.mouth_intensity if options.mouth_intensity is None else options.mouth_intensity
         settings = self.settings
+        language = settings.speech_language if options.speech_language is None else options.speech_language
         cues = mouth_cues(audio, fps, frame_count, CueSettings(
             lead_ms=settings.lead_ms, attack_ms=settings.attack_ms, release_ms=settings.release_ms,
             gate_db=settings.gate_db, range_db=settings.range_db, voicing_threshold=settings.voicing_threshold,
-            closed_below=settings.closed_below))
+            closed_below=settings.closed_below, speech_language=language, closure_dip_db=settings.closure_dip_db))
         return MeshWarpState(cues=cues, intensity=intensity)
 
     def render(self, batch: FrameBatch, features: MeshWarpState, options: TaskOptions) -> list[np.ndarray]:
