@@ -31,6 +31,7 @@ bench: venv $(RAY_STAMP)
 	$(PY) -m bench.engine_speed
 	$(PY) -m bench.wav2lip_speed
 	$(PY) -m bench.live_stream
+	$(PY) -m bench.mouth_quality
 
 # mypy's settings and the files it checks are in pyproject.toml.
 lint: venv
