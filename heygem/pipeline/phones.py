@@ -157,7 +157,7 @@ def frame_phones(phones: Sequence[Phone], fps: float, frame_count: int, anticipa
         covered[frames] += overlap
         if target.lip_class in (LipClass.CLOSED, LipClass.LABIODENTAL):
             marks = closed if target.lip_class is LipClass.CLOSED else labiodental
-            marks[touched_frames(frames, overlap, min(0.3 * frame_s, 0.5 * (end - start)))] = True
+            marks[touched_frames(frames, overlap, 0.5 * min(frame_s, end - start))] = True
     # Time not covered by any phone is rest (openness 0, shape 0).
     class_time[:, LipClass.REST] += np.clip(frame_s - covered, 0.0, None)
     lip_class = class_time.argmax(axis=1).astype(np.int8)
