@@ -3,7 +3,8 @@
     python -m bench.mouth_quality                 # every case, speed included (about 10 minutes on 2 cores)
     python -m bench.mouth_quality --quick         # one speech over one clip, no speed
     python -m bench.mouth_quality --root /tmp/old # render with another checkout (e.g. an older commit)
-    python -m bench.mouth_quality --strips docs/  # also write strips of consecutive mouth crops (PNG)
+    python -m bench.mouth_quality --strips DIR    # also write strips of consecutive mouth crops (PNG)
+    python -m bench.mouth_quality --strips docs/quality --before DIR   # ... under the strips of an earlier run
 
 Speech with known phone times, over at least two talking clips and one photo from ../shared/media:
 - `festival`: Festival's US voice (festvox-us-slt-hts) reading a text full of m/b/p, "oo" and "ee"; Festival
@@ -294,6 +295,18 @@ def strip(path: Path, landmarks: list[np.ndarray | None], first: int, out: Path)
     cv2.imwrite(str(out), np.concatenate(crops, axis=1))
 
 
+def strip_name(face: Path, speech: Path) -> str:
+    return f"mouth_strip_{face.stem}__{speech.stem}.png"
+
+
+def stack_under(before: Path, after: Path) -> None:
+    """Writes `after` with the same-sized strip `before` above it, a 2 px white line between (in place)."""
+    old, new = cv2.imread(str(before)), cv2.imread(str(after))
+    if old is None or new is None or old.shape != new.shape:
+        return
+    cv2.imwrite(str(after), np.concatenate([old, np.full((2, new.shape[1], 3), 255, np.uint8), new]))
+
+
 def measure_case(root: Path, face: Path, speech: Path, phones: list[Phone], folder: Path, config: Config,
                  source: Footage, strips: Path | None, strip_from: int) -> dict[str, Any]:
     out = folder / f"{face.stem}__{speech.stem}.mp4"
@@ -315,7 +328,7 @@ def measure_case(root: Path, face: Path, speech: Path, phones: list[Phone], fold
     if face.suffix.lower() == ".mp4":
         row["psnr_outside_lower_face_db"] = psnr_outside_lower_face(info, probe_video(face), landmarks)
     if strips is not None:
-        strip(out, landmarks, strip_from, strips / f"mouth_strip_{face.stem}__{speech.stem}.png")
+        strip(out, landmarks, strip_from, strips / strip_name(face, speech))
     return row
 
 
@@ -390,6 +403,8 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="one speech over one talking clip, no speed")
     parser.add_argument("--root", type=Path, default=ROOT, help="the checkout whose `heygem generate` renders")
     parser.add_argument("--strips", type=Path, help="write strips of consecutive mouth crops (PNG) here")
+    parser.add_argument("--before", type=Path, help="with --strips: a folder of strips of an earlier run, stacked "
+                                                    "above this run's (before on top, after below)")
     parser.add_argument("--out", type=Path, default=RESULTS / "mouth_quality.json")
     args = parser.parse_args()
     missing = [name for name in (*FACES, "speech_en_1.wav") if not (SHARED_MEDIA / name).is_file()]
@@ -421,6 +436,10 @@ def main() -> None:
     args.out.write_text(json.dumps({"root": str(args.root), "machine": f"{os.cpu_count()} CPU cores",
                                     "load_average": os.getloadavg(), "sample_rate": SAMPLE_RATE, "rows": rows,
                                     "speed": speed}, indent=2))
+    if args.strips is not None and args.before is not None:
+        for row in rows:
+            name = strip_name(Path(row["face"]), Path(row["speech"]))
+            stack_under(args.before / name, args.strips / name)
     print_table(rows, speed)
 
 
