@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from heygem.config import load_config
+from heygem.engines.meshwarp import MeshWarpEngine
 from heygem.errors import InputError
 from heygem.options import TaskOptions
 from heygem.pipeline import phones as lips
@@ -117,3 +118,16 @@ def test_bilabials_of_real_speech_land_on_closed_frames() -> None:
     # Outside English only the closures the sound confirms stay, and the acoustic mouth is kept.
     other = mouth_cues(audio, FPS, frames, cue_settings("other"))
     assert 0 < other.closed.sum() <= cues.closed.sum() and not other.labiodental.any()
+
+
+def test_the_task_option_overrides_the_configured_language() -> None:
+    audio = read_audio(shared_media("speech_en_1.wav"), 60)[:4 * 16000]
+    english = MeshWarpEngine(load_config(environ={}))
+    other = MeshWarpEngine(load_config(environ={}, overrides={"meshwarp": {"speech_language": "other"}}))
+
+    def shape(engine: MeshWarpEngine, options: TaskOptions) -> np.ndarray:
+        return engine.audio_features(audio, FPS, 100, options).cues.shape
+
+    by_config = shape(other, TaskOptions())
+    assert np.array_equal(shape(english, TaskOptions(speech_language="other")), by_config)
+    assert not np.array_equal(shape(other, TaskOptions(speech_language="en")), by_config)
