@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 
@@ -144,3 +146,13 @@ def test_chinese_speech_keeps_the_mouth_on_the_rhythm_of_the_voice(language: str
     level = speech_level(audio, FPS, frames)
     correlations = correlation_by_offset(cues.openness, np.clip(level - np.percentile(level, 10), 0, None))
     assert max(correlations[lag] for lag in range(-3, 2)) >= 0.75
+
+
+def test_long_speech_is_cut_in_its_pauses() -> None:
+    rate = 16000
+    audio = np.ones(75 * rate, np.float32)
+    audio[int(27.5 * rate):int(27.6 * rate)] = 0  # a pause near the end of the first 30 s
+    ranges = lips.pieces(audio)
+    assert ranges[0] == (0, ranges[1][0]) and 27.5 * rate <= ranges[0][1] <= 27.6 * rate
+    assert ranges[-1][1] == audio.size and all(stop - start <= 30 * rate for start, stop in ranges)
+    assert all(a[1] == b[0] for a, b in itertools.pairwise(ranges))

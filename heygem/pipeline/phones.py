@@ -29,6 +29,7 @@ import numpy as np
 from heygem.pipeline.media import SAMPLE_RATE
 
 _PHONE_FRAME_S = 0.01  # pocketsphinx reports times in 10 ms frames
+_PIECE_S, _CUT_SEARCH_S = 30.0, 5.0  # long speech is decoded in pieces of at most 30 s, cut in their last 5 s
 
 
 class LipClass(enum.IntEnum):
@@ -88,22 +89,44 @@ class Phone:
 
 
 def recognise_phones(audio: np.ndarray) -> list[Phone]:
-    """CMU phones of 16 kHz mono float `audio`, with their times (pocketsphinx allphone search)."""
+    """CMU phones of 16 kHz mono float `audio`, with their times (pocketsphinx allphone search).
+
+    Long speech is decoded in pieces of at most `_PIECE_S`, cut at the quietest moment of each piece's last
+    `_CUT_SEARCH_S`: the decoder's memory grows with an utterance's length, and a cut in a pause loses nothing.
+    """
     from pocketsphinx import Decoder, get_model_path
 
-    if audio.size < SAMPLE_RATE // 10:
-        return []
     model = get_model_path()
     # The settings the pocketsphinx authors give for phone recognition; wide beams, since speed is ample.
     decoder = Decoder(hmm=f"{model}/en-us/en-us", allphone=f"{model}/en-us/en-us-phone.lm.bin", lm=None,
                       lw=2.0, pip=0.3, beam=1e-20, pbeam=1e-20, loglevel="FATAL")
-    pcm = (np.clip(audio, -1.0, 1.0) * 32767).astype("<i2").tobytes()
-    decoder.start_utt()
-    decoder.process_raw(pcm, full_utt=True)
-    decoder.end_utt()
-    return [Phone(segment.word.upper(), segment.start_frame * _PHONE_FRAME_S,
-                  (segment.end_frame + 1) * _PHONE_FRAME_S)
-            for segment in decoder.seg() if segment.end_frame >= segment.start_frame]
+    pcm = (np.clip(audio, -1.0, 1.0) * 32767).astype("<i2")
+    phones: list[Phone] = []
+    for start, stop in pieces(audio):
+        if stop - start < SAMPLE_RATE // 10:
+            continue
+        decoder.start_utt()
+        decoder.process_raw(pcm[start:stop].tobytes(), full_utt=True)
+        decoder.end_utt()
+        offset = start / SAMPLE_RATE
+        phones += [Phone(segment.word.upper(), offset + segment.start_frame * _PHONE_FRAME_S,
+                         offset + (segment.end_frame + 1) * _PHONE_FRAME_S)
+                   for segment in decoder.seg() if segment.end_frame >= segment.start_frame]
+    return phones
+
+
+def pieces(audio: np.ndarray) -> list[tuple[int, int]]:
+    """Sample ranges covering `audio`, each at most _PIECE_S long, cut where the 10 ms energy is lowest."""
+    piece, search, hop = int(_PIECE_S * SAMPLE_RATE), int(_CUT_SEARCH_S * SAMPLE_RATE), SAMPLE_RATE // 100
+    ranges, start = [], 0
+    while audio.size - start > piece:
+        window = audio[start + piece - search:start + piece]
+        energy = (window[:window.size // hop * hop].reshape(-1, hop) ** 2).sum(axis=1)
+        cut = start + piece - search + int(energy.argmin()) * hop + hop // 2
+        ranges.append((start, cut))
+        start = cut
+    ranges.append((start, audio.size))
+    return ranges
 
 
 def confirmed_closures(phones: Sequence[Phone], level_db: np.ndarray, dip_db: float) -> list[Phone]:
