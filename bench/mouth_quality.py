@@ -1,12 +1,12 @@
 """How real the built-in engine's mouth looks, measured against the person's own footage.
 
-    python -m bench.mouth_quality                 # every case, 3 rounds of speed (about 6 minutes on 2 cores)
+    python -m bench.mouth_quality                 # every case, 3 rounds of speed (about 8 minutes on 2 cores)
     python -m bench.mouth_quality --quick         # one speech over one clip, no speed
     python -m bench.mouth_quality --root /tmp/old # render with another checkout (e.g. an older commit)
     python -m bench.mouth_quality --strips DIR    # also write strips of consecutive mouth crops (PNG)
     python -m bench.mouth_quality --strips docs/quality --before DIR   # ... under the strips of an earlier run
 
-Speech with known phone times, over at least two talking clips and one photo from ../shared/media:
+Speech with known phone times, over two talking clips, a photo and an HEVC phone video from ../shared/media:
 - `festival`: Festival's US voice (festvox-us-slt-hts) reading a text full of m/b/p, "oo" and "ee"; Festival
   writes the synthesiser's own phone times, so they are exact.
 - `speech_en_1`: a real speaker, aligned to its known text by pocketsphinx's forced alignment, which gives word
@@ -74,7 +74,9 @@ FESTIVAL_TEXT = ("Maybe Bob made a map for Pam. Two blue moons rose soon over th
                  "We see these green trees, Lee. Father saw a large car by the barn.")
 SPEECH_EN_1_TEXT = ("i'm honored to represent a district made up largely of working people and i'm proud to tell "
                     "you that i come from a family of workers")
-FACES = ("video_talking_medium_skin.mp4", "video_portrait_static.mp4", "portrait_photo_1.png")
+# Two talking clips, a photo, and a small face in an HEVC phone video (1080x1920, 229 px face).
+FACES = ("video_talking_medium_skin.mp4", "video_portrait_static.mp4", "portrait_photo_1.png",
+         "video_vertical_fullbody_hevc.mp4")
 # Inner lip outline, in order around the opening.
 INNER_OUTLINE = (78, 191, 80, 81, 82, 13, 312, 311, 310, 415, 308, 324, 318, 402, 317, 14, 87, 178, 88, 95)
 CHEEKS = (205, 425)
@@ -415,8 +417,10 @@ def main() -> None:
                                                     "above this run's (before on top, after below)")
     parser.add_argument("--out", type=Path, default=RESULTS / "mouth_quality.json")
     parser.add_argument("--rounds", type=int, default=3, help="rounds of the speed measure (0: none)")
+    parser.add_argument("--faces", nargs="+", choices=FACES, help="only these faces (default: all; --quick: the first)")
     args = parser.parse_args()
-    missing = [name for name in (*FACES, "speech_en_1.wav") if not (SHARED_MEDIA / name).is_file()]
+    faces = args.faces or (FACES[:1] if args.quick else FACES)
+    missing = [name for name in (*faces, "speech_en_1.wav") if not (SHARED_MEDIA / name).is_file()]
     if missing:
         sys.exit(f"the real clips are missing from {SHARED_MEDIA}: {', '.join(missing)}")
     config = load_config(environ={})
@@ -428,7 +432,6 @@ def main() -> None:
         if not args.quick:
             wav, phones = festival_speech(folder)
             speeches.append((wav, phones, 2))
-        faces = FACES[:1] if args.quick else FACES
         if args.strips is not None:
             args.strips.mkdir(parents=True, exist_ok=True)
         rows = []
