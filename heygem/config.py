@@ -17,7 +17,7 @@ from typing import Any, Literal
 import yaml
 
 from heygem.errors import ConfigError
-from heygem.options import MOUTH_INTENSITY, LoopMode
+from heygem.options import MOUTH_INTENSITY, LoopMode, SpeechLanguage
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG_PATH = PROJECT_ROOT / "configs" / "default.yaml"
@@ -250,6 +250,8 @@ class MeshWarpConfig:
     bank_max_frames: int
     bank_jump_cost: float
     bank_closed_gap: float
+    speech_language: SpeechLanguage
+    closure_dip_db: float
 
     def check(self) -> None:
         _require_positive(self, "max_open_ratio", "attack_ms", "release_ms", "range_db", "bank_max_frames",

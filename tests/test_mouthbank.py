@@ -12,16 +12,15 @@ import pytest
 
 from heygem.cli.generate import generate_video
 from heygem.config import MeshWarpConfig, load_config
-from heygem.engines.meshwarp import MeshWarpState, render_mouth
 from heygem.options import TaskOptions
 from heygem.pipeline import analysis, mouthbank, samples, tracking
 from heygem.pipeline.analysis import AnalysisCache
 from heygem.pipeline.generate import tracker_settings
 from heygem.pipeline.media import VideoReader, probe_video
 from heygem.pipeline.mouthbank import BankBuilder, BankSettings, MouthBank, WantedMouth
-from heygem.pipeline.mouthcues import MouthCues
 from tests.conftest import ConfigFactory, shared_media
 from tests.media import FPS, astronaut_video, ffmpeg
+from tests.test_meshwarp import render
 
 SETTINGS = BankSettings(max_entries=400, jump_cost=1.0, closed_gap=0.012)
 TRACKER = tracking.TrackerSettings(0.5, 1.7, 192, 1.5, 6.0)
@@ -98,10 +97,7 @@ def warp_settings() -> MeshWarpConfig:
 
 
 def opened(frame: np.ndarray, points: np.ndarray, openness: float) -> np.ndarray:
-    out = frame.copy()
-    state = MeshWarpState(cues=MouthCues(np.zeros(1, np.float32), np.zeros(1, np.float32)), intensity=1.0)
-    render_mouth(out, points, openness, 0.0, state, warp_settings())
-    return out
+    return render((frame, points), warp_settings(), openness)
 
 
 def test_a_stitched_mouth_has_no_seam_and_takes_the_frames_lighting(portrait: tuple[np.ndarray, np.ndarray]) -> None:

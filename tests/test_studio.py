@@ -20,7 +20,7 @@ from tests.studio_server import JOB_TIMEOUT_S, make_speech, query, write_inputs
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                  "--disable-sync", "--no-first-run"]
-OPTIONS = ("meshwarp", "pingpong", 1.0, True, False)
+OPTIONS = ("meshwarp", "pingpong", 1.0, True, False, "en")
 
 
 @pytest.fixture(scope="module")
@@ -85,7 +85,8 @@ def test_an_invalid_upload_is_refused_with_its_message(client: Client, media: di
 @pytest.mark.parametrize("case", OUT_OF_RANGE + WRONG_KIND, ids=case_id)
 def test_an_option_out_of_range_is_refused_with_the_one_message(client: Client, case: tuple[str, Any, str]) -> None:
     name, value, message = case
-    controls = dict(zip(("engine", "loop_mode", "mouth_intensity", "ai_label", "watermark"), OPTIONS, strict=True))
+    controls = dict(zip(("engine", "loop_mode", "mouth_intensity", "ai_label", "watermark", "speech_language"), OPTIONS,
+                        strict=True))
     controls[name] = value
     # Options are checked before the files: none are sent.
     with pytest.raises(AppError) as refusal:

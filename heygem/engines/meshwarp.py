@@ -120,10 +120,11 @@ class MeshWarpEngine(LipSyncEngine):
         # TaskOptions has checked the task's own value against options.MOUTH_INTENSITY, the config its default.
         intensity = self.settings.mouth_intensity if options.mouth_intensity is None else options.mouth_intensity
         settings = self.settings
+        language = settings.speech_language if options.speech_language is None else options.speech_language
         cues = mouth_cues(audio, fps, frame_count, CueSettings(
             lead_ms=settings.lead_ms, attack_ms=settings.attack_ms, release_ms=settings.release_ms,
             gate_db=settings.gate_db, range_db=settings.range_db, voicing_threshold=settings.voicing_threshold,
-            closed_below=settings.closed_below))
+            closed_below=settings.closed_below, speech_language=language, closure_dip_db=settings.closure_dip_db))
         return MeshWarpState(cues=cues, intensity=intensity)
 
     def bank_settings(self) -> BankSettings | None:
@@ -164,12 +165,6 @@ class MeshWarpEngine(LipSyncEngine):
         return batch.frames
 
 
-def lips_closed(cues: MouthCues) -> np.ndarray:
-    """Per output frame: the lips must touch (m, b, p)."""
-    closed = getattr(cues, "closed", None)
-    return cues.openness <= 0 if closed is None else np.asarray(closed, bool)
-
-
 def open_gap(bank: MouthBank, settings: MeshWarpConfig) -> float:
     """The lip gap (over face width) of full openness: the person's own wide-open mouth (the 95th percentile of
     their footage), or the warp's max_open_ratio where the footage has no open mouths."""
@@ -197,7 +192,7 @@ def wanted_mouth(state: MeshWarpState, analysis: VideoAnalysis, shown: np.ndarra
     entry_of_frame[bank.frames] = np.arange(len(bank))
     turns = np.array([np.nan if points is None else mouthbank.head_turn(points) for points in analysis.landmarks])
     return WantedMouth(gap=gap.astype(np.float32), width=width.astype(np.float32),
-                       closed=lips_closed(state.cues)[:frames], turn=turns[shown[:frames]],
+                       closed=(state.cues.closed | (openness <= 0))[:frames], turn=turns[shown[:frames]],
                        own=entry_of_frame[shown[:frames]])
 
 
