@@ -167,10 +167,11 @@ class MeshWarpEngine(LipSyncEngine):
 
 def open_gap(bank: MouthBank, settings: MeshWarpConfig) -> float:
     """The lip gap (over face width) of full openness: the person's own wide-open mouth (the 95th percentile of
-    their footage), or the warp's max_open_ratio where the footage has no open mouths."""
-    own_open = float(np.percentile(bank.gap, 95))
-    return own_open if own_open >= 3 * settings.bank_closed_gap else settings.max_open_ratio * float(
-        np.median(bank.width))
+    their footage) where they talk in it, or the warp's max_open_ratio where the mouth barely moves (a photo,
+    a still smile, a silent video)."""
+    least, most = np.percentile(bank.gap, [5, 95])
+    talking = most - least >= 3 * settings.bank_closed_gap
+    return float(most) if talking else settings.max_open_ratio * float(np.median(bank.width))
 
 
 def wanted_mouth(state: MeshWarpState, analysis: VideoAnalysis, shown: np.ndarray,
