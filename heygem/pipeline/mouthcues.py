@@ -5,7 +5,7 @@ Two sources, combined in `mouth_cues`:
   shape follows the second formant (low F2: rounded "o/u", high F2: spread "i/e"). A noise gate set from the
   clip's own noise floor and a voicing test keep breaths and background noise from moving the mouth. Mouths
   open fast and close more slowly, and lead the sound slightly.
-- phones (heygem.pipeline.phones): for English speech the recognised phones set the shape (rounded, spread),
+- phones (heygem.pipeline.phones): for English speech the recognised phones sharpen the shape (rounded, spread),
   scale the openness by vowel height, and mark the frames where the lips must touch (m, b, p) or the lower lip
   meets the upper teeth (f, v). For other languages only what transfers is taken: closures the sound confirms.
 """
