@@ -39,7 +39,7 @@ def test_phones_map_to_lip_classes() -> None:
     expected = {"M": "CLOSED", "B": "CLOSED", "P": "CLOSED", "F": "LABIODENTAL", "V": "LABIODENTAL",
                 "UW": "ROUNDED", "OW": "ROUNDED", "UH": "ROUNDED", "W": "ROUNDED", "IY": "SPREAD", "IH": "SPREAD",
                 "EY": "SPREAD", "AA": "OPEN", "AE": "OPEN", "AH": "OPEN", "AO": "OPEN", "AY": "OPEN",
-                "SIL": "REST", "+NSN+": "REST", "T": "NEUTRAL"}
+                "SIL": "REST", "+NSN+": "REST", "+SPN+": "NEUTRAL", "T": "NEUTRAL"}
     assert {phone: lips.lip_target(phone).lip_class.name for phone in expected} == expected
     assert lips.lip_target("AA").openness > lips.lip_target("AH").openness > lips.lip_target("IY").openness
 

@@ -5,7 +5,7 @@ Two sources, combined in `mouth_cues`:
   shape follows the second formant (low F2: rounded "o/u", high F2: spread "i/e"). A noise gate set from the
   clip's own noise floor and a voicing test keep breaths and background noise from moving the mouth. Mouths
   open fast and close more slowly, and lead the sound slightly.
-- phones (heygem.pipeline.phones): for English speech the recognised phones set the shape (rounded, spread),
+- phones (heygem.pipeline.phones): for English speech the recognised phones sharpen the shape (rounded, spread),
   scale the openness by vowel height, and mark the frames where the lips must touch (m, b, p) or the lower lip
   meets the upper teeth (f, v). For other languages only what transfers is taken: closures the sound confirms.
 """
@@ -28,8 +28,9 @@ _F1_BAND = (_FREQS >= 200) & (_FREQS <= 1000)
 _F2_BAND = (_FREQS >= 900) & (_FREQS <= 2800)
 # Pitch lags for the voicing test: 70-400 Hz.
 _MIN_LAG, _MAX_LAG = SAMPLE_RATE // 400, SAMPLE_RATE // 70
-# English: openness x (base + range x the phones' openness): "ah" (1.0) opens 1.1x, "ee" (0.35) 0.9x. A wider range
-# follows vowel height more but the loudness less (the correlation `heygem eval` measures drops 0.03 per 0.1).
+# English: openness x (base + range x the phones' openness), normalised to average 1: "ah" (1.0) opens about 1.2x as
+# far as "ee" (0.35). A wider range follows vowel height more but the loudness less (the correlation `heygem eval`
+# measures drops 0.03 per 0.1 of range).
 _VOWEL_GAIN_BASE, _VOWEL_GAIN_RANGE = 0.8, 0.3
 # English: the phones' shape is added to the second formant's, which alone tells "oo" from "ee" better than the
 # recognised vowels do (measured at the vowels of speech_en_1.wav and Festival speech: F2 alone separates them by
@@ -130,8 +131,13 @@ def mouth_cues(audio: np.ndarray, fps: float, frame_count: int, settings: CueSet
     anticipation_s = settings.lead_ms / 1000.0
     if settings.speech_language == "en":
         framed = lips.frame_phones(recognised, fps, frame_count, anticipation_s)
-        # Loudness says how much, the vowel how far: an "ee" opens less than an "ah" at the same loudness.
-        openness = np.clip(openness * (_VOWEL_GAIN_BASE + _VOWEL_GAIN_RANGE * framed.openness), 0.0, 1.0)
+        # Loudness says how much, the vowel how far: an "ee" opens less than an "ah" at the same loudness. The
+        # gain averages 1 over the sounding frames, so vowel height moves the opening around without shrinking it.
+        gain = _VOWEL_GAIN_BASE + _VOWEL_GAIN_RANGE * framed.openness
+        sounding = openness > 0
+        if sounding.any():
+            gain = gain / float(np.mean(gain[sounding]))
+        openness = np.clip(openness * gain, 0.0, 1.0)
         shape = shape + _PHONE_SHAPE_WEIGHT * framed.shape
         labiodental = framed.labiodental
     else:

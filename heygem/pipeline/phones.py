@@ -54,7 +54,7 @@ def _target(lip_class: LipClass, openness: float, shape: float) -> LipTarget:
 
 
 _REST = _target(LipClass.REST, 0.0, 0.0)
-# CMU phones (pocketsphinx's set); anything else (SIL, +NSN+, +SPN+ ...) is rest.
+# CMU phones (pocketsphinx's set); anything else (SIL, +NSN+ noise, ...) is rest.
 PHONE_TARGETS: dict[str, LipTarget] = {
     **{phone: _target(LipClass.CLOSED, 0.0, 0.0) for phone in ("M", "B", "P")},
     **{phone: _target(LipClass.LABIODENTAL, 0.1, 0.0) for phone in ("F", "V")},
@@ -75,6 +75,10 @@ PHONE_TARGETS: dict[str, LipTarget] = {
     **{phone: _target(LipClass.NEUTRAL, 0.25, 0.0) for phone in ("T", "D", "N", "L", "TH", "DH", "K", "G",
                                                                    "NG", "HH")},
 }
+
+
+# pocketsphinx's "+SPN+" is speech it could not place (a mumble): the jaw half open, the lips neutral.
+PHONE_TARGETS["+SPN+"] = _target(LipClass.NEUTRAL, 0.6, 0.0)
 
 
 def lip_target(phone: str) -> LipTarget:
