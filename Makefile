@@ -29,13 +29,16 @@ demo: venv
 	@$(MAKE) --no-print-directory debian-packages PACKAGES="espeak-ng"
 	$(PY) -m heygem demo
 
-# Figures go to docs/benchmarks.md by hand: each module prints what it measured.
+# Figures go to docs/benchmarks.md by hand: each module prints what it measured. Festival speaks the mouth
+# bench's text with exact phone times (bench.mouth_quality, docs/quality.md).
 bench: venv $(RAY_STAMP)
+	@$(MAKE) --no-print-directory debian-packages PACKAGES="festival festvox-us-slt-hts"
 	$(PY) -m bench.supervisor
 	$(PY) -m bench.supervisor --backend ray
 	$(PY) -m bench.engine_speed
 	$(PY) -m bench.wav2lip_speed
 	$(PY) -m bench.live_stream
+	$(PY) -m bench.mouth_quality
 
 # mypy's settings and the files it checks are in pyproject.toml.
 lint: venv

@@ -17,7 +17,7 @@ import yaml
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, ValidationError, model_validator
 
 from heygem.errors import ConfigError
-from heygem.options import MOUTH_INTENSITY, LoopMode
+from heygem.options import MOUTH_INTENSITY, LoopMode, SpeechLanguage
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 # configs/default.yaml, reached through the package (heygem/configs/default.yaml links to it in a checkout and is
@@ -152,6 +152,10 @@ class PathsConfig(_Section):
     def live_dir(self) -> Path:
         return self.data_dir / "live"
 
+    @property
+    def analysis_dir(self) -> Path:
+        return self.data_dir / "analysis"
+
 
 class LoggingConfig(_Section):
     level: str
@@ -250,8 +254,11 @@ class MediaConfig(_Section):
     smooth_beta: float
     ai_label: bool
     watermark: bool
+    analysis_cache_mb: float
 
     def check(self) -> None:
+        if self.analysis_cache_mb < 0:
+            raise ConfigError(f"media.analysis_cache_mb: must be 0 or more, got {self.analysis_cache_mb}")
         _require_positive(self, "max_audio_duration_s", "max_frame_side", "max_input_side", "batch_frames",
                           "reverse_buffer_mb", "mesh_crop_scale", "mesh_size", "smooth_min_cutoff")
         if not 0 <= self.encoder_crf <= 51:
@@ -292,9 +299,18 @@ class MeshWarpConfig(_Section):
     range_db: float
     voicing_threshold: float
     closed_below: float
+    mouth_bank: bool
+    bank_max_frames: int
+    bank_jump_cost: float
+    bank_closed_gap: float
+    speech_language: SpeechLanguage
+    closure_dip_db: float
 
     def check(self) -> None:
-        _require_positive(self, "max_open_ratio", "attack_ms", "release_ms", "range_db")
+        _require_positive(self, "max_open_ratio", "attack_ms", "release_ms", "range_db", "bank_max_frames",
+                          "bank_closed_gap")
+        if self.bank_jump_cost < 0:
+            raise ConfigError(f"meshwarp.bank_jump_cost: must be 0 or more, got {self.bank_jump_cost}")
         if not 0 <= self.upper_lip_share <= 1:
             raise ConfigError(f"meshwarp.upper_lip_share: must be 0..1, got {self.upper_lip_share}")
         # The default of a task option, so the option's own range.

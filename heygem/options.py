@@ -5,8 +5,8 @@ constructor, JSON bodies go through `from_json`, text form fields through `from_
 one check, and every refusal reads "<option> must be <what it may be>, got <value>". The studio's slider and
 radio, the CLI's help and the engines take their limits from the constants here. An option left as None
 takes the server's default from configs/default.yaml (media.loop_mode, media.ai_label, media.watermark,
-meshwarp.mouth_intensity). The task record, the worker spec and the engine's job carry the typed value;
-the task store keeps `to_json()` and reads it back with `from_json`.
+meshwarp.mouth_intensity, meshwarp.speech_language). The task record, the worker spec and the engine's job
+carry the typed value; the task store keeps `to_json()` and reads it back with `from_json`.
 """
 
 from __future__ import annotations
@@ -20,6 +20,10 @@ from heygem.errors import InputError
 
 LoopMode = Literal["pingpong", "loop"]
 LOOP_MODES: tuple[LoopMode, ...] = typing.get_args(LoopMode)
+# The language of the speech, for the built-in engine's mouth shapes: "en" reads English phones (m/b/p close the
+# lips, "oo" rounds them, "ee" spreads them); "other" keeps loudness and formants and takes only the lip closures.
+SpeechLanguage = Literal["en", "other"]
+SPEECH_LANGUAGES: tuple[SpeechLanguage, ...] = typing.get_args(SpeechLanguage)
 SWITCH_TEXT = {"true": True, "1": True, "yes": True, "on": True, "false": False, "0": False, "no": False, "off": False}
 
 
@@ -54,10 +58,13 @@ class TaskOptions:
     mouth_intensity: float | None = None  # how far the mouth opens, 1 natural (see MOUTH_INTENSITY)
     ai_label: bool | None = None  # draw a small "AI-generated" label
     watermark: bool | None = None  # draw a small "HeyGem" watermark
+    speech_language: SpeechLanguage | None = None  # the speech's language, for mouth shapes (SPEECH_LANGUAGES)
 
     def __post_init__(self) -> None:
         if self.loop_mode is not None and self.loop_mode not in LOOP_MODES:
             raise refusal("loop_mode", f"one of {', '.join(LOOP_MODES)}", self.loop_mode)
+        if self.speech_language is not None and self.speech_language not in SPEECH_LANGUAGES:
+            raise refusal("speech_language", f"one of {', '.join(SPEECH_LANGUAGES)}", self.speech_language)
         intensity = self.mouth_intensity
         if intensity is not None:
             number = isinstance(intensity, (int, float)) and not isinstance(intensity, bool)

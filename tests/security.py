@@ -14,8 +14,9 @@ from fastapi import FastAPI
 from fastapi.routing import iter_route_contexts
 from starlette.routing import BaseRoute, Mount
 
-# The studio's "generate" inputs after the two files: engine, loop mode, mouth intensity, AI label, watermark.
-GENERATE_OPTIONS = ["meshwarp", "pingpong", 1.0, False, False]
+# The studio's "generate" inputs after the two files: engine, loop mode, mouth intensity, AI label, watermark,
+# speech language.
+GENERATE_OPTIONS = ["meshwarp", "pingpong", 1.0, False, False, "en"]
 PATH_PARAMETER = re.compile(r"\{[^}]+\}")
 
 

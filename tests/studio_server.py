@@ -22,7 +22,7 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networki
                  "--disable-sync", "--no-first-run"]
 # The studio's generate options, in the order of its /generate endpoint: engine, loop mode, mouth intensity, AI
 # label, watermark.
-OPTIONS = ("meshwarp", "pingpong", 1.0, True, False)
+OPTIONS = ("meshwarp", "pingpong", 1.0, True, False, "en")
 
 
 def make_speech(path: Path, seconds: float) -> Path:

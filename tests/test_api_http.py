@@ -103,7 +103,8 @@ def test_bad_parameters_answer_10002_naming_the_problem(client: httpx.Client, fi
     assert message in answer["msg"]
 
 
-@pytest.mark.parametrize("case", [case for case in OUT_OF_RANGE + WRONG_KIND if case[0] == "mouth_intensity"],
+@pytest.mark.parametrize("case", [case for case in OUT_OF_RANGE + WRONG_KIND
+                                  if case[0] in ("mouth_intensity", "speech_language")],
                          ids=case_id)
 def test_an_option_out_of_range_answers_10002_with_the_one_message(client: httpx.Client,
                                                                     case: tuple[str, Any, str]) -> None:

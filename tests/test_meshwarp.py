@@ -87,7 +87,8 @@ def render(face: tuple[np.ndarray, np.ndarray], settings: MeshWarpConfig, openne
            shape: float = 0.0) -> np.ndarray:
     frame, points = face
     out = frame.copy()
-    state = MeshWarpState(cues=MouthCues(np.zeros(1, np.float32), np.zeros(1, np.float32)), intensity=1.0)
+    still = np.zeros(1, np.float32)
+    state = MeshWarpState(cues=MouthCues(still, still, np.zeros(1, bool), np.zeros(1, bool)), intensity=1.0)
     render_mouth(out, points, openness, shape, state, settings)
     return out
 

@@ -42,7 +42,7 @@ def test_json_round_trip_keeps_only_what_was_given() -> None:
     assert options.to_json() == {"loop_mode": "loop", "ai_label": True}
     assert TaskOptions.from_json(options.to_json()) == options
     with pytest.raises(InputError, match=r"^unknown option 'mouth_intesity': the options are loop_mode, "
-                                         r"mouth_intensity, ai_label, watermark$"):
+                                         r"mouth_intensity, ai_label, watermark, speech_language$"):
         TaskOptions.from_json({"mouth_intesity": 1})
     with pytest.raises(InputError, match=r"^options must be a JSON object"):
         TaskOptions.from_json([1, 2])
@@ -80,6 +80,7 @@ def test_the_cli_help_shows_the_declared_choices_and_range(capsys: pytest.Captur
         main(["generate", "--help"])
     help_text = capsys.readouterr().out
     assert "--loop-mode {pingpong,loop}" in help_text and "--mouth-intensity 0..2" in help_text
+    assert "--speech-language {en,other}" in help_text
 
 
 @pytest.mark.parametrize("case", OUT_OF_RANGE + WRONG_KIND, ids=case_id)
@@ -88,7 +89,7 @@ def test_the_studio_handler_refuses_with_the_one_message(start_supervisor, case:
     studio = Studio(supervisor, supervisor.config)
     name, value, message = case
     controls: dict[str, Any] = {"loop_mode": "pingpong", "mouth_intensity": 1.0, "ai_label": False,
-                                "watermark": False, name: value}
+                                "watermark": False, "speech_language": "en", name: value}
     with pytest.raises(gr.Error) as refusal:
         studio.generate("speech.wav", "face.mp4", "meshwarp", **controls)
     assert refusal.value.message == message

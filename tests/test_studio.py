@@ -79,7 +79,8 @@ def test_an_invalid_upload_is_refused_with_its_message(client: Client, media: di
 @pytest.mark.parametrize("case", OUT_OF_RANGE + WRONG_KIND, ids=case_id)
 def test_an_option_out_of_range_is_refused_with_the_one_message(client: Client, case: tuple[str, Any, str]) -> None:
     name, value, message = case
-    controls = dict(zip(("engine", "loop_mode", "mouth_intensity", "ai_label", "watermark"), OPTIONS, strict=True))
+    controls = dict(zip(("engine", "loop_mode", "mouth_intensity", "ai_label", "watermark", "speech_language"), OPTIONS,
+                        strict=True))
     controls[name] = value
     # Options are checked before the files: none are sent.
     with pytest.raises(AppError) as refusal:

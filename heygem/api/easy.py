@@ -128,10 +128,11 @@ def refuse_known_code(code: str, supervisor: TaskSupervisor) -> None:
 
 
 def task_options(body: dict[str, Any]) -> TaskOptions:
-    """HeyGem's own fields, with their HeyGem defaults, and our mouth_intensity (absent: the server default)."""
+    """HeyGem's own fields, with their HeyGem defaults, and our mouth_intensity and speech_language (absent: the
+    server defaults)."""
     return TaskOptions(loop_mode="pingpong" if flag(body, "pn", True) else "loop",
                        ai_label=flag(body, "digital_auth", False), watermark=flag(body, "watermark_switch", False),
-                       mouth_intensity=body.get("mouth_intensity"))
+                       mouth_intensity=body.get("mouth_intensity"), speech_language=body.get("speech_language"))
 
 
 def flag(body: dict[str, Any], name: str, default: bool) -> bool:

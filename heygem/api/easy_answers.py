@@ -46,6 +46,7 @@ STAGES_ZH = {
     "run": "开始合成",
     "reading inputs": "正在读取音频和视频",
     "analysing audio": "正在提取音频特征",
+    "analysing video": "正在分析视频中的人脸",
     "rendering": "正在合成视频",
     "finishing": "正在生成视频文件",
 }
@@ -55,6 +56,7 @@ STAGE_FAILURES_ZH = {
     "run": "合成失败",
     "reading inputs": "音频或视频无法使用",
     "analysing audio": "音频特征提取失败",
+    "analysing video": "视频人脸分析失败",
     "rendering": "视频合成失败",
     "finishing": "视频文件生成失败",
 }

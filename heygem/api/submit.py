@@ -1,7 +1,8 @@
 """POST /api/v1/tasks: a task from files sent with the request (multipart/form-data), from any machine.
 
 File fields `audio` (the speech) and `video` (a person facing the camera) are required; text fields `engine`, `code`
-and the task options (`loop_mode`, `mouth_intensity`, `ai_label`, `watermark`, read by TaskOptions.from_form) are
+and the task options (`loop_mode`, `mouth_intensity`, `ai_label`, `watermark`, `speech_language`, read by
+TaskOptions.from_form) are
 optional. The answer is 201 {"code", "state", "position"}: `position` is the task's place in the queue, null once
 a worker has it.
 

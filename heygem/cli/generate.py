@@ -16,7 +16,7 @@ from typing import Any
 from heygem.config import Config, load_config
 from heygem.errors import InputError
 from heygem.files import require_regular_file
-from heygem.options import LOOP_MODES, MOUTH_INTENSITY, TaskOptions
+from heygem.options import LOOP_MODES, MOUTH_INTENSITY, SPEECH_LANGUAGES, TaskOptions
 
 DEMO_TEXT = ("Hello! I am a digital human, made by HeyGem on an ordinary computer. "
              "My lips follow every word I say, and when I pause, my mouth closes.")
@@ -71,6 +71,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                           help="when the audio is longer than the video (default from config: media.loop_mode)")
     generate.add_argument("--mouth-intensity", type=float, metavar=f"{MOUTH_INTENSITY.low:g}..{MOUTH_INTENSITY.high:g}",
                           help="how far the mouth opens, 1 natural (default from config: meshwarp.mouth_intensity)")
+    generate.add_argument("--speech-language", metavar="{" + ",".join(SPEECH_LANGUAGES) + "}",
+                          help="the speech's language: en reads English phones for the lips, other keeps only lip "
+                               "closures (default from config: meshwarp.speech_language)")
     generate.add_argument("--ai-label", action=argparse.BooleanOptionalAction, default=None,
                           help="draw a small 'AI-generated' label")
     generate.add_argument("--watermark", action=argparse.BooleanOptionalAction, default=None,
@@ -121,8 +124,9 @@ def run_generate(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     options = TaskOptions(**{name: getattr(args, name) for name in TaskOptions.names()})
     report = generate_video(config, args.audio, args.video, args.out, args.engine, options)
+    reused = ", the video's analysis from the cache" if report.get("video_analysis") == "cached" else ""
     print(f"done: {report['frames']} frames, {report['duration']:.2f} s in {report['wall_s']:.2f} s "
-          f"({report['frames_without_face']} without a face)", file=sys.stderr)
+          f"({report['frames_without_face']} without a face{reused})", file=sys.stderr)
     print(args.out)
     return 0
 

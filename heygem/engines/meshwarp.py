@@ -20,9 +20,11 @@ import numpy as np
 
 from heygem.config import Config, MeshWarpConfig
 from heygem.options import TaskOptions
-from heygem.pipeline import compositing
+from heygem.pipeline import compositing, mouthbank
 from heygem.pipeline import tracking as lm
+from heygem.pipeline.analysis import VideoAnalysis
 from heygem.pipeline.generate import FrameBatch, LipSyncEngine
+from heygem.pipeline.mouthbank import BankSettings, MouthBank, WantedMouth
 from heygem.pipeline.mouthcues import CueSettings, MouthCues, mouth_cues
 
 Box = tuple[int, int, int, int]  # x0, y0, x1, y1 in pixels, end exclusive
@@ -55,6 +57,10 @@ class MeshWarpState:
     intensity: float
     width_reference: float | None = None  # the face's usual mouth width over face width
     interior: np.ndarray | None = None  # running mean colour (BGR) of the mouth interior
+    bank: MouthBank | None = None  # the person's own mouths, from the video's analysis
+    entries: np.ndarray | None = None  # per output frame: the bank entry to stitch in, -1 for none
+    openness: np.ndarray | None = None  # per output frame: the openness to warp to, in the person's own range
+    fitting: np.ndarray | None = None  # per output frame: the chosen footage mouth needs no warp
 
 
 @dataclasses.dataclass(frozen=True)
@@ -96,6 +102,7 @@ class MouthTarget:
     source_upper: np.ndarray  # (11, 2) the same lips in the input frame
     source_lower: np.ndarray
     teeth: float  # 0..1, how much of the upper teeth shows
+    closed: bool  # the lips press together: nothing of the mouth's inside may show between them
     nose_v: float  # height of the nose tip: nothing above it moves
     lip_top_v: float  # height of the top of the upper lip: everything below it may move fully
 
@@ -113,20 +120,81 @@ class MeshWarpEngine(LipSyncEngine):
         # TaskOptions has checked the task's own value against options.MOUTH_INTENSITY, the config its default.
         intensity = self.settings.mouth_intensity if options.mouth_intensity is None else options.mouth_intensity
         settings = self.settings
+        language = settings.speech_language if options.speech_language is None else options.speech_language
         cues = mouth_cues(audio, fps, frame_count, CueSettings(
             lead_ms=settings.lead_ms, attack_ms=settings.attack_ms, release_ms=settings.release_ms,
             gate_db=settings.gate_db, range_db=settings.range_db, voicing_threshold=settings.voicing_threshold,
-            closed_below=settings.closed_below))
+            closed_below=settings.closed_below, speech_language=language, closure_dip_db=settings.closure_dip_db))
         return MeshWarpState(cues=cues, intensity=intensity)
+
+    def bank_settings(self) -> BankSettings | None:
+        settings = self.settings
+        return BankSettings(max_entries=settings.bank_max_frames, jump_cost=settings.bank_jump_cost,
+                            closed_gap=settings.bank_closed_gap) if settings.mouth_bank else None
+
+    def attach_video(self, features: MeshWarpState, analysis: VideoAnalysis, shown: np.ndarray) -> MeshWarpState:
+        settings = self.bank_settings()
+        bank = analysis.bank
+        if settings is None or len(bank) == 0:
+            return features
+        wanted = wanted_mouth(features, analysis, shown, self.settings)
+        entries = mouthbank.select_entries(bank, wanted, settings)
+        # A footage mouth this close to the wanted one is shown as it is: the warp would only blur it.
+        gap, width = bank.gap[entries], bank.width[entries]
+        fitting = ((np.abs(gap - wanted.gap) <= 0.15 * open_gap(bank, self.settings))
+                   & (np.abs(width / wanted.width - 1) <= 0.04) & (~wanted.closed | (gap < settings.closed_gap)))
+        # Where the chosen mouth is the frame's own, nothing is stitched.
+        entries[bank.frames[entries] == shown[:len(entries)]] = -1
+        # The warp corrects the others towards the same mouth, in its own unit (a share of max_open_ratio).
+        openness = wanted.gap / (self.settings.max_open_ratio * float(np.median(bank.width)))
+        return dataclasses.replace(features, bank=bank, entries=entries, openness=openness, fitting=fitting)
 
     def render(self, batch: FrameBatch, features: MeshWarpState, options: TaskOptions) -> list[np.ndarray]:
         for index, frame, points in zip(batch.indices, batch.frames, batch.landmarks, strict=True):
             if points is not None:
                 # Beyond this the jaw would fold over the neck; intensity scales speech, not anatomy.
                 openness = min(float(features.cues.openness[index]) * features.intensity, _MAX_OPENNESS)
+                if features.openness is not None:
+                    openness = float(features.openness[index])
                 shape = float(features.cues.shape[index])
-                render_mouth(frame, points, openness, shape, features, self.settings)
+                if features.bank is not None and features.entries is not None and features.entries[index] >= 0:
+                    stitched = mouthbank.stitch(frame, points, features.bank, int(features.entries[index]))
+                    points = points if stitched is None else stitched
+                if features.fitting is None or not features.fitting[index]:
+                    render_mouth(frame, points, openness, shape, features, self.settings)
         return batch.frames
+
+
+def open_gap(bank: MouthBank, settings: MeshWarpConfig) -> float:
+    """The lip gap (over face width) of full openness: the person's own wide-open mouth (the 95th percentile of
+    their footage) where they talk in it, or the warp's max_open_ratio where the mouth barely moves (a photo,
+    a still smile, a silent video)."""
+    least, most = np.percentile(bank.gap, [5, 95])
+    talking = most - least >= 3 * settings.bank_closed_gap
+    return float(most) if talking else settings.max_open_ratio * float(np.median(bank.width))
+
+
+def wanted_mouth(state: MeshWarpState, analysis: VideoAnalysis, shown: np.ndarray,
+                 settings: MeshWarpConfig) -> WantedMouth:
+    """The cues as the bank measures mouths: lip gap and width over face width, lips closed or not.
+
+    Full openness is `open_gap`: speech uses the mouths the person has; footage without open mouths (a photo,
+    a silent closed-mouth video) keeps the warp's own scale, and the warp opens it.
+    """
+    bank = analysis.bank
+    openness = np.minimum(state.cues.openness * state.intensity, _MAX_OPENNESS)
+    shape = state.cues.shape
+    usual_width = float(np.median(bank.width))
+    gap = openness * open_gap(bank, settings)
+    width = usual_width * (1 - settings.round_strength * np.maximum(-shape, 0)
+                           + settings.spread_strength * np.maximum(shape, 0))
+    frames = len(openness)
+    entry_of_frame = np.full(int(max(bank.frames.max(), shown.max())) + 1, -1, np.int64)
+    entry_of_frame[bank.frames] = np.arange(len(bank))
+    turns = np.array([np.nan if points is None else mouthbank.head_turn(points) for points in analysis.landmarks])
+    return WantedMouth(gap=gap.astype(np.float32), width=width.astype(np.float32),
+                       closed=(state.cues.closed | (openness <= 0))[:frames], turn=turns[shown[:frames]],
+                       own=entry_of_frame[shown[:frames]])
 
 
 def render_mouth(frame: np.ndarray, points: np.ndarray, openness: float, shape: float, state: MeshWarpState,
@@ -142,6 +210,8 @@ def render_mouth(frame: np.ndarray, points: np.ndarray, openness: float, shape: 
     if roi is None:
         return
     warp_region(frame, mouth, target, roi, state)
+    if target.closed:
+        fill_closed_seam(frame, mouth, target, roi)
 
 
 def plan_mouth(local: np.ndarray, openness: float, shape: float, width_now: float,
@@ -187,6 +257,7 @@ def plan_mouth(local: np.ndarray, openness: float, shape: float, width_now: floa
                        inner_upper=upper_inner_dest, inner_lower=lower_inner_dest,
                        source_upper=measured_upper, source_lower=inner_lower,
                        teeth=float(np.clip((openness - settings.teeth_from) / 0.25, 0, 1)),
+                       closed=bool(wanted_gap.max() <= 0),
                        nose_v=float(local[lm.NOSE_TIP, 1]),
                        lip_top_v=float(max(local[list(lm.OUTER_UPPER), 1].min(), local[lm.NOSE_TIP, 1] + 0.1)))
 
@@ -314,6 +385,42 @@ def warp_region(frame: np.ndarray, mouth: MouthFrame, target: MouthTarget, roi: 
     if cavity_box is not None:
         paint_opening(frame, warped, mouth, target, cavity_box, box, state)
     frame[by0:by1, bx0:bx1] = warped
+
+
+def fill_closed_seam(frame: np.ndarray, mouth: MouthFrame, target: MouthTarget, box: Box) -> None:
+    """Lip, not teeth, where closed lips meet (in place).
+
+    Closing an open input pulls the lips together from both sides, but the mesh puts the inner lip edges on the
+    teeth, so a line of teeth can remain between them. Near the meeting line, pixels that look like teeth
+    (brighter than the lips and far less saturated) and the dark gaps beside them are filled from the lip
+    texture around them (inpainting), so the lips meet on lip tissue.
+    """
+    line = (target.inner_upper + target.inner_lower) / 2
+    reach = np.array([0.0, 0.35])
+    seam_box = bounding_box(mouth.pixels(np.concatenate([line - reach, line + reach])), 3, box)
+    if seam_box is None:
+        return
+    grid = local_grid(mouth, seam_box)
+    middle = np.interp(grid[..., 0], line[:, 0], line[:, 1]).astype(np.float32)
+    near = (np.abs(grid[..., 1] - middle) < 0.22) & (grid[..., 0] > line[0, 0]) & (grid[..., 0] < line[-1, 0])
+    x0, y0, x1, y1 = seam_box
+    region = frame[y0:y1, x0:x1]
+    hsv = cv2.cvtColor(region, cv2.COLOR_BGR2HSV)
+    lips = near & (hsv[..., 1] > np.percentile(hsv[..., 1][near], 60)) if near.any() else near
+    if lips.sum() < 8:
+        return
+    lip_saturation, lip_value = np.median(hsv[..., 1][lips]), np.median(hsv[..., 2][lips])
+    teeth = near & (hsv[..., 1] < 0.6 * lip_saturation) & (hsv[..., 2] > lip_value + 10)
+    if not teeth.any():
+        return
+    grown = cv2.dilate(teeth.astype(np.uint8), np.ones((3, 3), np.uint8), iterations=max(1, round(mouth.scale / 30)))
+    holes = (grown.astype(bool) & near).astype(np.uint8)
+    # Only around the holes: inpainting costs by the area it looks at.
+    ys, xs = np.nonzero(holes)
+    top, left = max(int(ys.min()) - 4, 0), max(int(xs.min()) - 4, 0)
+    bottom, right = int(ys.max()) + 5, int(xs.max()) + 5
+    patch = region[top:bottom, left:right]
+    patch[:] = cv2.inpaint(patch, holes[top:bottom, left:right], 3, cv2.INPAINT_TELEA)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -33,6 +33,7 @@ from heygem.config import MediaConfig
 from heygem.errors import InputError
 from heygem.options import LoopMode, TaskOptions
 from heygem.pipeline import compositing
+from heygem.pipeline.analysis import AnalysisCache, VideoAnalysis
 from heygem.pipeline.engine import Engine, Job, Reporter
 from heygem.pipeline.live import LiveStream
 from heygem.pipeline.media import (
@@ -45,6 +46,7 @@ from heygem.pipeline.media import (
     probe_video,
     read_audio,
 )
+from heygem.pipeline.mouthbank import BankSettings
 from heygem.pipeline.tracking import FaceTracker, TrackerSettings, import_mediapipe
 
 NO_FACE_MESSAGE = "no face found in the video"
@@ -76,6 +78,15 @@ class LipSyncEngine(Engine):
 
     def run(self, job: Job, reporter: Reporter) -> dict[str, Any]:
         return generate(job, self, reporter)
+
+    def bank_settings(self) -> BankSettings | None:
+        """How to build the video's mouth bank when the engine stitches the person's own mouth; None: it does not,
+        and the video is tracked while it renders instead of analysed first."""
+        return None
+
+    def attach_video(self, features: Any, analysis: VideoAnalysis, shown: np.ndarray) -> Any:
+        """The features again, now knowing the video's analysis and which grid frame each output frame shows."""
+        return features
 
     @abstractmethod
     def audio_features(self, audio: np.ndarray, fps: float, frame_count: int, options: TaskOptions) -> Any:
@@ -165,6 +176,13 @@ def _generate(job: Job, engine: LipSyncEngine, reporter: Reporter) -> dict[str, 
                 options.loop_mode)
     reporter.stage("analysing audio")
     features = engine.audio_features(audio, video.fps, frame_count, job.options)
+    analysis = None
+    bank_settings = engine.bank_settings()
+    if bank_settings is not None:
+        reporter.stage("analysing video")
+        analysis = AnalysisCache(job.config.paths.analysis_dir, media.analysis_cache_mb).analysis(
+            video, size, tracker_settings(media), bank_settings)
+        features = engine.attach_video(features, analysis, shown_frames(segments))
     reporter.stage("rendering")
     job.result_path.parent.mkdir(parents=True, exist_ok=True)
     job.work_dir.mkdir(parents=True, exist_ok=True)
@@ -182,7 +200,8 @@ def _generate(job: Job, engine: LipSyncEngine, reporter: Reporter) -> dict[str, 
     writer = VideoWriter(temporary, size, video.rate, job.audio_path, duration, media.encoder_preset,
                          media.encoder_crf, media.audio_bitrate, live)
     try:
-        faceless = _render_all(job, engine, reporter, writer, video, size, segments, features, options)
+        faceless = _render_all(job, engine, reporter, writer, video, size, segments, features, options,
+                               None if analysis is None else analysis.landmarks)
         reporter.stage("finishing")
         writer.close()
     except BaseException:
@@ -191,21 +210,38 @@ def _generate(job: Job, engine: LipSyncEngine, reporter: Reporter) -> dict[str, 
         raise
     os.replace(temporary, job.result_path)
     wall = time.monotonic() - started
-    return {"engine": engine.name, "frames": frame_count, "frames_without_face": faceless,
+    report: dict[str, Any] = {} if analysis is None else {
+        "video_analysis": "cached" if analysis.cached else "computed", "mouth_bank_frames": len(analysis.bank)}
+    return report | {"engine": engine.name, "frames": frame_count, "frames_without_face": faceless,
             "duration": round(duration, 3), "fps": round(video.fps, 3), "width": size[0], "height": size[1],
             "video_frames": video.frame_count, "loop_mode": options.loop_mode,
             "wall_s": round(wall, 2), "speed_x": round(duration / max(wall, 1e-6), 2)}
 
 
+def tracker_settings(media: MediaConfig) -> TrackerSettings:
+    return TrackerSettings(min_confidence=media.detect_confidence, crop_scale=media.mesh_crop_scale,
+                           mesh_size=media.mesh_size, smooth_min_cutoff=media.smooth_min_cutoff,
+                           smooth_beta=media.smooth_beta)
+
+
+def shown_frames(segments: list[Segment]) -> np.ndarray:
+    """The grid frame each output frame shows."""
+    parts = [np.arange(segment.start, segment.stop)[::-1 if segment.reverse else 1] for segment in segments]
+    return np.concatenate(parts).astype(np.int64)
+
+
 def _render_all(job: Job, engine: LipSyncEngine, reporter: Reporter, writer: VideoWriter, video: VideoInfo,
-                size: tuple[int, int], segments: list[Segment], features: Any, options: PipelineOptions) -> int:
-    """Renders every output frame into the writer; returns how many frames had no face."""
+                size: tuple[int, int], segments: list[Segment], features: Any, options: PipelineOptions,
+                landmarks: list[np.ndarray | None] | None) -> int:
+    """Renders every output frame into the writer; returns how many frames had no face.
+
+    `landmarks` (per grid frame, from the video's analysis) spare tracking while rendering."""
     media = job.config.media
     batch_frames = engine.frames_per_render()
     frames: queue.Queue[Any] = queue.Queue(maxsize=batch_frames)
     stop = threading.Event()
     producer = threading.Thread(target=_produce, name="decode-track", daemon=True,
-                                args=(video, size, segments, media, frames, stop))
+                                args=(video, size, segments, media, frames, stop, landmarks))
     producer.start()
     total = sum(len(segment) for segment in segments)
     # Later segments replay the first one's frames: no face there means no face anywhere.
@@ -261,27 +297,28 @@ def _batch(items: list[tuple[int, np.ndarray, np.ndarray | None]]) -> FrameBatch
 
 
 def _produce(video: VideoInfo, size: tuple[int, int], segments: list[Segment], media: MediaConfig,
-             frames: queue.Queue[Any], stop: threading.Event) -> None:
-    """Decodes and tracks in output order; a grid frame shown again reuses its landmarks instead of re-tracking."""
+             frames: queue.Queue[Any], stop: threading.Event, landmarks: list[np.ndarray | None] | None) -> None:
+    """Decodes and tracks in output order; a grid frame shown again reuses its landmarks instead of re-tracking,
+    and with the video's analysis nothing is tracked at all."""
     tracker: FaceTracker | None = None
     try:
-        tracker = FaceTracker(video.fps, TrackerSettings(
-            min_confidence=media.detect_confidence, crop_scale=media.mesh_crop_scale, mesh_size=media.mesh_size,
-            smooth_min_cutoff=media.smooth_min_cutoff, smooth_beta=media.smooth_beta))
+        known: dict[int, np.ndarray | None] = {} if landmarks is None else dict(enumerate(landmarks))
+        if landmarks is None:
+            tracker = FaceTracker(video.fps, tracker_settings(media))
         reader = VideoReader(video, size)
         replays = len(segments) > 1
-        known: dict[int, np.ndarray | None] = {}
         chunk = max(4, media.reverse_buffer_mb * 2**20 // (size[0] * size[1] * 3))
         output_index = 0
         for segment in segments:
             for grid_index, frame in _segment_frames(reader, segment, chunk):
                 if grid_index in known:
-                    landmarks = known[grid_index]
+                    points = known[grid_index]
                 else:
-                    landmarks = tracker.track(frame)
+                    assert tracker is not None
+                    points = tracker.track(frame)
                     if replays:
-                        known[grid_index] = landmarks
-                if not _put(frames, (output_index, frame, landmarks), stop):
+                        known[grid_index] = points
+                if not _put(frames, (output_index, frame, points), stop):
                     return
                 output_index += 1
         _put(frames, _DONE, stop)

@@ -19,7 +19,7 @@ from heygem.engines.registry import DEFAULT_ENGINE, ENGINES, list_engines
 from heygem.errors import HeyGemError, InputError, TaskNotFoundError
 from heygem.intake.media_check import SLOT_NAMES, Slot
 from heygem.intake.uploads import accept_upload
-from heygem.options import LOOP_MODES, MOUTH_INTENSITY, LoopMode, TaskOptions
+from heygem.options import LOOP_MODES, MOUTH_INTENSITY, SPEECH_LANGUAGES, LoopMode, SpeechLanguage, TaskOptions
 from heygem.supervisor import TaskRecord, TaskRequest, TaskState, TaskSupervisor
 from heygem.ui.controls import checked_by_task_options
 from heygem.ui.live import live_player, live_value
@@ -40,6 +40,8 @@ CSS_PATH = Path(__file__).with_name("studio.css")
 GENERATE_TAB = "generate"
 LOOP_MODE_LABELS: dict[LoopMode, str] = {"pingpong": "Ping-pong (forward, then backward)",
                                          "loop": "Loop from the start"}
+SPEECH_LANGUAGE_LABELS: dict[SpeechLanguage, str] = {"en": "English (lips follow the phones)",
+                                                     "other": "Another language (lips follow the sound)"}
 # Writes ?code=<code> into the address bar, so a reload or a shared link comes back to the same task.
 REMEMBER_CODE_JS = """(code) => {
   const url = new URL(window.location.href);
@@ -71,9 +73,11 @@ class Studio:
                 gr.Button(interactive=bool(choices)), *self.attach(code))
 
     def generate(self, audio: str | None, video: str | None, engine: str | None, loop_mode: LoopMode,
-                 mouth_intensity: float, ai_label: bool, watermark: bool) -> TaskView:
+                 mouth_intensity: float, ai_label: bool, watermark: bool,
+                 speech_language: SpeechLanguage) -> TaskView:
         options = self.act(lambda: TaskOptions(loop_mode=loop_mode, mouth_intensity=mouth_intensity,
-                                               ai_label=ai_label, watermark=watermark))
+                                               ai_label=ai_label, watermark=watermark,
+                                               speech_language=speech_language))
         return self.attach(self.submit(audio, video, engine, options))
 
     def submit(self, audio: str | None, video: str | None, engine: str | None, options: TaskOptions) -> str:
@@ -226,6 +230,9 @@ def build_studio(supervisor: TaskSupervisor, config: Config) -> gr.Blocks:
                             intensity = checked_by_task_options(gr.Slider(
                                 MOUTH_INTENSITY.low, MOUTH_INTENSITY.high, value=config.meshwarp.mouth_intensity,
                                 step=0.05, label="Mouth movement intensity"))
+                            speech_language = checked_by_task_options(gr.Radio(
+                                [(SPEECH_LANGUAGE_LABELS[language], language) for language in SPEECH_LANGUAGES],
+                                value=config.meshwarp.speech_language, label="Language of the speech (lip shapes)"))
                             with gr.Row():
                                 ai_label = gr.Checkbox(value=config.media.ai_label,
                                                        label='Add an "AI-generated" label to the video')
@@ -262,7 +269,8 @@ def build_studio(supervisor: TaskSupervisor, config: Config) -> gr.Blocks:
                   api_visibility="private")
         # Whichever handler changes the shown task (submit, load, Open), the browser remembers it.
         code.change(lambda value: value, [code], [remembered], js=REMEMBER_CODE_JS, api_visibility="private")
-        submit.click(studio.generate, [audio, video, engine, loop_mode, intensity, ai_label, watermark], task_view,
+        submit.click(studio.generate, [audio, video, engine, loop_mode, intensity, ai_label, watermark,
+                                        speech_language], task_view,
                      api_name="generate", concurrency_limit=4)
         timer.tick(studio.poll, [code], [status, result, download, timer], api_name="task_status",
                    show_progress="hidden", concurrency_limit=None)

@@ -1,0 +1,202 @@
+"""What is learnt from a video once and reused by every speech rendered over it: the tracked landmarks of
+every frame and the mouth bank (heygem.pipeline.mouthbank).
+
+HeyGem users render one template video with many speeches, so the analysis is cached under
+<paths.data_dir>/analysis by the video's content hash together with everything that shapes the result (this
+module's ANALYSIS_VERSION, the processing size, the tracker and bank settings). Writes are atomic (a
+temporary file renamed into place) and one lock file per key makes a second worker wait for the first
+worker's analysis instead of repeating it. The folder is kept under a size bound by evicting the entries
+least recently used (each hit refreshes its file's modification time).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import fcntl
+import hashlib
+import json
+import os
+import queue
+import tempfile
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+from loguru import logger
+
+from heygem.pipeline.media import VideoInfo, VideoReader
+from heygem.pipeline.mouthbank import BankBuilder, BankSettings, MouthBank
+from heygem.pipeline.tracking import FaceTracker, TrackerSettings
+
+# Bump whenever tracking, the bank's contents or this file format change: older cache entries are then ignored
+# (and evicted in time), never misread.
+ANALYSIS_VERSION = 3
+_SUFFIX = ".npz"
+
+
+@dataclasses.dataclass
+class VideoAnalysis:
+    landmarks: list[np.ndarray | None]  # per video grid frame: (468, 2) float32 pixels, None where no face
+    bank: MouthBank
+    cached: bool = False  # read from the cache rather than computed by this task
+
+
+def analyse_video(video: VideoInfo, size: tuple[int, int], tracker: TrackerSettings,
+                  bank: BankSettings) -> VideoAnalysis:
+    """Decodes and tracks every frame of the video once, collecting the mouth bank on the way.
+
+    A thread decodes while this one tracks, so both cores work (PyAV and MediaPipe release the GIL).
+    """
+    face_tracker = FaceTracker(video.fps, tracker)
+    builder = BankBuilder(bank, video.frame_count)
+    landmarks: list[np.ndarray | None] = []
+    frames: queue.Queue[tuple[int, np.ndarray] | BaseException | None] = queue.Queue(maxsize=8)
+    stop = threading.Event()
+
+    def offer(item: tuple[int, np.ndarray] | BaseException | None) -> None:
+        while not stop.is_set():
+            try:
+                frames.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+
+    def decode() -> None:
+        try:
+            for item in VideoReader(video, size).frames():
+                offer(item)
+            offer(None)
+        except BaseException as exc:  # handed to the tracking thread, which raises it
+            offer(exc)
+
+    decoder = threading.Thread(target=decode, name="analysis-decode", daemon=True)
+    decoder.start()
+    try:
+        while (item := frames.get()) is not None:
+            if isinstance(item, BaseException):
+                raise item
+            grid_index, frame = item
+            points = face_tracker.track(frame)
+            landmarks.append(points)
+            builder.add(grid_index, frame, points)
+    finally:
+        stop.set()
+        face_tracker.close()
+        decoder.join()
+    return VideoAnalysis(landmarks=landmarks, bank=builder.bank())
+
+
+def analysis_key(video: VideoInfo, size: tuple[int, int], tracker: TrackerSettings, bank: BankSettings) -> str:
+    """The cache key: the video's content hash and everything else the analysis depends on."""
+    digest = hashlib.sha256()
+    with open(video.path, "rb") as file:
+        for block in iter(lambda: file.read(1 << 20), b""):
+            digest.update(block)
+    recipe = {"version": ANALYSIS_VERSION, "size": list(size), "tracker": dataclasses.asdict(tracker),
+              "bank": dataclasses.asdict(bank), "content": digest.hexdigest()}
+    return hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:40]
+
+
+class AnalysisCache:
+    """Analyses on disk in `folder`, at most `max_mb` megabytes in all (0: no caching)."""
+
+    def __init__(self, folder: Path, max_mb: float) -> None:
+        self.folder = folder
+        self.max_bytes = int(max_mb * 2**20)
+
+    def analysis(self, video: VideoInfo, size: tuple[int, int], tracker: TrackerSettings,
+                 bank: BankSettings) -> VideoAnalysis:
+        """The cached analysis of `video`, or a new one (then stored)."""
+        if self.max_bytes <= 0:
+            return analyse_video(video, size, tracker, bank)
+        key = analysis_key(video, size, tracker, bank)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        path = self.folder / f"{key}{_SUFFIX}"
+        with self._locked(key):
+            found = self._read(path)
+            if found is not None:
+                logger.info("video analysis from the cache ({})", path.name)
+                return found
+            analysis = analyse_video(video, size, tracker, bank)
+            self._write(path, analysis)
+        self._evict(keep=path)
+        return analysis
+
+    @contextlib.contextmanager
+    def _locked(self, key: str) -> Iterator[None]:
+        with open(self.folder / f"{key}.lock", "a+b") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
+    def _read(self, path: Path) -> VideoAnalysis | None:
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                analysis = from_arrays(dict(data))
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError, KeyError) as exc:
+            logger.warning("ignoring an unreadable video analysis {}: {}", path.name, exc)
+            return None
+        with contextlib.suppress(OSError):
+            os.utime(path)  # most recently used
+        return analysis
+
+    def _write(self, path: Path, analysis: VideoAnalysis) -> None:
+        try:
+            handle, temporary = tempfile.mkstemp(dir=self.folder, prefix=".partial-", suffix=_SUFFIX)
+            with os.fdopen(handle, "wb") as file:
+                np.savez(file, **to_arrays(analysis))
+            os.replace(temporary, path)
+        except OSError as exc:
+            # A full or read-only disk costs the next task an analysis, never this task its result.
+            logger.warning("video analysis not cached: {}", exc)
+            with contextlib.suppress(OSError, UnboundLocalError):
+                os.unlink(temporary)
+
+    def _evict(self, keep: Path) -> None:
+        """Removes the least recently used analyses until the folder fits max_mb again."""
+        entries = []
+        for path in self.folder.glob(f"*{_SUFFIX}"):
+            with contextlib.suppress(FileNotFoundError):
+                stat = path.stat()
+                entries.append((stat.st_mtime, stat.st_size, path))
+        total = sum(size for _, size, _ in entries)
+        for _, size, path in sorted(entries):
+            if total <= self.max_bytes:
+                break
+            if path == keep or path.name.startswith(".partial-"):
+                continue
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+                path.with_suffix(".lock").unlink(missing_ok=True)
+            total -= size
+
+
+def to_arrays(analysis: VideoAnalysis) -> dict[str, np.ndarray]:
+    """Plain arrays (no pickled objects) for np.savez."""
+    bank = analysis.bank
+    landmarks = np.full((len(analysis.landmarks), 468, 2), np.nan, np.float32)
+    for index, points in enumerate(analysis.landmarks):
+        if points is not None:
+            landmarks[index] = points
+    sizes = np.array([len(patch) for patch in bank.patches], np.int64)
+    patches = np.frombuffer(b"".join(bank.patches), np.uint8)
+    return {"landmarks": landmarks, "frames": bank.frames, "bank_landmarks": bank.landmarks, "gap": bank.gap,
+            "width": bank.width, "turn": bank.turn, "teeth": bank.teeth, "dark": bank.dark, "reference": bank.reference,
+            "origin": bank.origin, "patch_sizes": sizes, "patches": patches}
+
+
+def from_arrays(data: dict[str, np.ndarray]) -> VideoAnalysis:
+    ends = np.cumsum(data["patch_sizes"])
+    blob = data["patches"].tobytes()
+    patches = [blob[end - size:end] for end, size in zip(ends, data["patch_sizes"], strict=True)]
+    landmarks: list[np.ndarray | None] = [None if np.isnan(points[0, 0]) else points for points in data["landmarks"]]
+    bank = MouthBank(frames=data["frames"], landmarks=data["bank_landmarks"], gap=data["gap"], width=data["width"],
+                     turn=data["turn"], teeth=data["teeth"], dark=data["dark"], reference=data["reference"],
+                     origin=data["origin"], patches=patches)
+    return VideoAnalysis(landmarks=landmarks, bank=bank, cached=True)

@@ -1,0 +1,284 @@
+"""The mouth bank: choosing the person's own mouths smoothly, stitching them in without a seam, closed lips
+without teeth, and the cached analysis of a video (reuse, invalidation, bounds, concurrent workers)."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from heygem.cli.generate import generate_video
+from heygem.config import MeshWarpConfig, load_config
+from heygem.options import TaskOptions
+from heygem.pipeline import analysis, mouthbank, samples, tracking
+from heygem.pipeline.analysis import AnalysisCache
+from heygem.pipeline.generate import tracker_settings
+from heygem.pipeline.media import VideoReader, probe_video
+from heygem.pipeline.mouthbank import BankBuilder, BankSettings, MouthBank, WantedMouth
+from tests.conftest import ConfigFactory, shared_media
+from tests.media import FPS, astronaut_video, ffmpeg
+from tests.test_meshwarp import render
+
+SETTINGS = BankSettings(max_entries=400, jump_cost=1.0, closed_gap=0.012)
+TRACKER = tracking.TrackerSettings(0.5, 1.7, 192, 1.5, 6.0)
+
+
+def geometry_bank(gaps: np.ndarray, widths: np.ndarray) -> MouthBank:
+    """A bank of consecutive source frames with the given geometry and no images (selection only)."""
+    count = len(gaps)
+    return MouthBank(frames=np.arange(count), landmarks=np.zeros((count, 468, 2), np.float32),
+                     gap=gaps.astype(np.float32), width=widths.astype(np.float32),
+                     turn=np.zeros(count, np.float32), teeth=np.zeros(count, np.float32),
+                     dark=np.zeros(count, np.float32),
+                     reference=np.zeros((len(mouthbank.STABLE_POINTS), 2), np.float32),
+                     origin=np.zeros(2, np.float32), patches=[])
+
+
+def cuts(path: np.ndarray) -> int:
+    """How often the chosen source frame is neither the previous one nor the one after it."""
+    step = np.diff(path)
+    return int(np.sum((step != 0) & (step != 1)))
+
+
+def test_selection_plays_runs_of_footage_instead_of_flickering_between_frames() -> None:
+    rng = np.random.default_rng(7)
+    # Source footage: a talking mouth, syllables about every 8 frames, lips meeting between some of them.
+    time = np.arange(300)
+    gaps = np.clip(0.05 * np.sin(2 * np.pi * time / 8) + 0.035, 0, None) + rng.normal(0, 0.002, 300).clip(0)
+    widths = 0.4 + 0.02 * np.sin(2 * np.pi * time / 23)
+    bank = geometry_bank(gaps, widths)
+    # Wanted: another speech, at another rhythm, with noise as real cues have.
+    frames = 200
+    wanted_gap = np.clip(0.05 * np.sin(2 * np.pi * np.arange(frames) / 11) + 0.03, 0, None)
+    wanted_gap += rng.normal(0, 0.004, frames)
+    wanted = WantedMouth(gap=wanted_gap.astype(np.float32), width=np.full(frames, 0.4, np.float32),
+                         closed=wanted_gap <= 0.0, turn=np.zeros(frames), own=np.full(frames, -1))
+    path = mouthbank.select_entries(bank, wanted, SETTINGS)
+    greedy = np.argmin(mouthbank.selection_costs(bank, wanted, SETTINGS.closed_gap), axis=1)
+    assert cuts(greedy) > 150, "frame by frame, the nearest mouth jumps all over the footage"
+    assert cuts(path) < cuts(greedy) / 4
+    # Still the wanted shapes: the gap error stays within a fifth of an open mouth's gap on most frames.
+    assert np.median(np.abs(bank.gap[path] - wanted_gap)) < 0.02
+    # Lips that must meet get footage frames where they meet.
+    closed = wanted.closed
+    assert closed.any() and np.all(bank.gap[path[closed]] < SETTINGS.closed_gap + 0.004)
+
+
+def test_selection_keeps_the_frames_own_mouth_where_it_fits() -> None:
+    gaps = np.tile([0.0, 0.02, 0.05, 0.08, 0.05, 0.02], 20)
+    bank = geometry_bank(gaps, np.full(len(gaps), 0.4))
+    own = np.arange(len(gaps))
+    wanted = WantedMouth(gap=gaps.astype(np.float32), width=np.full(len(gaps), 0.4, np.float32),
+                         closed=gaps == 0, turn=np.zeros(len(gaps)), own=own)
+    assert np.array_equal(mouthbank.select_entries(bank, wanted, SETTINGS), own)
+
+
+def tracked(frame: np.ndarray, times: int = 1) -> np.ndarray:
+    """The frame's landmarks, tracked `times` times over (so smoothing settles on a still frame)."""
+    tracker = tracking.FaceTracker(FPS, TRACKER)
+    found = [tracker.track(frame) for _ in range(times)]
+    tracker.close()
+    points = found[-1]
+    assert points is not None
+    return points
+
+
+@pytest.fixture(scope="module")
+def portrait() -> tuple[np.ndarray, np.ndarray]:
+    frame = next(samples.moving_portrait_frames(1, FPS))
+    return frame, tracked(frame, times=3)
+
+
+def warp_settings() -> MeshWarpConfig:
+    return load_config(environ={}).meshwarp
+
+
+def opened(frame: np.ndarray, points: np.ndarray, openness: float) -> np.ndarray:
+    return render((frame, points), warp_settings(), openness)
+
+
+def test_a_stitched_mouth_has_no_seam_and_takes_the_frames_lighting(portrait: tuple[np.ndarray, np.ndarray]) -> None:
+    frame, points = portrait
+    # The bank's frame: the same face with its mouth closed, shot darker and shifted (other lighting, other pose).
+    other = opened(frame, points, 0.0)
+    other = np.clip(other.astype(np.float32) * 0.8, 0, 255).astype(np.uint8)
+    shift = np.float32([[1, 0, 6], [0, 1, -4]])
+    other = cv2.warpAffine(other, shift, other.shape[1::-1], borderMode=cv2.BORDER_REPLICATE)
+    builder = BankBuilder(SETTINGS, 2)
+    builder.add(0, frame, points)
+    builder.add(1, other, tracked(other))
+    bank = builder.bank()
+    out = frame.copy()
+    merged = mouthbank.stitch(out, points, bank, 1)
+    assert merged is not None
+    # The mouth is the bank's: closed where the frame's was open, as the mesh reads it back.
+    assert tracking.mouth_opening(merged) < tracking.mouth_opening(points) - 0.08
+    assert tracking.mouth_opening(tracked(out)) < tracking.mouth_opening(points) - 0.08
+    # No seam: across the stitched region's edge the picture changes no faster than the frame itself does there.
+    changed = np.abs(out.astype(np.int16) - frame.astype(np.int16)).max(axis=-1) > 2
+    edge = cv2.dilate(changed.astype(np.uint8), np.ones((5, 5), np.uint8)) - cv2.erode(
+        changed.astype(np.uint8), np.ones((5, 5), np.uint8))
+    band = edge > 0
+
+    def gradient(image: np.ndarray) -> np.ndarray:
+        grey = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY).astype(np.float32)
+        return np.hypot(cv2.Sobel(grey, cv2.CV_32F, 1, 0), cv2.Sobel(grey, cv2.CV_32F, 0, 1))
+
+    assert gradient(out)[band].mean() <= gradient(frame)[band].mean() * 1.1 + 2
+    # Lighting matched: the darker bank frame does not darken the skin around the mouth.
+    assert abs(out[band].mean() - frame[band].mean()) < 4
+
+
+def test_closed_lips_over_an_open_mouth_show_no_teeth(portrait: tuple[np.ndarray, np.ndarray]) -> None:
+    frame, points = portrait
+    # An open mouth with white teeth filling the gap between the lips, as in a talking clip.
+    open_frame = opened(frame, points, 0.5)
+    open_points = tracked(open_frame)
+    inner = np.concatenate([open_points[list(tracking.INNER_UPPER)], open_points[list(tracking.INNER_LOWER[::-1])]])
+    cv2.fillPoly(open_frame, [np.round(inner).astype(np.int32)], (235, 240, 245))
+    closed = opened(open_frame, open_points, 0.0)
+    # The band where the lips now meet, as wide as the opening was.
+    mouth = np.zeros(frame.shape[:2], np.uint8)
+    outer = np.concatenate([open_points[list(tracking.OUTER_UPPER)], open_points[list(tracking.OUTER_LOWER[::-1])]])
+    cv2.fillPoly(mouth, [np.round(outer).astype(np.int32)], 1)
+    hsv = cv2.cvtColor(closed, cv2.COLOR_BGR2HSV)
+    teeth = (mouth > 0) & (hsv[..., 1] < 40) & (hsv[..., 2] > 200)
+    assert teeth.sum() <= 3, f"{teeth.sum()} teeth-white pixels between closed lips"
+
+
+def small_video(path: Path, seconds: float = 0.4) -> Path:
+    return astronaut_video(path, seconds=seconds, size=(256, 256))
+
+
+def test_the_analysis_of_a_video_is_computed_once_and_reused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[Path] = []
+    real = analysis.analyse_video
+
+    def counted(*args: object) -> analysis.VideoAnalysis:
+        calls.append(args[0].path)  # type: ignore[attr-defined]
+        return real(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(analysis, "analyse_video", counted)
+    video = probe_video(small_video(tmp_path / "person.mp4"))
+    cache = AnalysisCache(tmp_path / "analysis", 100)
+    first = cache.analysis(video, (256, 256), TRACKER, SETTINGS)
+    again = AnalysisCache(tmp_path / "analysis", 100).analysis(video, (256, 256), TRACKER, SETTINGS)
+    assert len(calls) == 1 and not first.cached and again.cached
+    assert len(again.landmarks) == len(first.landmarks) == video.frame_count
+    assert all(a is not None and b is not None and np.array_equal(a, b)
+               for a, b in zip(first.landmarks, again.landmarks, strict=True))
+    assert len(again.bank) == len(first.bank) > 0 and again.bank.patches == first.bank.patches
+    # Another processing size is another analysis; so is a new version of the analysis code.
+    cache.analysis(video, (128, 128), TRACKER, SETTINGS)
+    assert len(calls) == 2
+    monkeypatch.setattr(analysis, "ANALYSIS_VERSION", analysis.ANALYSIS_VERSION + 1)
+    assert not cache.analysis(video, (256, 256), TRACKER, SETTINGS).cached
+    assert len(calls) == 3
+
+
+def test_different_content_under_the_same_name_is_analysed_anew(tmp_path: Path) -> None:
+    path = small_video(tmp_path / "person.mp4")
+    cache = AnalysisCache(tmp_path / "analysis", 100)
+    assert not cache.analysis(probe_video(path), (256, 256), TRACKER, SETTINGS).cached
+    small_video(path, seconds=0.28)
+    assert not cache.analysis(probe_video(path), (256, 256), TRACKER, SETTINGS).cached
+
+
+def test_the_cache_stays_within_its_size_and_evicts_the_least_recently_used(tmp_path: Path) -> None:
+    videos = [probe_video(small_video(tmp_path / f"person{index}.mp4", 0.2 + 0.04 * index)) for index in range(3)]
+    folder = tmp_path / "analysis"
+    cache = AnalysisCache(folder, 100)
+    for video in videos:
+        cache.analysis(video, (256, 256), TRACKER, SETTINGS)
+    sizes = sorted(path.stat().st_size for path in folder.glob("*.npz"))
+    # Room for two analyses: using the first again makes the second the least recently used.
+    bounded = AnalysisCache(folder, (sizes[-1] + sizes[-2] + 1) / 2**20)
+    first_key = analysis.analysis_key(videos[0], (256, 256), TRACKER, SETTINGS)
+    assert bounded.analysis(videos[0], (256, 256), TRACKER, SETTINGS).cached
+    bounded.analysis(videos[2], (256, 256), TRACKER, SETTINGS)
+    bounded.analysis(videos[0], (256, 256), TRACKER, SETTINGS)
+    bounded._evict(keep=folder / f"{first_key}.npz")
+    left = {path.stem for path in folder.glob("*.npz")}
+    assert first_key in left and len(left) <= 2
+    assert sum(path.stat().st_size for path in folder.glob("*.npz")) <= bounded.max_bytes
+
+
+@pytest.mark.slow
+def test_concurrent_workers_analyse_a_video_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = []
+    real = analysis.analyse_video
+
+    def counted(*args: object) -> analysis.VideoAnalysis:
+        calls.append(1)
+        return real(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(analysis, "analyse_video", counted)
+    video = probe_video(small_video(tmp_path / "person.mp4"))
+    results: list[analysis.VideoAnalysis] = []
+    workers = [threading.Thread(target=lambda: results.append(
+        AnalysisCache(tmp_path / "analysis", 100).analysis(video, (256, 256), TRACKER, SETTINGS))) for _ in range(3)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    assert len(calls) == 1 and len(results) == 3 and sum(result.cached for result in results) == 2
+    assert not list((tmp_path / "analysis").glob(".partial-*"))
+
+
+def mouth_figures(path: Path, points: list[np.ndarray | None], frames: range) -> tuple[list[int], list[float]]:
+    """Per frame: teeth-white pixels around the lips (at the source's mouth); the change from the previous frame
+    inside the mouth box (mean absolute difference)."""
+    info = probe_video(path)
+    teeth, change = [], []
+    previous = None
+    for index, frame in VideoReader(info, (info.width, info.height)).frames(frames.start, frames.stop):
+        face = points[index]
+        assert face is not None
+        outer = np.concatenate([face[list(tracking.OUTER_UPPER)], face[list(tracking.OUTER_LOWER[::-1])]])
+        mask = np.zeros(frame.shape[:2], np.uint8)
+        cv2.fillPoly(mask, [np.round(outer).astype(np.int32)], 1)
+        hsv = cv2.cvtColor(frame, cv2.COLOR_BGR2HSV)
+        teeth.append(int(((mask > 0) & (hsv[..., 1] < 45) & (hsv[..., 2] > 180)).sum()))
+        x0, y0 = np.floor(outer.min(axis=0)).astype(int) - 10
+        x1, y1 = np.ceil(outer.max(axis=0)).astype(int) + 10
+        crop = frame[max(y0, 0):y1 + 30, max(x0, 0):x1].astype(np.float32)
+        if previous is not None and previous.shape == crop.shape:
+            change.append(float(np.abs(crop - previous).mean()))
+        previous = crop
+    return teeth, change
+
+
+@pytest.mark.slow
+def test_real_clip_gets_the_persons_own_mouth_and_reuses_the_analysis(tmp_path: Path,
+                                                                      make_config: ConfigFactory) -> None:
+    video = shared_media("video_talking_medium_skin.mp4")
+    speeches = [tmp_path / "one.wav", tmp_path / "two.wav"]
+    for source, target in zip(("speech_en_1.wav", "speech_en_2.wav"), speeches, strict=True):
+        ffmpeg("-i", str(shared_media(source)), "-t", "2.4", str(target))
+    config = make_config()
+    first = generate_video(config, speeches[0], video, tmp_path / "one.mp4", None, TaskOptions())
+    second = generate_video(config, speeches[1], video, tmp_path / "two.mp4", None, TaskOptions())
+    assert first["video_analysis"] == "computed" and second["video_analysis"] == "cached"
+    assert first["mouth_bank_frames"] == second["mouth_bank_frames"] >= 100
+    # Where the lips are shut in the result, no teeth show between them (the old warp left a white line).
+    info = probe_video(video)
+    tracker = tracking.FaceTracker(info.fps, tracker_settings(config.media))
+    result = probe_video(tmp_path / "one.mp4")
+    closed = []
+    try:
+        for index, frame in VideoReader(result, (result.width, result.height)).frames():
+            points = tracker.track(frame)
+            if points is not None and mouthbank.mouth_geometry(points)[0] < 0.012:
+                closed.append(index)
+    finally:
+        tracker.close()
+    source_points = AnalysisCache(config.paths.analysis_dir, 100).analysis(
+        info, (info.width, info.height), tracker_settings(config.media), SETTINGS).landmarks
+    teeth, change = mouth_figures(tmp_path / "one.mp4", source_points, range(60))
+    _, source_change = mouth_figures(video, source_points, range(60))
+    assert len(closed) >= 3 and max(teeth[index] for index in closed) <= 10
+    # The mouth changes from frame to frame about as much as the person's own mouth does in the footage.
+    assert np.mean(change) <= 1.45 * np.mean(source_change)

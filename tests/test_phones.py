@@ -1,0 +1,161 @@
+"""Mouth shapes from phones: the timing rules on synthetic phone sequences, and closures on real speech."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+
+from heygem.config import load_config
+from heygem.engines.meshwarp import MeshWarpEngine
+from heygem.errors import InputError
+from heygem.options import TaskOptions
+from heygem.pipeline import phones as lips
+from heygem.pipeline.evaluate import correlation_by_offset, speech_level
+from heygem.pipeline.media import read_audio
+from heygem.pipeline.mouthcues import CueSettings, mouth_cues
+from tests.conftest import shared_media
+
+FPS = 25.0
+FRAME = 1 / FPS
+
+
+def sequence(*spans: tuple[str, float]) -> list[lips.Phone]:
+    """Phones one after another from t = 0.2 s, each (label, duration in seconds)."""
+    phones, time = [], 0.2
+    for label, duration in spans:
+        phones.append(lips.Phone(label, time, time + duration))
+        time += duration
+    return phones
+
+
+def classes(phones: list[lips.Phone], frames: int = 25, anticipation_s: float = 0.0) -> list[str]:
+    framed = lips.frame_phones(phones, FPS, frames, anticipation_s)
+    return [lips.LipClass(value).name for value in framed.lip_class]
+
+
+def test_phones_map_to_lip_classes() -> None:
+    expected = {"M": "CLOSED", "B": "CLOSED", "P": "CLOSED", "F": "LABIODENTAL", "V": "LABIODENTAL",
+                "UW": "ROUNDED", "OW": "ROUNDED", "UH": "ROUNDED", "W": "ROUNDED", "IY": "SPREAD", "IH": "SPREAD",
+                "EY": "SPREAD", "AA": "OPEN", "AE": "OPEN", "AH": "OPEN", "AO": "OPEN", "AY": "OPEN",
+                "SIL": "REST", "+NSN+": "REST", "+SPN+": "NEUTRAL", "T": "NEUTRAL"}
+    assert {phone: lips.lip_target(phone).lip_class.name for phone in expected} == expected
+    assert lips.lip_target("AA").openness > lips.lip_target("AH").openness > lips.lip_target("IY").openness
+
+
+def test_a_closure_shorter_than_a_frame_still_closes_a_frame() -> None:
+    # 15 ms of "p" that falls between two frame centres (0.42 and 0.46 s): no centre sees it.
+    phones = [lips.Phone("AA", 0.2, 0.425), lips.Phone("P", 0.425, 0.44), lips.Phone("AA", 0.44, 0.7)]
+    framed = lips.frame_phones(phones, FPS, 25, 0.0)
+    assert framed.closed.sum() == 1 and framed.closed[11]
+    assert framed.lip_class[11] == lips.LipClass.CLOSED
+    # A longer closure closes every frame it covers much of, and not a frame it only grazes (10 ms of frame 10).
+    long = [lips.Phone("AA", 0.2, 0.41), lips.Phone("M", 0.41, 0.5), lips.Phone("AA", 0.5, 0.7)]
+    assert np.flatnonzero(lips.frame_phones(long, FPS, 25, 0.0).closed).tolist() == [11, 12]
+
+
+def test_labiodentals_mark_their_frames_but_never_over_a_closure() -> None:
+    framed = lips.frame_phones(sequence(("AA", 0.2), ("F", 0.08), ("AA", 0.2), ("M", 0.05), ("V", 0.05),
+                                        ("AA", 0.2)), FPS, 25, 0.0)
+    assert framed.labiodental.any() and framed.closed.any()
+    assert not (framed.labiodental & framed.closed).any()
+
+
+def test_shapes_come_early_by_the_anticipation() -> None:
+    phones = sequence(("SIL", 0.39), ("UW", 0.3), ("SIL", 0.3))  # "oo" from 0.59 s: most of frame 15
+    on_time = classes(phones)
+    early = classes(phones, anticipation_s=0.06)
+    assert on_time.index("ROUNDED") == 15
+    assert early.index("ROUNDED") in (13, 14)  # 60 ms earlier: 1.5 frames
+    closure = sequence(("AA", 0.4), ("B", 0.06), ("AA", 0.3))  # "b" from 0.6 s
+    assert classes(closure, anticipation_s=0.04).index("CLOSED") == classes(closure).index("CLOSED") - 1
+
+
+def test_a_shape_held_for_one_frame_does_not_flicker() -> None:
+    # "oo", 40 ms of "ee", "oo": one spread frame between rounded ones would flash wide and back.
+    phones = sequence(("UW", 0.3), ("IY", 0.04), ("UW", 0.3))
+    framed = lips.frame_phones(phones, FPS, 25, 0.0)
+    spoken = framed.lip_class[6:20]
+    assert set(spoken.tolist()) == {lips.LipClass.ROUNDED}
+    assert np.max(framed.shape[6:20]) < 0.0, "the short spread sound only pulls the rounding back a little"
+    # Alternating one-frame phones average to an in-between shape instead of flashing from one extreme to the other.
+    alternating = sequence(*[("UW" if index % 2 else "IY", FRAME) for index in range(10)])
+    shape = lips.frame_phones(alternating, FPS, 25, 0.0).shape[6:14]
+    assert np.max(np.abs(np.diff(shape))) < 1.0
+    # A closure is never smoothed away, however short.
+    assert lips.frame_phones(sequence(("AA", 0.3), ("P", 0.02), ("AA", 0.3)), FPS, 25, 0.0).closed.any()
+
+
+def test_speech_language_is_one_option_with_one_refusal() -> None:
+    assert TaskOptions(speech_language="other").speech_language == "other"
+    assert TaskOptions.from_form({"speech_language": "en"}).speech_language == "en"
+    with pytest.raises(InputError, match="speech_language must be one of en, other, got 'zh'"):
+        TaskOptions.from_json({"speech_language": "zh"})
+
+
+# Bilabials of speech_en_1.wav ("...a district made up largely of working people, and I'm proud to tell you that
+# I come from a family of workers"): times in seconds where pocketsphinx's forced alignment of that text puts
+# them (its word spans; the m/b/p at the word's edge, or a third into "people" and "family").
+BILABIALS_EN_1 = {"represent": 2.72, "made": 3.44, "up": 3.70, "people": 4.64, "people (2)": 4.82,
+                  "I'm": 5.70, "proud": 5.77, "come": 6.88, "from": 7.04, "family": 7.30}
+
+
+def cue_settings(language: str) -> CueSettings:
+    settings = load_config(environ={}).meshwarp
+    values = {name: getattr(settings, name) for name in CueSettings.__dataclass_fields__}
+    return CueSettings(**{**values, "speech_language": language})
+
+
+@pytest.mark.slow
+def test_bilabials_of_real_speech_land_on_closed_frames() -> None:
+    audio = read_audio(shared_media("speech_en_1.wav"), 60)
+    frames = int(8.0 * FPS)
+    cues = mouth_cues(audio, FPS, frames, cue_settings("en"))
+    closed = np.flatnonzero(cues.closed)
+    near = {word: bool(np.any(np.abs(closed - time * FPS) <= 2)) for word, time in BILABIALS_EN_1.items()}
+    assert sum(near.values()) >= 7, near
+    assert np.all(cues.openness[cues.closed] == 0)
+    # Closures are moments, not a shut mouth: speech keeps the mouth open most of the time.
+    assert cues.closed.mean() < 0.12
+    assert np.mean(cues.openness[int(2.2 * FPS):int(5.0 * FPS)] > 0.1) > 0.5
+    # Outside English only the closures the sound confirms stay, and the acoustic mouth is kept.
+    other = mouth_cues(audio, FPS, frames, cue_settings("other"))
+    assert 0 < other.closed.sum() <= cues.closed.sum() and not other.labiodental.any()
+
+
+@pytest.mark.slow
+def test_the_task_option_overrides_the_configured_language() -> None:
+    audio = read_audio(shared_media("speech_en_1.wav"), 60)[:4 * 16000]
+    english = MeshWarpEngine(load_config(environ={}))
+    other = MeshWarpEngine(load_config(environ={}, overrides={"meshwarp": {"speech_language": "other"}}))
+
+    def shape(engine: MeshWarpEngine, options: TaskOptions) -> np.ndarray:
+        return engine.audio_features(audio, FPS, 100, options).cues.shape
+
+    by_config = shape(other, TaskOptions())
+    assert np.array_equal(shape(english, TaskOptions(speech_language="other")), by_config)
+    assert not np.array_equal(shape(other, TaskOptions(speech_language="en")), by_config)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("language", ["en", "other"])
+def test_chinese_speech_keeps_the_mouth_on_the_rhythm_of_the_voice(language: str) -> None:
+    # The quality bar's Chinese case (heygem eval: correlation >= 0.5 at a lag of -3..+1 on the rendered video),
+    # here on the cues themselves, with a margin for what rendering and re-measuring lose (0.85 measured).
+    audio = read_audio(shared_media("speech_zh_1.wav"), 60)
+    frames = int(audio.size / 16000 * FPS)
+    cues = mouth_cues(audio, FPS, frames, cue_settings(language))
+    level = speech_level(audio, FPS, frames)
+    correlations = correlation_by_offset(cues.openness, np.clip(level - np.percentile(level, 10), 0, None))
+    assert max(correlations[lag] for lag in range(-3, 2)) >= 0.75
+
+
+def test_long_speech_is_cut_in_its_pauses() -> None:
+    rate = 16000
+    audio = np.ones(75 * rate, np.float32)
+    audio[int(27.5 * rate):int(27.6 * rate)] = 0  # a pause near the end of the first 30 s
+    ranges = lips.pieces(audio)
+    assert ranges[0] == (0, ranges[1][0]) and 27.5 * rate <= ranges[0][1] <= 27.6 * rate
+    assert ranges[-1][1] == audio.size and all(stop - start <= 30 * rate for start, stop in ranges)
+    assert all(a[1] == b[0] for a, b in itertools.pairwise(ranges))
