@@ -56,6 +56,8 @@ class LogReporter:
     def warn(self, message: str) -> None:
         print(f"  engine warning: {message}")
 
+    def advance(self) -> None: ...
+
 
 def random_wav2lip(folder: Path) -> Path:
     from heygem.engines.wav2lip_torch import Wav2Lip, export_onnx

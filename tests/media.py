@@ -130,6 +130,8 @@ class QuietReporter:
 
     def warn(self, message: str) -> None: ...
 
+    def advance(self) -> None: ...
+
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
     """Peak signal-to-noise ratio of two uint8 images in dB (99 when identical)."""

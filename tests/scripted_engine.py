@@ -12,6 +12,8 @@ pairs carried out in order by `run`. The supervisor never opens a task's video, 
   ["linger", seconds]  the worker process outlives its last word by that long (a thread the interpreter waits for),
                        as a real engine's teardown makes it
   ["options", null]    puts repr(job.options) in the report, to show what reached the engine
+  ["compute", seconds] works that long in this process with no progress figure, as the analyses do
+                       (heygem.pipeline.generate.working tells the supervisor it goes on)
   ["env", name]        puts the worker's environment variable `name` in the report (None when unset)
 """
 
@@ -90,6 +92,11 @@ class ScriptedEngine(Engine):
                 start_child(float(argument))
             elif action == "sleep":
                 time.sleep(float(argument))
+            elif action == "compute":
+                from heygem.pipeline.generate import working  # only here: it brings the pipeline's imports
+
+                with working(reporter, interval_s=0.2):
+                    time.sleep(float(argument))
             elif action == "stage":
                 reporter.stage(str(argument))
             elif action == "progress":

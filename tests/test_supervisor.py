@@ -183,6 +183,15 @@ def test_a_stalled_encoder_fails_its_task_naming_the_stage_and_dies_with_its_gro
     assert record.history[-1].outcome is not None and record.history[-1].message == record.message
 
 
+def test_a_long_analysis_without_a_progress_figure_is_not_a_stall(start_supervisor, inputs) -> None:
+    """Phones of a long speech or tracking a long template take minutes with no percentage to show: the stage says
+    it goes on (Reporter.advance), so supervisor.stall_s does not end it."""
+    supervisor = start_supervisor(stall_s=1.5)
+    code = submit(supervisor, inputs, [["stage", "analysing video"], ["compute", 4], ["stage", "render"]])
+    record = wait_final(supervisor, code, timeout_s=30)
+    assert record.state is TaskState.SUCCEEDED, record.message
+
+
 def status_manager_pid() -> int | None:
     """The supervisor's live status Manager: a child of this test process, named after its class by multiprocessing."""
     return next((child.pid for child in multiprocessing.active_children() if child.name.startswith("StatusManager")),

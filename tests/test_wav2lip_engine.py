@@ -63,6 +63,8 @@ class RecordingReporter(QuietReporter):
     def warn(self, message: str) -> None:
         self.events.append(("warn", message))
 
+    def advance(self) -> None: ...
+
     def kinds(self, *names: str) -> list[tuple[str, Any]]:
         return [event for event in self.events if event[0] in names]
 

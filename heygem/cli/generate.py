@@ -54,6 +54,9 @@ class ConsoleReporter:
         self._end_line()
         print(f"warning: {message}", file=self.stream, flush=True)
 
+    def advance(self) -> None:
+        """The console shows stages and percentages only."""
+
     def _end_line(self) -> None:
         if self._interactive and self._last_shown >= 0:
             print(file=self.stream)

@@ -48,6 +48,9 @@ class Reporter(Protocol):
 
     def warn(self, message: str) -> None: ...
 
+    def advance(self) -> None:
+        """Work goes on without a new figure to show; the supervisor counts it as progress (supervisor.stall_s)."""
+
 
 class Engine(ABC):
     """Loaded once per worker (`load`, the init phase), then asked to `run` a job."""

@@ -16,6 +16,7 @@ at most a few batches of frames are held at once.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import queue
@@ -160,6 +161,30 @@ def generate(job: Job, engine: LipSyncEngine, reporter: Reporter) -> dict[str, A
         cv2.setNumThreads(previous_threads)
 
 
+@contextlib.contextmanager
+def working(reporter: Reporter, interval_s: float = 1.0) -> Iterator[None]:
+    """Tells the supervisor every `interval_s` that a stage computing in this process goes on.
+
+    The analyses (phones of a 10-minute speech, tracking a long template video, or waiting while another worker
+    analyses the same video) run for minutes with no progress figure, and supervisor.stall_s would end them. A stall
+    is a stopped child or a stopped pipe (the encoder), which only the rendering stage has; the task's deadline
+    still bounds these stages.
+    """
+    stop = threading.Event()
+
+    def tick() -> None:
+        while not stop.wait(interval_s):
+            reporter.advance()
+
+    ticker = threading.Thread(target=tick, name="working", daemon=True)
+    ticker.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        ticker.join()
+
+
 def _generate(job: Job, engine: LipSyncEngine, reporter: Reporter) -> dict[str, Any]:
     started = time.monotonic()
     media = job.config.media
@@ -175,13 +200,15 @@ def _generate(job: Job, engine: LipSyncEngine, reporter: Reporter) -> dict[str, 
                 job.code, video.codec, video.frame_count, video.fps, video.rotation, *size, frame_count, duration,
                 options.loop_mode)
     reporter.stage("analysing audio")
-    features = engine.audio_features(audio, video.fps, frame_count, job.options)
+    with working(reporter):
+        features = engine.audio_features(audio, video.fps, frame_count, job.options)
     analysis = None
     bank_settings = engine.bank_settings()
     if bank_settings is not None:
         reporter.stage("analysing video")
-        analysis = AnalysisCache(job.config.paths.analysis_dir, media.analysis_cache_mb).analysis(
-            video, size, tracker_settings(media), bank_settings)
+        with working(reporter):
+            analysis = AnalysisCache(job.config.paths.analysis_dir, media.analysis_cache_mb).analysis(
+                video, size, tracker_settings(media), bank_settings)
         features = engine.attach_video(features, analysis, shown_frames(segments))
     reporter.stage("rendering")
     job.result_path.parent.mkdir(parents=True, exist_ok=True)

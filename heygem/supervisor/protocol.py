@@ -36,6 +36,7 @@ class LiveStatus(TypedDict):
     warning: str
     heartbeat: float
     pid: int
+    moves: int  # advance() calls: work that moved on without a progress figure
 
 
 class Outcome(TypedDict):
@@ -106,7 +107,7 @@ class WorkerReporter:
         self._lock = threading.Lock()
         self._statuses: DictProxy | None = None
         self._status: LiveStatus = {"phase": "init", "stage": "init", "progress": 0.0, "error": "",
-                                    "warning": "", "heartbeat": time.time(), "pid": os.getpid()}
+                                    "warning": "", "heartbeat": time.time(), "pid": os.getpid(), "moves": 0}
         self._stage_began = time.monotonic()
         self._stopped = threading.Event()
         self._heartbeat = threading.Thread(target=self._beat, args=(heartbeat_interval_s,),
@@ -126,6 +127,11 @@ class WorkerReporter:
 
     def progress(self, percent: float) -> None:
         self._update(progress=round(min(100.0, max(0.0, float(percent))), 2))
+
+    def advance(self) -> None:
+        with self._lock:
+            self._status["moves"] += 1
+        self._push()
 
     def error(self, message: str) -> None:
         logger.warning("reported error (may recover): {}", message)

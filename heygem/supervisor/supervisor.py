@@ -96,7 +96,7 @@ class _Worker:
     node: WorkerNode | None = None
     # The worker's latest (phase, stage, progress, error), and when this app saw it change: a worker that
     # runs but moves no further for supervisor.stall_s is stalled, however regular its heartbeat.
-    work: tuple[str, str, float, str] | None = None
+    work: tuple[str, str, float, int, str] | None = None
     work_seen_at: float = 0.0
 
     def position(self) -> Position:
@@ -401,7 +401,7 @@ class TaskSupervisor:
             self._end_worker(worker, self._failed(worker, f"initialisation did not finish within "
                                                   f"{settings.init_grace_s:.0f} s (stage {status['stage']}){cause}"))
             return
-        work = (status["phase"], status["stage"], status["progress"], status["error"])
+        work = (status["phase"], status["stage"], status["progress"], status["moves"], status["error"])
         if work != worker.work:
             worker.work, worker.work_seen_at = work, now
         elif status["phase"] == "run" and not status["error"] and now - worker.work_seen_at > settings.stall_s:
@@ -466,7 +466,8 @@ class TaskSupervisor:
         started = self._tasks.start(record.code, handle.pid)
         assert started.started_at is not None
         status: LiveStatus = {"phase": "init", "stage": self._backend.launch_stage, "progress": 0.0, "error": "",
-                              "warning": "", "heartbeat": started.started_at, "pid": handle.pid or 0}
+                              "warning": "", "heartbeat": started.started_at, "pid": handle.pid or 0,
+                              "moves": 0}
         self._workers[record.code] = _Worker(code=record.code, handle=handle, work_dir=work_dir,
                                              result_path=result_path, started_at=started.started_at,
                                              deadline_s=self.deadline_s(record), status=status,
