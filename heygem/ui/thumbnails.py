@@ -16,7 +16,7 @@ KEPT = 512
 
 @functools.lru_cache(maxsize=KEPT)
 def thumbnail_uri(video_path: str) -> str:
-    """The first frame of a stored input video as a small JPEG data: URI; "" when it cannot be read (then the list
+    """The first frame of a stored input video as a small JPEG data: URI; "" when it has none (then the list
     shows the names alone). The path is a task's own stored upload, checked when it was accepted."""
     path = Path(video_path)
     if not path.is_file():
@@ -25,7 +25,7 @@ def thumbnail_uri(video_path: str) -> str:
         with av.open(str(path)) as container:
             frame = next(container.decode(video=0))
             image = frame.to_ndarray(format="bgr24")
-    except (av.FFmpegError, StopIteration, OSError, ValueError) as exc:
+    except (av.FFmpegError, StopIteration, IndexError, OSError, ValueError) as exc:
         logger.debug("no thumbnail of {}: {}", path.name, exc)
         return ""
     height = max(1, round(image.shape[0] * WIDTH / image.shape[1]))
