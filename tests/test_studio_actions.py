@@ -22,7 +22,7 @@ def test_cancel_retry_open_and_delete_act_on_the_selected_task(start_supervisor,
     assert (shown.code, shown.progress) == (code, 30)
 
     assert f"data-code='{code}'" in studio.cancel_task(f" {code} ") and "Cancelled" in studio.table()
-    assert "Cancelled" in studio.poll(code, "", shown)[0]
+    assert "Cancelled" in studio.poll(shown)[0]
     assert any(label in studio.retry_task(code) for label in ("Waiting", "Starting", "Generating"))
     supervisor.cancel(code)
 
@@ -46,7 +46,7 @@ def test_a_finished_task_reattaches_with_its_result(start_supervisor, inputs) ->
     _, status, live, result, download, timer, _ = studio.attach(code)
     assert "Done" in status and result == record.result_path and live == ""
     assert download.visible and not timer.active
-    assert "No task with code <b>no-such-task</b>" in studio.poll("no-such-task", "", None)[0]
+    assert studio.poll(None)[0] == IDLE_HTML
     code_shown, status, *_ = studio.attach("no-such-task")
     assert code_shown == "" and "No task with code <b>no-such-task</b>" in status
     assert studio.attach("")[1] == IDLE_HTML

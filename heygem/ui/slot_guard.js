@@ -43,8 +43,9 @@ if (!window.hgSlotGuard) {
     return `“${name}” is not a video; this slot needs a video of the person facing the camera (MP4, MOV, WebM…).`;
   };
 
+  // Into the slot's own note (studio.py), which only the server's words replace.
   const say = (slotId, text) => {
-    const slot = document.getElementById(slotId);
+    const note = document.getElementById(`${slotId}-note`);
     let box = document.getElementById(`${slotId}-guard`);
     if (!text) {
       if (box) box.remove();
@@ -55,7 +56,7 @@ if (!window.hgSlotGuard) {
       box.id = `${slotId}-guard`;
       box.className = "hg-slot-error";
       box.setAttribute("role", "alert");
-      slot.after(box);
+      note.prepend(box);
     }
     box.textContent = text;
   };
@@ -64,7 +65,8 @@ if (!window.hgSlotGuard) {
   const check = (event, files) => {
     const slot = event.target.closest && event.target.closest("#hg-speech, #hg-video");
     if (!slot || !files || !files.length) return;
-    const kind = kindOf(files[0]);
+    const file = files[0];  // the list empties with the input's value, below
+    const kind = kindOf(file);
     if (kind === SLOTS[slot.id].wants) {
       delete refusedKind[slot.id];
       say(slot.id, "");
@@ -73,9 +75,12 @@ if (!window.hgSlotGuard) {
     event.stopImmediatePropagation();
     event.preventDefault();
     if (event.target.value !== undefined && event.target.type === "file") event.target.value = "";
-    say(slot.id, words(slot.id, kind, files[0].name));
+    say(slot.id, words(slot.id, kind, file.name));
     refusedKind[slot.id] = kind;
   };
-  document.addEventListener("change", (event) => check(event, event.target.files), true);
+  // Playwright and browsers send "input" then "change"; Gradio's upload listens to one of them.
+  for (const type of ["input", "change"]) {
+    document.addEventListener(type, (event) => check(event, event.target.files), true);
+  }
   document.addEventListener("drop", (event) => check(event, event.dataTransfer && event.dataTransfer.files), true);
 }

@@ -6,6 +6,7 @@ or reloading the page never touches a task, and ?code=<code> (or the browser's m
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -155,31 +156,35 @@ class Studio:
         if record is None:
             shown = missing_html(code.strip()) if code.strip() else IDLE_HTML
             return ("", shown, "", None, gr.DownloadButton(value=None, visible=False), gr.Timer(active=False), None)
-        return (record.code, *self.view(record, None, shown_live=None))
+        return (record.code, *self.view(record, None))
 
-    def poll(self, code: str, shown_live: str, shown: ShownTask | None) -> tuple[Any, ...]:
-        """One timer tick: the whole view of the task, from one look at its record; the result once, when it ends."""
-        record = self.find(code)
+    def poll(self, shown: ShownTask | None) -> tuple[Any, ...]:
+        """One timer tick: the whole view of the task on show, from one look at its record; the result once, when it
+        ends. Its only input is the page's memory (gr.State): Gradio marks a visible input of a running event with its
+        own progress text, which would flicker beside ours."""
+        record = self.find(shown.code) if shown else None
         if record is None:
-            return self.attach(code)[1:]
-        return self.view(record, shown, shown_live)
+            return self.attach(shown.code if shown else "")[1:]
+        return self.view(record, shown)
 
     def task_status(self, code: str) -> tuple[Any, Any, Any, Any]:
         """For scripts (gradio_client's /task_status): status card, result, download button and timer of a task."""
-        status, _, result, download, timer, _ = self.poll(code, "", None)
+        status, _, result, download, timer, _ = self.attach(code)[1:]
         return status, result, download, timer
 
-    def view(self, record: TaskRecord, shown: ShownTask | None, shown_live: str | None) -> tuple[Any, ...]:
+    def view(self, record: TaskRecord, shown: ShownTask | None) -> tuple[Any, ...]:
         """Status card, live preview, result, download button, timer and the new ShownTask, from one record.
-        `shown_live` is the preview on the page (None: unknown, set it anyway); the result is only ever set here with
-        a final status and no preview, and only cleared by attach."""
+        Without `shown` (attach) every part is set; with it, parts the page already shows are left alone. The result
+        is only ever set here with a final status and no preview, and only cleared by attach."""
         now = time.time()
+        fresh = shown is None
         record, shown = steady(record, shown, now)
         live = live_value(record, self.config)
-        live_update = gr.skip() if live == shown_live else live
+        live_update = live if fresh or live != shown.live else gr.skip()
+        shown = dataclasses.replace(shown, live=live)
         if not record.state.is_final:
-            keep = gr.skip() if shown_live is not None else None
-            download = gr.skip() if shown_live is not None else gr.DownloadButton(value=None, visible=False)
+            keep = None if fresh else gr.skip()
+            download = gr.DownloadButton(value=None, visible=False) if fresh else gr.skip()
             return (status_html(record, eta_s(shown, now)), live_update, keep, download, gr.Timer(active=True), shown)
         result = record.result_path if record.state is TaskState.SUCCEEDED and record.result_path else None
         if result and not Path(result).is_file():
@@ -284,7 +289,7 @@ def build_studio(supervisor: TaskSupervisor, config: Config) -> gr.Blocks:
                                                        label='Add an "AI-generated" label to the video')
                                 watermark = gr.Checkbox(value=config.media.watermark, label="Add a watermark")
                     with gr.Column(scale=5):
-                        code = gr.Textbox(label="Task code", interactive=False, buttons=["copy"])
+                        code = gr.Textbox(label="Task code", interactive=False, buttons=["copy"], elem_id="hg-code")
                         status = gr.HTML(IDLE_HTML, elem_id="hg-status")
                         live = live_player()
                         result = gr.Video(label="Result", interactive=False, height=360, elem_id="hg-result")
@@ -313,24 +318,25 @@ def build_studio(supervisor: TaskSupervisor, config: Config) -> gr.Blocks:
         task_view = [code, status, live, result, download, timer, shown]
         quiet: dict[str, Any] = {"show_progress": "hidden", "api_visibility": "private"}
         inputs = [audio, video, engine, loop_mode, intensity, ai_label, watermark]
-        ticks = timer.tick(studio.poll, [code, live, shown], task_view[1:], trigger_mode="once",
+        timer.tick(studio.poll, [shown], task_view[1:], trigger_mode="once",
                            concurrency_limit=None, **quiet)
         page.load(studio.load_page, [remembered], [engine, engine_info, submit, *task_view], **quiet)
         # Whichever handler changes the shown task (submit, load, Open), the browser remembers it.
         code.change(lambda value: value, [code], [remembered], js=REMEMBER_CODE_JS, **quiet)
         submit.click(studio.generate_on_page, inputs, [*task_view, speech_note, video_note], concurrency_limit=4,
-                     cancels=[ticks], **quiet)
+                     **quiet)
         audio.change(lambda: "", None, speech_note, **quiet)
         video.change(lambda: "", None, video_note, **quiet)
         # For scripts (gradio_client): /generate and /task_status, whose refusals are errors.
         scripts = gr.Button(visible=False)
+        # (Hidden too: Gradio shows the progress of any event that has a component among its outputs on it.)
         scripts.click(studio.generate, inputs, [code, status, result, download, timer], api_name="generate",
-                      concurrency_limit=4)
+                      concurrency_limit=4, show_progress="hidden")
         scripts.click(studio.task_status, [code], [status, result, download, timer], api_name="task_status",
-                      concurrency_limit=None)
+                      concurrency_limit=None, show_progress="hidden")
         for trigger in (table_timer.tick, tasks_tab.select, page.load):
             trigger(studio.table, None, task_list, concurrency_limit=None, **quiet)
-        open_button.click(studio.open_task, [selected], [tabs, *task_view], cancels=[ticks], **quiet)
+        open_button.click(studio.open_task, [selected], [tabs, *task_view], **quiet)
         cancel_button.click(studio.cancel_task, [selected], [task_list], **quiet)
         retry_button.click(studio.retry_task, [selected], [task_list], **quiet)
         delete_button.click(studio.delete_task, [selected], [selected, task_list], **quiet)

@@ -67,6 +67,8 @@ class ShownTask:
     progress: float
     # (time.time(), progress) at the first look that saw rendering under way; None until then.
     render_seen: tuple[float, float] | None = None
+    # The live preview's playlist URL on the page ("" for none), so an unchanged one is not sent again.
+    live: str = ""
 
 
 def steady(record: TaskRecord, shown: ShownTask | None, now: float) -> tuple[TaskRecord, ShownTask]:
@@ -79,7 +81,8 @@ def steady(record: TaskRecord, shown: ShownTask | None, now: float) -> tuple[Tas
     render_seen = shown.render_seen if same and shown is not None else None
     if render_seen is None and record.state is TaskState.RUNNING and record.progress > 0:
         render_seen = (now, record.progress)
-    return record, ShownTask(record.code, record.attempts, record.state, record.progress, render_seen)
+    live = shown.live if shown is not None and shown.code == record.code else ""
+    return record, ShownTask(record.code, record.attempts, record.state, record.progress, render_seen, live)
 
 
 def eta_s(shown: ShownTask, now: float) -> float | None:
