@@ -178,7 +178,7 @@ def test_the_generate_page_says_the_limits_first_and_no_server_internals(open_pa
     if viewport is DESKTOP:  # the whole task on a laptop's first screen, without scrolling
         box = page.locator("#hg-generate").bounding_box()
         assert box is not None and box["y"] + box["height"] <= viewport["height"], box
-    assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
+    page.wait_for_function("document.documentElement.scrollWidth <= window.innerWidth")
 
 
 def test_a_task_is_shown_as_one_view_with_an_honest_estimate(open_page: Any, media: dict[str, Path],
@@ -234,7 +234,7 @@ def test_the_tasks_tab_is_a_list_to_scan_at_any_size(open_page: Any, media: dict
     # The list follows the running task by itself, to its end, with one progress figure.
     expect(row.locator(".hg-state")).to_have_text("Done", timeout=JOB_TIMEOUT_S * 1000)
     expect(row.locator(".hg-progress")).to_have_text("100 %")
-    assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth"), "no sideways scrolling"
+    page.wait_for_function("document.documentElement.scrollWidth <= window.innerWidth")  # no sideways scrolling
     headers = page.locator("#hg-tasks th")
     if viewport is PHONE:
         expect(headers.first).to_be_hidden()  # cards: no table header at all
