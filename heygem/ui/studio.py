@@ -134,7 +134,8 @@ class Studio:
         if not engine and not reasons:
             reasons[None] = "No engine is available on this server; see the System tab."
         stored: dict[Slot, Path] = {}
-        for slot, upload in (("audio", audio), ("video", video)):
+        uploads: tuple[tuple[Slot, str | None], ...] = (("audio", audio), ("video", video))
+        for slot, upload in uploads:
             if upload and not reasons.get(None):
                 try:
                     stored[slot] = accept_upload(Path(upload), slot, self.config)
