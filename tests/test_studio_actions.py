@@ -23,7 +23,8 @@ def test_cancel_retry_open_and_delete_act_on_the_selected_task(start_supervisor,
 
     assert f"data-code='{code}'" in studio.cancel_task(f" {code} ") and "Cancelled" in studio.table()
     assert "Cancelled" in studio.poll(shown)[0]
-    assert any(label in studio.retry_task(code) for label in ("Waiting", "Starting", "Generating"))
+    retried = studio.retry_task(code)
+    assert any(label in retried for label in ("Waiting", "Starting", "Generating"))
     supervisor.cancel(code)
 
     tabs, *view = studio.open_task(code)

@@ -90,7 +90,9 @@ def eta_s(shown: ShownTask, now: float) -> float | None:
     if shown.state is not TaskState.RUNNING or shown.render_seen is None:
         return None
     seen_at, progress_then = shown.render_seen
-    return remaining_s(shown.progress, now - seen_at, progress_then)
+    left = remaining_s(shown.progress, now - seen_at, progress_then)
+    # Encoding's last frames and the move into place follow the last rendered frame: never "0 s left" while running.
+    return None if left is None else max(1.0, left)
 
 
 def status_html(record: TaskRecord | None, eta: float | None = None) -> str:
