@@ -17,8 +17,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from heygem.config import MeshWarpConfig
+from heygem.engines.meshwarp import MeshWarpState, render_mouth
 from heygem.pipeline import samples
 from heygem.pipeline.media import ffmpeg_exe
+from heygem.pipeline.mouthcues import MouthCues
 
 FPS = 25.0
 SIZE = (512, 512)
@@ -236,3 +239,14 @@ def _escape_rbsp(data: bytes) -> bytes:
         out.append(byte)
         zeros = zeros + 1 if byte == 0 else 0
     return bytes(out)
+
+
+def render(face: tuple[np.ndarray, np.ndarray], settings: MeshWarpConfig, openness: float,
+           shape: float = 0.0) -> np.ndarray:
+    """One frame's mouth warped to `openness` and `shape` by the built-in engine's warp alone."""
+    frame, points = face
+    out = frame.copy()
+    still = np.zeros(1, np.float32)
+    state = MeshWarpState(cues=MouthCues(still, still, np.zeros(1, bool), np.zeros(1, bool)), intensity=1.0)
+    render_mouth(out, points, openness, shape, state, settings)
+    return out

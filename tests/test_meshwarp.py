@@ -6,13 +6,13 @@ import numpy as np
 import pytest
 
 from heygem.config import MeshWarpConfig, load_config
-from heygem.engines.meshwarp import MeshWarpEngine, MeshWarpState, MouthFrame, region_of_interest, render_mouth
+from heygem.engines.meshwarp import MeshWarpEngine, MouthFrame, region_of_interest
 from heygem.engines.registry import DEFAULT_ENGINE, resolve_engine
 from heygem.options import TaskOptions
 from heygem.pipeline import samples, tracking
 from heygem.pipeline.media import SAMPLE_RATE
-from heygem.pipeline.mouthcues import CueSettings, MouthCues, mouth_cues
-from tests.media import BREATH_AT, BURSTS, FPS
+from heygem.pipeline.mouthcues import CueSettings, mouth_cues
+from tests.media import BREATH_AT, BURSTS, FPS, render
 
 
 @pytest.fixture(scope="module")
@@ -81,16 +81,6 @@ def test_mouth_opens_fast_closes_slower_and_leads(settings: MeshWarpConfig) -> N
     assert fall - 200 >= 2, "closes after the voice stops, not before"
     led = mouth_cues(audio, 100.0, 300, cue_settings(settings, lead_ms=60.0)).openness
     assert np.flatnonzero(led > 0.05)[0] == pytest.approx(rise - 6, abs=1)
-
-
-def render(face: tuple[np.ndarray, np.ndarray], settings: MeshWarpConfig, openness: float,
-           shape: float = 0.0) -> np.ndarray:
-    frame, points = face
-    out = frame.copy()
-    still = np.zeros(1, np.float32)
-    state = MeshWarpState(cues=MouthCues(still, still, np.zeros(1, bool), np.zeros(1, bool)), intensity=1.0)
-    render_mouth(out, points, openness, shape, state, settings)
-    return out
 
 
 def measured(frame: np.ndarray) -> np.ndarray:

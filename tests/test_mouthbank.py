@@ -19,8 +19,7 @@ from heygem.pipeline.generate import tracker_settings
 from heygem.pipeline.media import VideoReader, probe_video
 from heygem.pipeline.mouthbank import BankBuilder, BankSettings, MouthBank, WantedMouth
 from tests.conftest import ConfigFactory, shared_media
-from tests.media import FPS, astronaut_video, ffmpeg
-from tests.test_meshwarp import render
+from tests.media import FPS, astronaut_video, ffmpeg, render
 
 SETTINGS = BankSettings(max_entries=400, jump_cost=1.0, closed_gap=0.012)
 TRACKER = tracking.TrackerSettings(0.5, 1.7, 192, 1.5, 6.0)

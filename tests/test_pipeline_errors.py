@@ -184,11 +184,13 @@ def test_unicode_and_spaces_in_names(capsys: pytest.CaptureFixture[str], speech_
     assert str(out) in capsys.readouterr().out
 
 
-def test_silent_audio_is_valid_and_keeps_the_mouth_closed(astronaut_file: Path, media_dir: Path,
-                                                          tmp_path: Path) -> None:
+def test_silent_audio_is_valid_keeps_the_mouth_closed_and_is_warned_about(astronaut_file: Path, media_dir: Path,
+                                                                          tmp_path: Path,
+                                                                          capsys: pytest.CaptureFixture[str]) -> None:
     silence = built_once(media_dir / "silence.wav", silent_wav)
     out = tmp_path / "silent.mp4"
     assert main(generate_args(silence, astronaut_file, out)) == 0
+    assert "warning: the speech track is silent: no sound was found in it" in capsys.readouterr().err
     landmarks = track_video(probe_video(out), load_config(environ={}))
     openings = [tracking.mouth_opening(points) for points in landmarks if points is not None]
     assert len(openings) == 75
@@ -205,3 +207,14 @@ def test_quiet_noise_does_not_move_the_mouth(astronaut_file: Path, media_dir: Pa
 
     state = engine.audio_features(read_audio(hum, 600), 25.0, 75, TaskOptions())
     assert float(np.max(state.cues.openness)) == 0.0
+
+
+def test_a_speech_track_that_is_mostly_silence_is_told_apart_from_speech(media_dir: Path) -> None:
+    from heygem.pipeline.media import read_audio
+    from heygem.pipeline.silence import silence_warning
+
+    speech = read_audio(built_once(media_dir / "speech-5s.wav", speech_wav), 600)
+    one_word = read_audio(built_once(media_dir / "one-word-6s.wav",
+                                     lambda path: speech_wav(path, 6.0, ((2.0, 2.5),), breath=False)), 600)
+    assert silence_warning(speech) == ""
+    assert silence_warning(one_word).startswith("the speech track is mostly silence (sound in 9% of it)")

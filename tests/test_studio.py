@@ -111,8 +111,8 @@ def test_browser_generates_and_reattaches_after_a_reload(server: ServerProcess, 
             page.wait_for_function("() => { const v = document.querySelector('#hg-result video');"
                                    " return v && v.currentSrc && v.readyState >= 1 && v.duration > 0; }",
                                    timeout=JOB_TIMEOUT_S * 1000)
+            sync_api.expect(page.locator("#hg-status .hg-succeeded")).to_have_count(1)
             page.screenshot(path=str(tmp_path / "studio.png"), full_page=True)
-            assert page.locator("#hg-status .hg-succeeded").count() == 1
 
             fresh = browser.new_page()  # no browser memory: only the link
             fresh.goto(f"{server.url}/?code={code}")

@@ -42,6 +42,7 @@ def wait_for_segment(client: httpx.Client, code: str) -> None:
 
 def test_the_result_area_plays_the_stream_then_the_result(server: ServerProcess, tmp_path: Path) -> None:
     sync_api = pytest.importorskip("playwright.sync_api")
+    expect = sync_api.expect
     if not CHROMIUM.exists():
         pytest.skip("Debian's chromium is not installed (make debian-packages PACKAGES=chromium installs it)")
     speech, video = spoken_wav(tmp_path / "speech.wav", 20.0), astronaut_video(tmp_path / "portrait.mp4", 4.0)
@@ -60,20 +61,21 @@ def test_the_result_area_plays_the_stream_then_the_result(server: ServerProcess,
             os.killpg(worker, signal.SIGSTOP)  # the render holds; what is written so far plays
             try:
                 page.wait_for_function(PLAYING, timeout=30_000)
-                assert page.locator("#hg-status .hg-running").count() == 1, "playing while the task renders"
-                assert not page.locator("#hg-result").is_visible(), "the preview takes the result's place"
+                expect(page.locator("#hg-status .hg-running")).to_have_count(1)  # playing while the task renders
+                expect(page.locator("#hg-result")).to_be_hidden()  # the preview takes the result's place
                 page.screenshot(path=str(tmp_path / "live.png"), full_page=True)
 
                 page.reload()  # the page finds the task again from ?code=, and its live view
                 page.wait_for_selector(f"#hg-status code:text-is('{code}')", timeout=30_000)
                 page.wait_for_function(PLAYING, timeout=30_000)
-                assert page.locator("#hg-status .hg-running").count() == 1
+                expect(page.locator("#hg-status .hg-running")).to_have_count(1)
             finally:
                 os.killpg(worker, signal.SIGCONT)
             page.wait_for_function(RESULT_READY, timeout=JOB_TIMEOUT_S * 1000)
-            assert page.locator("#hg-status .hg-succeeded").count() == 1
-            assert page.locator("#hg-live video").count() == 0, "the preview gave way to the result"
-            assert page.get_by_role("button", name="Download the video").is_visible()
+            # One view: the event that shows the result also shows the final status and ends the preview.
+            expect(page.locator("#hg-status .hg-succeeded")).to_have_count(1)
+            expect(page.locator("#hg-live video")).to_have_count(0)
+            expect(page.get_by_role("button", name="Download the video")).to_be_visible()
             page.screenshot(path=str(tmp_path / "result.png"), full_page=True)
         finally:
             browser.close()

@@ -13,7 +13,16 @@ from heygem.api.easy_answers import SYSTEM_ERROR, heygem_data
 from heygem.api.metrics import render_metrics
 from heygem.pipeline.engine import Availability
 from heygem.supervisor.states import TaskState
-from heygem.ui.views import display_name, engine_note, status_html, system_markdown, task_rows
+from heygem.ui.views import (
+    ShownTask,
+    display_name,
+    engine_note,
+    eta_s,
+    status_html,
+    steady,
+    system_markdown,
+    task_list_html,
+)
 from tests.records import NOW, RECORD, record
 
 
@@ -45,18 +54,49 @@ def test_an_unexpected_error_answers_9999_with_a_message() -> None:
 
 def test_the_status_card_shows_percent_eta_and_failures_in_plain_words() -> None:
     running = status_html(record(state=TaskState.RUNNING, stage="rendering", progress=25.0,
-                                 started_at=time.time() - 10))
+                                 started_at=time.time() - 10), eta=30.0)
     assert "25 %" in running and "about 30 s left" in running and "rendering" in running
     failed = status_html(record(state=TaskState.FAILED, message="no face found in the video", started_at=NOW - 5,
                                 finished_at=NOW))
     assert "Failed" in failed and "no face found in the video" in failed
     assert "&lt;script&gt;" in status_html(record(message="<script>"))
+    warned = status_html(record(state=TaskState.SUCCEEDED, warning="the speech track is silent", finished_at=NOW))
+    assert "hg-warning'>Check the result: the speech track is silent" in warned
 
 
-def test_task_rows_show_original_upload_names() -> None:
-    (row,) = task_rows([record(state=TaskState.SUCCEEDED, started_at=NOW - 65, finished_at=NOW)])
-    assert row[0] == "abc" and row[2] == "hello.wav + face.mp4" and row[4] == "Done" and row[6] == "1 min 05 s"
+def test_the_page_never_shows_a_task_going_back_within_an_attempt() -> None:
+    at_66 = record(state=TaskState.RUNNING, stage="rendering", progress=66.0, attempts=1)
+    shown_record, shown = steady(at_66, None, NOW)
+    assert (shown_record.progress, shown.render_seen) == (66.0, (NOW, 66.0))
+    # A late look (or a backend that reported the wrong figure) says 40 % and "initializing": the page keeps 66 %.
+    late = record(state=TaskState.INITIALIZING, stage="init", progress=40.0, attempts=1)
+    again, shown = steady(late, shown, NOW + 1)
+    assert (again.state, again.progress) == (TaskState.RUNNING, 66.0) and "66 %" in status_html(again)
+    # The next attempt starts from nothing, and the end is shown as it is.
+    retried, _ = steady(record(state=TaskState.INITIALIZING, progress=0.0, attempts=2), shown, NOW + 2)
+    assert (retried.state, retried.progress) == (TaskState.INITIALIZING, 0.0)
+    done, _ = steady(record(state=TaskState.FAILED, progress=10.0, attempts=1), shown, NOW + 2)
+    assert (done.state, done.progress) == (TaskState.FAILED, 10.0)
+
+
+def test_the_eta_is_measured_over_rendering_alone() -> None:
+    # The worker took 8 s to start; rendering then went from 5 % to 25 % in 2 s: 7.5 s are left, not 30.
+    first = ShownTask("abc", 1, TaskState.RUNNING, 5.0, render_seen=(NOW, 5.0))
+    _, later = steady(record(state=TaskState.RUNNING, progress=25.0, attempts=1, started_at=NOW - 10), first, NOW + 2)
+    assert eta_s(later, NOW + 2) == pytest.approx(7.5)
+    assert eta_s(first, NOW) is None, "no figure before progress moves"
+
+
+def test_the_task_list_shows_names_a_picture_and_one_progress_figure() -> None:
+    cancelled = record(code="c1", state=TaskState.CANCELLED, progress=37.0, message="cancelled at 50 %",
+                       started_at=NOW - 65, finished_at=NOW)
+    done = record(code="d1", state=TaskState.SUCCEEDED, started_at=NOW - 65, finished_at=NOW)
+    text = task_list_html([cancelled, done], {"d1": "data:image/jpeg;base64,AAAA"})
+    assert "<b>hello.wav</b><span>face.mp4</span><code>c1</code>" in text
+    assert "37 %" not in text and "cancelled at 50 %" in text and "100 %" in text and "1 min 05 s" in text
+    assert "<img src='data:image/jpeg;base64,AAAA'" in text and text.count("<img") == 1
     assert display_name("/x/plain.wav") == "plain.wav"
+    assert "No tasks yet" in task_list_html([], {})
 
 
 @pytest.fixture
@@ -74,7 +114,8 @@ def test_the_system_tab_names_the_gpu_workers_and_why_an_engine_is_unavailable(s
     assert "NVIDIA H200" in text and "20.5 GB used, 119.3 GB free of 139.8 GB" in text
     assert "1 busy, 1 idle" in text and "3 waiting" in text
     assert "| wav2lip | unavailable: model wav2lip_gan_96 is missing |" in text
-    assert engine_note(engines) == "- **wav2lip** is unavailable: model wav2lip_gan_96 is missing"
+    # The Generate page names what a person cannot choose; the why (a path, a command) is for the System tab.
+    assert engine_note(engines) == "Not installed on this server: wav2lip."
 
 
 def test_metrics_are_prometheus_text(system_info: dict[str, Any]) -> None:

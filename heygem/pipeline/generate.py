@@ -48,6 +48,7 @@ from heygem.pipeline.media import (
     read_audio,
 )
 from heygem.pipeline.mouthbank import BankSettings
+from heygem.pipeline.silence import silence_warning
 from heygem.pipeline.tracking import FaceTracker, TrackerSettings, import_mediapipe
 
 NO_FACE_MESSAGE = "no face found in the video"
@@ -194,6 +195,9 @@ def _generate(job: Job, engine: LipSyncEngine, reporter: Reporter) -> dict[str, 
     size = output_size(video, media.max_frame_side, media.oversize_policy)
     audio = read_audio(job.audio_path, media.max_audio_duration_s, media.max_input_side)
     duration = audio.size / SAMPLE_RATE
+    silence = silence_warning(audio)
+    if silence:
+        reporter.warn(silence)
     frame_count = max(1, round(duration * video.fps))
     segments = plan_segments(video.frame_count, frame_count, options.loop_mode)
     logger.info("{}: {} video, {} frames at {:.3f} fps, rotation {}, {}x{} -> {} output frames ({:.2f} s, {})",

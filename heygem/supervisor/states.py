@@ -12,6 +12,7 @@ from typing import Any
 from heygem.config import Config
 from heygem.errors import InputError, quote_input
 from heygem.options import TaskOptions
+from heygem.supervisor.estimate import remaining_s
 
 # A task code names its files (result_file, heygem.logs.task_log_path): it must be a plain file-name fragment.
 _TASK_CODE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
@@ -247,8 +248,7 @@ class TaskRecord:
         """Seconds left, extrapolated from progress while running."""
         if self.state is not TaskState.RUNNING or self.started_at is None or self.progress <= 0:
             return None
-        elapsed = time.time() - self.started_at
-        return max(0.0, elapsed * (100.0 - self.progress) / self.progress)
+        return remaining_s(self.progress, time.time() - self.started_at)
 
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)

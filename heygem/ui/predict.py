@@ -52,7 +52,8 @@ class Predict:
     async def run(self, audio: str | None, video: str | None, engine: str | None, loop_mode: LoopMode) -> str:
         options = self.studio.act(lambda: TaskOptions(loop_mode=loop_mode))
         # Probing and copying the uploads touch the disk: off the event loop.
-        code = await anyio.to_thread.run_sync(self.studio.submit, audio, video, engine, options)
+        code = await anyio.to_thread.run_sync(
+            lambda: self.studio.act(lambda: self.studio.submit(audio, video, engine, options)))
         record = await self.wait(code)
         if record.state is not TaskState.SUCCEEDED or not record.result_path:
             raise gr.Error(f"task {code} {record.state.value}: {record.summary}")

@@ -6,6 +6,8 @@ or reloading the page never touches a task, and ?code=<code> (or the browser's m
 
 from __future__ import annotations
 
+import dataclasses
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -24,24 +26,32 @@ from heygem.supervisor import TaskRecord, TaskRequest, TaskState, TaskSupervisor
 from heygem.ui.controls import checked_by_task_options
 from heygem.ui.live import live_player, live_value
 from heygem.ui.predict import add_predict_endpoint
+from heygem.ui.thumbnails import thumbnail_uri
 from heygem.ui.views import (
     IDLE_HTML,
-    TASK_COLUMNS,
+    ShownTask,
     engine_note,
+    eta_s,
     history_html,
+    limits_html,
     missing_html,
     models_markdown,
+    refused_html,
+    slot_note_html,
     status_html,
+    steady,
     system_markdown,
-    task_rows,
+    task_list_html,
 )
 
 CSS_PATH = Path(__file__).with_name("studio.css")
+SLOT_GUARD_JS = Path(__file__).with_name("slot_guard.js")
+TASK_LIST_JS = Path(__file__).with_name("task_list.js")
 GENERATE_TAB = "generate"
-LOOP_MODE_LABELS: dict[LoopMode, str] = {"pingpong": "Ping-pong (forward, then backward)",
-                                         "loop": "Loop from the start"}
 SPEECH_LANGUAGE_LABELS: dict[SpeechLanguage, str] = {"en": "English (lips follow the phones)",
                                                      "other": "Another language (lips follow the sound)"}
+LOOP_MODE_LABELS: dict[LoopMode, str] = {"pingpong": "Ping-pong (forward, then backward)",
+                                         "loop": "Loop from the start"}
 # Writes ?code=<code> into the address bar, so a reload or a shared link comes back to the same task.
 REMEMBER_CODE_JS = """(code) => {
   const url = new URL(window.location.href);
@@ -51,8 +61,22 @@ REMEMBER_CODE_JS = """(code) => {
 }"""
 
 T = TypeVar("T")
-# What the Generate tab's task view is made of, in this order, for every handler that updates it.
-TaskView = tuple[Any, Any, Any, Any, Any]
+# The Generate tab's task view, in this order, for every handler that changes it: task code, status card, live
+# preview, result video, download button, the poll timer, and what was shown (heygem.ui.views.steady). Each handler
+# builds all of it from one look at one task record, and Gradio applies one event's outputs together: the page
+# never shows a finished status beside the live preview, nor a running status beside the result.
+TaskView = tuple[Any, Any, Any, Any, Any, Any, Any]
+
+
+class Refusal(InputError):
+    """Generate refused: the reason for each slot at fault ("audio", "video"), or for none in particular (None).
+    Its message, for scripts, names the slot before each reason."""
+
+    def __init__(self, reasons: dict[Slot | None, str]) -> None:
+        self.reasons = reasons
+        super().__init__("; ".join(reason if slot is None or reason.startswith("Add ")
+                                   else f"{SLOT_NAMES[slot].capitalize()}: {reason}"
+                                   for slot, reason in reasons.items()))
 
 
 class Studio:
@@ -74,73 +98,107 @@ class Studio:
 
     def generate(self, audio: str | None, video: str | None, engine: str | None, loop_mode: LoopMode,
                  mouth_intensity: float, ai_label: bool, watermark: bool,
-                 speech_language: SpeechLanguage) -> TaskView:
-        options = self.act(lambda: TaskOptions(loop_mode=loop_mode, mouth_intensity=mouth_intensity,
-                                               ai_label=ai_label, watermark=watermark,
-                                               speech_language=speech_language))
-        return self.attach(self.submit(audio, video, engine, options))
+                 speech_language: SpeechLanguage) -> tuple[Any, ...]:
+        """For scripts (gradio_client's /generate): a refusal is an error, with its reason. Returns the task code,
+        status card, result, download button and timer."""
+        code, status, _, result, download, timer, _ = self.attach(self.act(lambda: self.submit_checked(
+            audio, video, engine, loop_mode, mouth_intensity, ai_label, watermark, speech_language)))
+        return code, status, result, download, timer
+
+    def generate_on_page(self, audio: str | None, video: str | None, engine: str | None, loop_mode: LoopMode,
+                         mouth_intensity: float, ai_label: bool, watermark: bool,
+                         speech_language: SpeechLanguage) -> tuple[Any, ...]:
+        """For the page's button: a refusal's reason stays on the page, under the slot at fault."""
+        try:
+            code = self.submit_checked(audio, video, engine, loop_mode, mouth_intensity, ai_label, watermark,
+                                       speech_language)
+        except Refusal as refusal:
+            slots = [SLOT_NAMES[slot] for slot in ("audio", "video") if slot in refusal.reasons]
+            general = refusal.reasons.get(None, "")
+            card = refused_html(slots) if slots else f"<div class='hg-card hg-refused'>{slot_note_html(general)}</div>"
+            view = ("", card, "", None, gr.DownloadButton(value=None, visible=False), gr.Timer(active=False), None)
+            return (*view, slot_note_html(refusal.reasons.get("audio", "")),
+                    slot_note_html(refusal.reasons.get("video", "")))
+        return (*self.attach(code), "", "")
+
+    def submit_checked(self, audio: str | None, video: str | None, engine: str | None, loop_mode: LoopMode,
+                       mouth_intensity: float, ai_label: bool, watermark: bool,
+                       speech_language: SpeechLanguage) -> str:
+        try:
+            options = TaskOptions(loop_mode=loop_mode, mouth_intensity=mouth_intensity, ai_label=ai_label,
+                                  watermark=watermark, speech_language=speech_language)
+        except InputError as exc:
+            raise Refusal({None: str(exc)}) from None
+        return self.submit(audio, video, engine, options)
 
     def submit(self, audio: str | None, video: str | None, engine: str | None, options: TaskOptions) -> str:
-        """Check and keep the two uploads, and queue their task; a gr.Error says what is missing or wrong."""
+        """Check and keep the two uploads, and queue their task; a Refusal says which slot is wrong and why."""
+        reasons: dict[Slot | None, str] = {}
         if not audio:
-            raise gr.Error("Add the speech first: upload an audio file or record one with the microphone.")
+            reasons["audio"] = "Add the speech first: upload an audio file or record one with the microphone."
         if not video:
-            raise gr.Error("Add the video of a person facing the camera.")
-        if not engine:
-            raise gr.Error("No engine is available on this server; see the System tab.")
-        stored: list[Path] = []
+            reasons["video"] = "Add the video of a person facing the camera."
+        if not engine and not reasons:
+            reasons[None] = "No engine is available on this server; see the System tab."
+        stored: dict[Slot, Path] = {}
+        uploads: tuple[tuple[Slot, str | None], ...] = (("audio", audio), ("video", video))
+        for slot, upload in uploads:
+            if upload and not reasons.get(None):
+                try:
+                    stored[slot] = accept_upload(Path(upload), slot, self.config)
+                except InputError as exc:
+                    reasons[slot] = str(exc)
         try:
-            stored.append(self.accept(Path(audio), "audio"))
-            stored.append(self.accept(Path(video), "video"))
-            code = self.supervisor.submit(TaskRequest(audio_path=stored[0], video_path=stored[1], engine=engine,
-                                                      options=options))
+            if reasons:
+                raise Refusal(reasons)
+            return self.supervisor.submit(TaskRequest(audio_path=stored["audio"], video_path=stored["video"],
+                                                      engine=engine or "", options=options))
         except HeyGemError as exc:
-            for path in stored:
+            for path in stored.values():
                 path.unlink(missing_ok=True)
-            raise gr.Error(str(exc)) from None
-        return code
-
-    def accept(self, upload: Path, slot: Slot) -> Path:
-        try:
-            return accept_upload(upload, slot, self.config)
-        except InputError as exc:
-            raise InputError(f"{SLOT_NAMES[slot].capitalize()}: {exc}") from None
+            raise exc if isinstance(exc, Refusal) else Refusal({None: str(exc)}) from None
 
     def attach(self, code: str) -> TaskView:
         """Show a task from scratch (after submit, a reload or "Open"), clearing any previous result."""
         record = self.find(code)
         if record is None:
-            idle = self.idle_view()
-            return ("", missing_html(code.strip()) if code.strip() else idle[0], *idle[1:])
-        if record.state.is_final:
-            return (record.code, *self.final_view(record))
-        return (record.code, status_html(record), None, gr.DownloadButton(value=None, visible=False),
-                gr.Timer(active=True))
+            shown = missing_html(code.strip()) if code.strip() else IDLE_HTML
+            return ("", shown, "", None, gr.DownloadButton(value=None, visible=False), gr.Timer(active=False), None)
+        return (record.code, *self.view(record, None))
 
-    def poll(self, code: str) -> tuple[Any, Any, Any, Any]:
-        """One timer tick: the status card while the task runs; the result once, when it ends."""
-        record = self.find(code)
+    def poll(self, shown: ShownTask | None) -> tuple[Any, ...]:
+        """One timer tick: the whole view of the task on show, from one look at its record; the result once, when it
+        ends. Its only input is the page's memory (gr.State): Gradio marks a visible input of a running event with its
+        own progress text, which would flicker beside ours."""
+        record = self.find(shown.code) if shown else None
         if record is None:
-            return self.idle_view()
-        if record.state.is_final:
-            return self.final_view(record)
-        return status_html(record), gr.skip(), gr.skip(), gr.skip()
+            return self.attach(shown.code if shown else "")[1:]
+        return self.view(record, shown)
 
-    @staticmethod
-    def idle_view() -> tuple[Any, Any, Any, Any]:
-        return IDLE_HTML, None, gr.DownloadButton(value=None, visible=False), gr.Timer(active=False)
+    def task_status(self, code: str) -> tuple[Any, Any, Any, Any]:
+        """For scripts (gradio_client's /task_status): status card, result, download button and timer of a task."""
+        status, _, result, download, timer, _ = self.attach(code)[1:]
+        return status, result, download, timer
 
-    def final_view(self, record: TaskRecord) -> tuple[Any, Any, Any, Any]:
+    def view(self, record: TaskRecord, shown: ShownTask | None) -> tuple[Any, ...]:
+        """Status card, live preview, result, download button, timer and the new ShownTask, from one record.
+        Without `shown` (attach) every part is set; with it, parts the page already shows are left alone. The result
+        is only ever set here with a final status and no preview, and only cleared by attach."""
+        now = time.time()
+        fresh = shown is None
+        record, shown = steady(record, shown, now)
+        live = live_value(record, self.config)
+        live_update = live if fresh or live != shown.live else gr.skip()
+        shown = dataclasses.replace(shown, live=live)
+        if not record.state.is_final:
+            keep = None if fresh else gr.skip()
+            download = gr.DownloadButton(value=None, visible=False) if fresh else gr.skip()
+            return (status_html(record, eta_s(shown, now)), live_update, keep, download, gr.Timer(active=True), shown)
         result = record.result_path if record.state is TaskState.SUCCEEDED and record.result_path else None
         if result and not Path(result).is_file():
             result = None
-        return (status_html(record), result, gr.DownloadButton(value=result, visible=bool(result)),
-                gr.Timer(active=False))
-
-    def live_view(self, code: str, shown: str) -> Any:
-        """The live preview of the task on show: its stream while it renders (heygem.ui.live)."""
-        wanted = live_value(self.find(code), self.config)
-        return gr.skip() if wanted == shown else wanted
+        return (status_html(record), live_update, result, gr.DownloadButton(value=result, visible=bool(result)),
+                gr.Timer(active=False), shown)
 
     def find(self, code: str) -> TaskRecord | None:
         if not code:
@@ -152,30 +210,28 @@ class Studio:
 
     # ----- Tasks tab ---------------------------------------------------------------------------------
 
-    def table(self) -> list[list[str]]:
-        return task_rows(self.supervisor.list_tasks(limit=self.config.server.task_list_limit))
-
     def history(self, code: str) -> str:
         return history_html(self.find(code))
 
-    def pick_row(self, event: gr.SelectData) -> str:
-        return str(event.row_value[0]) if event.row_value else ""
+    def table(self) -> str:
+        records = self.supervisor.list_tasks(limit=self.config.server.task_list_limit)
+        return task_list_html(records, {record.code: thumbnail_uri(record.video_path) for record in records})
 
     def open_task(self, code: str) -> tuple[Any, ...]:
         record = self.act(lambda: self.supervisor.status(self.selected_code(code)))
         return (gr.Tabs(selected=GENERATE_TAB), *self.attach(record.code))
 
-    def cancel_task(self, code: str) -> list[list[str]]:
+    def cancel_task(self, code: str) -> str:
         record = self.act(lambda: self.supervisor.cancel(self.selected_code(code)))
         gr.Info(f"Task {record.code} cancelled.")
         return self.table()
 
-    def retry_task(self, code: str) -> list[list[str]]:
+    def retry_task(self, code: str) -> str:
         record = self.act(lambda: self.supervisor.retry(self.selected_code(code)))
         gr.Info(f"Task {record.code} is queued again.")
         return self.table()
 
-    def delete_task(self, code: str) -> tuple[str, list[list[str]]]:
+    def delete_task(self, code: str) -> tuple[str, str]:
         self.act(lambda: self.supervisor.delete(self.selected_code(code)))
         gr.Info(f"Task {code.strip()} and its files were deleted.")
         return "", self.table()
@@ -213,14 +269,23 @@ def build_studio(supervisor: TaskSupervisor, config: Config) -> gr.Blocks:
             with gr.Tab("Generate", id=GENERATE_TAB):
                 with gr.Row(equal_height=False):
                     with gr.Column(scale=5):
+                        gr.HTML(limits_html(config), padding=False)
                         audio = gr.Audio(label="1. Speech", sources=["upload", "microphone"], type="filepath",
                                          elem_id="hg-speech")
+                        # The slot's refusal stays here until the slot changes; slot_guard.js puts the words for
+                        # a file of the wrong kind (a photo, the two swapped) here too, in place of Gradio's.
+                        speech_note = gr.HTML("", elem_id="hg-speech-note", padding=False,
+                                              js_on_load=SLOT_GUARD_JS.read_text(encoding="utf-8"))
                         video = gr.Video(label="2. Video of a person facing the camera", sources=["upload"],
-                                         height=300, elem_id="hg-video")
-                        # Every registered name, so calls without a page load validate; the load narrows it
-                        # to the engines available now.
-                        engine = gr.Dropdown(label="3. Engine", choices=list(ENGINES), value=DEFAULT_ENGINE,
-                                             interactive=True)
+                                         height=240, elem_id="hg-video")
+                        video_note = gr.HTML("", elem_id="hg-video-note", padding=False)
+                        with gr.Row(equal_height=True, elem_classes=["hg-go"]):
+                            # Every registered name, so calls without a page load validate; the load narrows it
+                            # to the engines available now.
+                            engine = gr.Dropdown(label="3. Engine", choices=list(ENGINES), value=DEFAULT_ENGINE,
+                                                 interactive=True, scale=2, min_width=140)
+                            submit = gr.Button("Generate", variant="primary", size="lg", interactive=False, scale=3,
+                                               min_width=140, elem_id="hg-generate")
                         engine_info = gr.Markdown(elem_classes=["hg-note"])
                         # Each option starts at the server's default (configs/default.yaml).
                         with gr.Accordion("Options", open=False):
@@ -237,24 +302,23 @@ def build_studio(supervisor: TaskSupervisor, config: Config) -> gr.Blocks:
                                 ai_label = gr.Checkbox(value=config.media.ai_label,
                                                        label='Add an "AI-generated" label to the video')
                                 watermark = gr.Checkbox(value=config.media.watermark, label="Add a watermark")
-                        submit = gr.Button("Generate", variant="primary", size="lg", interactive=False)
                     with gr.Column(scale=5):
-                        code = gr.Textbox(label="Task code", interactive=False, buttons=["copy"])
+                        code = gr.Textbox(label="Task code", interactive=False, buttons=["copy"], elem_id="hg-code")
                         status = gr.HTML(IDLE_HTML, elem_id="hg-status")
                         live = live_player()
                         result = gr.Video(label="Result", interactive=False, height=360, elem_id="hg-result")
                         download = gr.DownloadButton("Download the video", visible=False, variant="secondary")
                 timer = gr.Timer(refresh_s, active=False)
+                shown = gr.State(None)
             with gr.Tab("Tasks", id="tasks") as tasks_tab:
-                task_table = gr.Dataframe(headers=TASK_COLUMNS, interactive=False, wrap=True, max_height=520,
-                                          column_widths=["14%", "12%", "18%", "8%", "8%", "7%", "8%", "25%"])
+                task_list = gr.HTML(elem_id="hg-tasks", js_on_load=TASK_LIST_JS.read_text(encoding="utf-8"))
                 with gr.Row():
-                    selected = gr.Textbox(label="Selected task", placeholder="click a row, or paste a task code",
-                                          scale=3)
-                    open_button = gr.Button("Open", scale=1)
-                    cancel_button = gr.Button("Cancel", scale=1)
-                    retry_button = gr.Button("Retry", scale=1)
-                    delete_button = gr.Button("Delete with files", variant="stop", scale=1)
+                    selected = gr.Textbox(label="Selected task", placeholder="click a task, or paste its code",
+                                          scale=3, min_width=200, elem_id="hg-selected")
+                    open_button = gr.Button("Open", scale=1, min_width=80)
+                    cancel_button = gr.Button("Cancel", scale=1, min_width=80)
+                    retry_button = gr.Button("Retry", scale=1, min_width=80)
+                    delete_button = gr.Button("Delete with files", variant="stop", scale=1, min_width=120)
                 attempts = gr.HTML(elem_id="hg-history")
                 table_timer = gr.Timer(max(2.0, 2 * refresh_s))
             with gr.Tab("System", id="system") as system_tab:
@@ -264,30 +328,39 @@ def build_studio(supervisor: TaskSupervisor, config: Config) -> gr.Blocks:
         gr.Markdown(f"HeyGem {__version__} · tasks keep running when this page is closed · "
                     "the same tasks are served to HeyGem.ai clients at /easy/*", elem_classes=["hg-footer"])
 
-        task_view = [code, status, result, download, timer]
-        page.load(studio.load_page, [remembered], [engine, engine_info, submit, *task_view],
-                  api_visibility="private")
+        # One list of outputs for every handler that changes the shown task (see TaskView); Gradio's own progress
+        # and queue text stays off them: the status card is the one place that says where a task stands.
+        task_view = [code, status, live, result, download, timer, shown]
+        quiet: dict[str, Any] = {"show_progress": "hidden", "api_visibility": "private"}
+        inputs = [audio, video, engine, loop_mode, intensity, ai_label, watermark, speech_language]
+        timer.tick(studio.poll, [shown], task_view[1:], trigger_mode="once",
+                           concurrency_limit=None, **quiet)
+        page.load(studio.load_page, [remembered], [engine, engine_info, submit, *task_view], **quiet)
         # Whichever handler changes the shown task (submit, load, Open), the browser remembers it.
-        code.change(lambda value: value, [code], [remembered], js=REMEMBER_CODE_JS, api_visibility="private")
-        submit.click(studio.generate, [audio, video, engine, loop_mode, intensity, ai_label, watermark,
-                                        speech_language], task_view,
-                     api_name="generate", concurrency_limit=4)
-        timer.tick(studio.poll, [code], [status, result, download, timer], api_name="task_status",
-                   show_progress="hidden", concurrency_limit=None)
-        # The status card changes with every tick and whenever another task is shown: the preview follows it.
-        status.change(studio.live_view, [code, live], [live], show_progress="hidden", api_visibility="private",
-                      concurrency_limit=None)
+        code.change(lambda value: value, [code], [remembered], js=REMEMBER_CODE_JS, **quiet)
+        submit.click(studio.generate_on_page, inputs, [*task_view, speech_note, video_note], concurrency_limit=4,
+                     **quiet)
+        # A reason goes when the person changes that slot (not when Gradio itself resets a file it cannot play).
+        for trigger in (audio.upload, audio.clear, audio.stop_recording):
+            trigger(lambda: "", None, speech_note, **quiet)
+        for trigger in (video.upload, video.clear):
+            trigger(lambda: "", None, video_note, **quiet)
+        # For scripts (gradio_client): /generate and /task_status, whose refusals are errors.
+        scripts = gr.Button(visible=False)
+        # (Hidden too: Gradio shows the progress of any event that has a component among its outputs on it.)
+        scripts.click(studio.generate, inputs, [code, status, result, download, timer], api_name="generate",
+                      concurrency_limit=4, show_progress="hidden")
+        scripts.click(studio.task_status, [code], [status, result, download, timer], api_name="task_status",
+                      concurrency_limit=None, show_progress="hidden")
         for trigger in (table_timer.tick, tasks_tab.select, page.load):
-            trigger(studio.table, None, task_table, show_progress="hidden", api_visibility="private",
-                    concurrency_limit=None)
-        task_table.select(studio.pick_row, None, selected, api_visibility="private")
-        selected.change(studio.history, [selected], [attempts], show_progress="hidden", api_visibility="private")
-        open_button.click(studio.open_task, [selected], [tabs, *task_view], api_visibility="private")
-        cancel_button.click(studio.cancel_task, [selected], [task_table], api_visibility="private")
-        retry_button.click(studio.retry_task, [selected], [task_table], api_visibility="private")
-        delete_button.click(studio.delete_task, [selected], [selected, task_table], api_visibility="private")
+            trigger(studio.table, None, task_list, concurrency_limit=None, **quiet)
+        selected.change(studio.history, [selected], [attempts], **quiet)
+        open_button.click(studio.open_task, [selected], [tabs, *task_view], **quiet)
+        cancel_button.click(studio.cancel_task, [selected], [task_list], **quiet)
+        retry_button.click(studio.retry_task, [selected], [task_list], **quiet)
+        delete_button.click(studio.delete_task, [selected], [selected, task_list], **quiet)
         for trigger in (system_tab.select, refresh_system.click):
-            trigger(studio.system, None, [system_info, models_info], api_visibility="private")
+            trigger(studio.system, None, [system_info, models_info], **quiet)
         add_predict_endpoint(studio)
     page.queue(default_concurrency_limit=2, max_size=config.server.page_queue_max)
     return page

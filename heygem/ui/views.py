@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import html
 import re
 import time
@@ -9,10 +10,11 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from heygem.config import Config
 from heygem.pipeline.engine import Availability
+from heygem.supervisor.estimate import remaining_s
 from heygem.supervisor.states import TaskRecord, TaskState
 
-TASK_COLUMNS = ["code", "created", "inputs", "engine", "state", "progress", "duration", "message"]
 # new_upload_path() prefixes stored uploads with a timestamp and a random tag; people want the original name.
 UPLOAD_PREFIX = re.compile(r"^\d{8}-\d{6}-[0-9a-f]{8}-(audio|video)-")
 STATE_LABELS = {
@@ -42,6 +44,8 @@ def format_seconds(seconds: float | None) -> str:
         return ""
     seconds = max(0, round(seconds))
     minutes, rest = divmod(seconds, 60)
+    if minutes and not rest:
+        return f"{minutes} min"
     return f"{minutes} min {rest:02d} s" if minutes else f"{rest} s"
 
 
@@ -49,15 +53,59 @@ def format_time(epoch_s: float) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(epoch_s))
 
 
-def status_html(record: TaskRecord | None) -> str:
+# The order a task's states follow within one attempt: the page never shows one going back to an earlier one.
+STATE_ORDER = {TaskState.QUEUED: 0, TaskState.INITIALIZING: 1, TaskState.RUNNING: 2}
+
+
+@dataclasses.dataclass(frozen=True)
+class ShownTask:
+    """What the page last showed of a task's attempt, and where its rendering was first seen moving (for the ETA)."""
+
+    code: str
+    attempt: int
+    state: TaskState
+    progress: float
+    # (time.time(), progress) at the first look that saw rendering under way; None until then.
+    render_seen: tuple[float, float] | None = None
+    # The live preview's playlist URL on the page ("" for none), so an unchanged one is not sent again.
+    live: str = ""
+
+
+def steady(record: TaskRecord, shown: ShownTask | None, now: float) -> tuple[TaskRecord, ShownTask]:
+    """The record as the page shows it: within one attempt of one task, neither its state (queued, starting,
+    generating) nor its progress ever goes back, whatever order the looks at it arrive in; and what to remember."""
+    same = shown is not None and (shown.code, shown.attempt) == (record.code, record.attempts)
+    if same and shown is not None and record.state in STATE_ORDER and shown.state in STATE_ORDER:
+        state = max(record.state, shown.state, key=STATE_ORDER.__getitem__)
+        record = dataclasses.replace(record, state=state, progress=max(record.progress, shown.progress))
+    render_seen = shown.render_seen if same and shown is not None else None
+    if render_seen is None and record.state is TaskState.RUNNING and record.progress > 0:
+        render_seen = (now, record.progress)
+    live = shown.live if shown is not None and shown.code == record.code else ""
+    return record, ShownTask(record.code, record.attempts, record.state, record.progress, render_seen, live)
+
+
+def eta_s(shown: ShownTask, now: float) -> float | None:
+    """Seconds left of the shown task, at the rate its rendering went since the page first saw it move."""
+    if shown.state is not TaskState.RUNNING or shown.render_seen is None:
+        return None
+    seen_at, progress_then = shown.render_seen
+    left = remaining_s(shown.progress, now - seen_at, progress_then)
+    # Encoding's last frames and the move into place follow the last rendered frame: never "0 s left" while running.
+    return None if left is None else max(1.0, left)
+
+
+def status_html(record: TaskRecord | None, eta: float | None = None) -> str:
     """The task card of the Generate tab: code, state, waiting reason or stage, a real percentage and the ETA."""
     if record is None:
         return IDLE_HTML
     state = record.state
     percent = 100.0 if state is TaskState.SUCCEEDED else record.progress
     details = [f"<span class='hg-detail'>{html.escape(record.summary)}</span>"]
-    if state is TaskState.RUNNING and record.eta_s is not None:
-        details.append(f"<span class='hg-detail'>about {format_seconds(record.eta_s)} left</span>")
+    if state is TaskState.SUCCEEDED and record.warning:
+        details = [f"<span class='hg-warning'>Check the result: {html.escape(record.warning)}</span>"]
+    if state is TaskState.RUNNING and eta is not None:
+        details.append(f"<span class='hg-detail hg-eta'>about {format_seconds(eta)} left</span>")
     if state.is_final and record.duration_s is not None:
         details.append(f"<span class='hg-detail'>took {format_seconds(record.duration_s)}</span>")
     if record.warning and state is not TaskState.SUCCEEDED:
@@ -72,17 +120,68 @@ def status_html(record: TaskRecord | None) -> str:
     )
 
 
-def task_rows(records: Iterable[TaskRecord]) -> list[list[str]]:
-    return [[
-        record.code,
-        format_time(record.created_at),
-        f"{display_name(record.audio_path)} + {display_name(record.video_path)}",
-        record.engine,
-        STATE_LABELS[record.state],
-        f"{100 if record.state is TaskState.SUCCEEDED else record.progress:.0f} %",
-        format_seconds(record.duration_s),
-        record.summary,
-    ] for record in records]
+def refused_html(slots: Iterable[str]) -> str:
+    """The task card when Generate was refused: nothing started, and where the reason stands."""
+    where = " and ".join(f"under the {slot}" for slot in slots) or "above"
+    return (f"<div class='hg-card hg-refused'><b>Not started.</b> The reason is written {where}; change that file "
+            "and press <b>Generate</b> again.</div>")
+
+
+def slot_note_html(message: str) -> str:
+    """A refusal's reason, shown under the speech or video slot until that slot changes."""
+    if not message:
+        return ""
+    text = message[:1].upper() + message[1:]
+    return f"<div class='hg-slot-error' role='alert'>{html.escape(text)}</div>"
+
+
+def limits_html(config: Config) -> str:
+    """What the server accepts, said before anything is uploaded."""
+    server = config.server
+    longest = format_seconds(min(server.max_media_duration_s, config.media.max_audio_duration_s))
+    return (f"<div class='hg-limits'>Speech: a recording of up to {longest} (or the microphone). Video: one person "
+            f"facing the camera, up to {format_seconds(server.max_media_duration_s)}. Each file at most "
+            f"{server.max_upload_mb:g} MB.</div>")
+
+
+def progress_text(record: TaskRecord) -> str:
+    """The one progress figure of a task: its percentage while it runs or when done; none once it failed."""
+    if record.state is TaskState.SUCCEEDED:
+        return "100 %"
+    if record.state in (TaskState.FAILED, TaskState.CANCELLED):
+        return ""
+    return f"{record.progress:.0f} %"
+
+
+TASK_HEADERS = ("", "Inputs", "Created", "State", "Progress", "Took", "Details")
+
+
+def task_list_html(records: Iterable[TaskRecord], thumbnails: Mapping[str, str]) -> str:
+    """The Tasks tab: a table on wide screens, a list of cards on narrow ones (studio.css), newest first.
+    Clicking a task selects it (its code goes to the "Selected task" box)."""
+    rows = "".join(task_row_html(record, thumbnails.get(record.code, "")) for record in records)
+    if not rows:
+        return "<div class='hg-card hg-idle'>No tasks yet: they appear here as soon as you press Generate.</div>"
+    head = "".join(f"<th>{name}</th>" for name in TASK_HEADERS)
+    return f"<table class='hg-tasks'><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>"
+
+
+def task_row_html(record: TaskRecord, thumbnail: str) -> str:
+    """One task: picture, input names, when, state, one progress figure, duration and what it says."""
+    picture = f"<img src='{html.escape(thumbnail)}' alt=''>" if thumbnail else ""
+    cells = [
+        ("hg-thumb", picture),
+        ("hg-inputs", f"<b>{html.escape(display_name(record.audio_path))}</b>"
+                      f"<span>{html.escape(display_name(record.video_path))}</span>"
+                      f"<code>{html.escape(record.code)}</code>"),
+        ("hg-when", format_time(record.created_at)),
+        ("hg-state", f"<span class='hg-badge hg-{record.state.value}'>{STATE_LABELS[record.state]}</span>"),
+        ("hg-progress", progress_text(record)),
+        ("hg-took", format_seconds(record.duration_s)),
+        ("hg-message", html.escape(record.summary) + f" · {html.escape(record.engine)}"),
+    ]
+    body = "".join(f"<td class='{name}'>{content}</td>" for name, content in cells)
+    return f"<tr data-code='{html.escape(record.code)}' tabindex='0'>{body}</tr>"
 
 
 def history_html(record: TaskRecord | None) -> str:
@@ -102,10 +201,11 @@ def history_html(record: TaskRecord | None) -> str:
 
 
 def engine_note(engines: Mapping[str, Availability]) -> str:
-    """Why an engine is missing from the choices (e.g. which model file to put where)."""
-    unavailable = [f"- **{name}** is unavailable: {state.reason or 'no reason given'}"
-                   for name, state in engines.items() if not state.available]
-    return "\n".join(unavailable)
+    """Engines a person cannot choose here; why (a model file, a path) is for the operator: the System tab."""
+    missing = [name for name, state in engines.items() if not state.available]
+    if not missing:
+        return ""
+    return f"Not installed on this server: {', '.join(missing)}."
 
 
 def system_markdown(info: Mapping[str, Any], engines: Mapping[str, Availability]) -> str:
