@@ -148,7 +148,7 @@ def test_gradio_client_runs_a_job_with_the_token(server: ServerProcess, tmp_path
     assert result.is_relative_to(tmp_path / "out") and result.stat().st_size > 10_000, "downloaded with the token"
     # gradio_client's own sign-in (auth=) posts to /login and carries the cookie; the token is the password here.
     signed_in = Client(server.url, verbose=False, auth=("anyone", TOKEN))
-    assert "Upload a speech" in signed_in.predict("no-such-task", api_name="/task_status")[0]
+    assert "No task with code <b>no-such-task</b>" in signed_in.predict("no-such-task", api_name="/task_status")[0]
 
 
 @pytest.mark.parametrize(("target", "landing"), [

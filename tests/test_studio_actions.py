@@ -59,10 +59,10 @@ def test_a_refused_generate_says_why_under_each_slot_at_fault(start_supervisor, 
     not_a_video = tmp_path / "holiday.mp4"
     not_a_video.write_text("not a video")
     code, card, _, result, _, timer, shown, speech_note, video_note = studio.generate_on_page(
-        None, str(not_a_video), "meshwarp", "pingpong", 1.0, False, False)
+        None, str(not_a_video), "meshwarp", "pingpong", 1.0, False, False, "en")
     assert code == "" and "Not started" in card and "under the speech and under the video" in card
     assert "Add the speech first" in speech_note and "Video file is not a readable media file" in video_note
     assert result is None and not timer.active and shown is None and "Error" not in card
     with pytest.raises(gr.Error, match=r"Add the speech first.*; Video: video file is not a readable"):
-        studio.generate(None, str(not_a_video), "meshwarp", "pingpong", 1.0, False, False)
+        studio.generate(None, str(not_a_video), "meshwarp", "pingpong", 1.0, False, False, "en")
     assert not list((supervisor.config.paths.data_dir / "uploads").glob("*")), "nothing refused is kept"
