@@ -340,11 +340,11 @@ def build_studio(supervisor: TaskSupervisor, config: Config) -> gr.Blocks:
         code.change(lambda value: value, [code], [remembered], js=REMEMBER_CODE_JS, **quiet)
         submit.click(studio.generate_on_page, inputs, [*task_view, speech_note, video_note], concurrency_limit=4,
                      **quiet)
-        # A reason goes when the person changes that slot (not when Gradio itself resets a file it cannot play).
-        for trigger in (audio.upload, audio.clear, audio.stop_recording):
+        # A reason goes when the person puts another file in that slot; not on "clear", which Gradio's video player
+        # also sends by itself when it cannot play the very file the reason is about.
+        for trigger in (audio.upload, audio.stop_recording):
             trigger(lambda: "", None, speech_note, **quiet)
-        for trigger in (video.upload, video.clear):
-            trigger(lambda: "", None, video_note, **quiet)
+        video.upload(lambda: "", None, video_note, **quiet)
         # For scripts (gradio_client): /generate and /task_status, whose refusals are errors.
         scripts = gr.Button(visible=False)
         # (Hidden too: Gradio shows the progress of any event that has a component among its outputs on it.)
