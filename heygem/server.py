@@ -23,6 +23,7 @@ from heygem.api.gradio_files import GradioFileCheck, LocalFilesOnly
 from heygem.api.gradio_sessions import PageSessions, SessionStreams
 from heygem.api.limits import BodyLimitMiddleware, PlainFailures, UploadSlots
 from heygem.api.served_files import OPEN_FILE_HOOK
+from heygem.api.shared_result import share_results
 from heygem.api.slow_clients import H11_HOOKS
 from heygem.api.storage import FreeSpaceGate
 from heygem.config import Config
@@ -67,6 +68,7 @@ def create_app(config: Config) -> FastAPI:
     # Before the studio's mount: these /login and /logout take precedence over Gradio's.
     app.include_router(auth.router)
     app.include_router(easy.router)
+    share_results(supervisor)  # the copy of each /easy result that HeyGem's desktop client opens
     app.include_router(rest.router)
     app.include_router(submit.router)
     app.include_router(events.router)

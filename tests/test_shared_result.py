@@ -1,9 +1,10 @@
 """The copy of a result in the folder HeyGem's desktop client shares with the service (paths.input_dir).
 
-Made by the supervisor, before a task submitted with shared_result is recorded as succeeded; removed with the task
-(delete) or before it runs again (retry). Anything else at its name (a person's own video, a symlink) is never
-replaced, followed or removed: a submit whose code would need it is refused, and a task that finds it in the way
-fails with its result kept. Real supervisor, real workers (scripted engines).
+Made by the HeyGem API layer's completion hook (heygem.api.shared_result), before a task submitted with
+shared_result is recorded as succeeded; removed with the task (delete) or before it runs again (retry). Anything
+else at its name (a person's own video, a symlink) is never replaced, followed or removed: a submit whose code
+would need it is refused, and a task that finds it in the way fails with its result kept.
+Real supervisor, real workers (scripted engines).
 """
 
 from __future__ import annotations
@@ -16,9 +17,10 @@ from pathlib import Path
 
 import pytest
 
+from heygem.api.shared_result import place_shared_copy, share_results
 from heygem.errors import InputError
-from heygem.supervisor import TaskRequest, TaskState, TaskSupervisor
-from heygem.supervisor.results import place_shared_copy
+from heygem.supervisor import TaskRecord, TaskRequest, TaskState, TaskSupervisor
+from heygem.supervisor.lifecycle import Outcome
 from heygem.supervisor.states import check_task_code
 from heygem.supervisor.store import TaskStore
 from tests.supervision import SCRIPTED, script_file, wait_final
@@ -87,6 +89,13 @@ def submit(supervisor: TaskSupervisor, inputs: tuple[Path, Path], code: str, sha
     return request
 
 
+def sharing(start_supervisor: StartSupervisor) -> TaskSupervisor:
+    """A supervisor with the HeyGem API layer's completion hook, as the app registers it."""
+    supervisor = start_supervisor()
+    share_results(supervisor)
+    return supervisor
+
+
 def in_the_way(supervisor: TaskSupervisor, code: str) -> Path:
     """Where the task's shared copy goes, the shared folder created."""
     path = supervisor.config.paths.input_dir / f"{code}-r.mp4"
@@ -96,7 +105,7 @@ def in_the_way(supervisor: TaskSupervisor, code: str) -> Path:
 
 def test_only_tasks_that_ask_get_a_shared_copy_and_delete_removes_it(start_supervisor: StartSupervisor,
                                                                      inputs: tuple[Path, Path]) -> None:
-    supervisor = start_supervisor()
+    supervisor = sharing(start_supervisor)
     shared_folder = supervisor.config.paths.input_dir
     submit(supervisor, inputs, "for-the-client", shared=True)
     submit(supervisor, inputs, "for-the-studio", shared=False)
@@ -113,7 +122,7 @@ def test_only_tasks_that_ask_get_a_shared_copy_and_delete_removes_it(start_super
 def test_a_copy_that_cannot_be_placed_fails_the_task_and_retry_places_it(start_supervisor: StartSupervisor,
                                                                          inputs: tuple[Path, Path],
                                                                          tmp_path: Path) -> None:
-    supervisor = start_supervisor()
+    supervisor = sharing(start_supervisor)
     gate = tmp_path / "gate"
     submit(supervisor, inputs, "blocked", shared=True, gate=gate)
     blocker = in_the_way(supervisor, "blocked")
@@ -133,7 +142,7 @@ def test_a_copy_that_cannot_be_placed_fails_the_task_and_retry_places_it(start_s
 
 def test_a_code_whose_shared_name_is_taken_is_refused_and_the_file_kept(start_supervisor: StartSupervisor,
                                                                         inputs: tuple[Path, Path]) -> None:
-    supervisor = start_supervisor()
+    supervisor = sharing(start_supervisor)
     theirs = in_the_way(supervisor, "holiday")
     theirs.write_bytes(b"a person's own video")
     with pytest.raises(InputError, match=f"code 'holiday' cannot be used: {theirs} already exists in the shared "
@@ -147,7 +156,7 @@ def test_a_code_whose_shared_name_is_taken_is_refused_and_the_file_kept(start_su
 
 def test_a_file_put_in_the_way_meanwhile_fails_the_task_and_stays_through_retry_and_delete(
         start_supervisor: StartSupervisor, inputs: tuple[Path, Path], tmp_path: Path) -> None:
-    supervisor = start_supervisor()
+    supervisor = sharing(start_supervisor)
     gate = tmp_path / "gate"
     submit(supervisor, inputs, "planted", shared=True, gate=gate)
     victim = tmp_path / "victim.txt"
@@ -163,6 +172,23 @@ def test_a_file_put_in_the_way_meanwhile_fails_the_task_and_stays_through_retry_
     assert wait_final(supervisor, "planted").state is TaskState.FAILED
     supervisor.delete("planted")
     assert link.is_symlink() and victim.read_text() == "untouched"
+
+
+def test_a_success_hook_that_raises_fails_the_task_saying_so(start_supervisor: StartSupervisor,
+                                                             inputs: tuple[Path, Path]) -> None:
+    supervisor = start_supervisor()
+    seen: list[str] = []
+
+    def broken(record: TaskRecord, outcome: Outcome) -> Outcome:
+        seen.append(record.code)
+        raise RuntimeError("the shared folder's disk went away")
+
+    supervisor.on_success(broken)
+    submit(supervisor, inputs, "hooked", shared=False)
+    record = wait_final(supervisor, "hooked")
+    assert seen == ["hooked"], "the hook saw the task before its success was recorded"
+    assert record.state is TaskState.FAILED
+    assert record.message == "finishing: RuntimeError: the shared folder's disk went away"
 
 
 def test_a_store_of_an_older_version_gains_the_column(tmp_path: Path) -> None:

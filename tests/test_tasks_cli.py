@@ -60,11 +60,12 @@ def test_list_show_and_cancel_from_the_command_line(start_supervisor, inputs) ->
     cancelled = run_cli(data_dir, "cancel", "running-task")
     assert cancelled.returncode == 0, cancelled.stderr
     assert cancelled.stdout.strip() == "task running-task cancelled during stage render at 30 %"
-    # The running supervisor sees the cancel on its next poll and ends the worker it holds.
-    wait_until(lambda: not group_members(pid), 10, "the worker's group to end")
-    record = supervisor.wait(running, 5)
-    assert record.state is TaskState.CANCELLED
+    # The CLI asked; the running supervisor cancelled it with the API's own cancel (before the CLI answered) and
+    # ended the worker it holds.
+    record = supervisor.status(running)
+    assert record.state is TaskState.CANCELLED and record.cancel_asked_at is not None
     assert record.message == "cancelled during stage render at 30 %"
+    wait_until(lambda: not group_members(pid), 10, "the worker's group to end")
 
     missing = run_cli(data_dir, "show", "nope")
     assert missing.returncode == 2
@@ -133,7 +134,8 @@ def test_a_worker_ending_after_an_outside_cancel_is_logged_not_recorded(start_su
     warnings: list[str] = []
     sink = logger.add(lambda message: warnings.append(str(message)), level="WARNING", format="{message}")
     try:
-        cancelled = TaskLifecycle(TaskStore(supervisor.config.paths.db_path)).cancel(code)  # what the CLI does
+        # Another process writes the store behind the supervisor's back (a store edited by hand, an older ops CLI).
+        cancelled = TaskLifecycle(TaskStore(supervisor.config.paths.db_path)).cancel(code)
         go_on.touch()
         wait_until(lambda: any(code in line for line in warnings), 20, "the refused outcome to be logged")
     finally:

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from datetime import datetime
 
 from heygem.config import load_config
-from heygem.supervisor.lifecycle import TaskLifecycle
-from heygem.supervisor.processes import kill_leftovers
+from heygem.supervisor import ops
 from heygem.supervisor.states import TaskRecord
 from heygem.supervisor.store import TaskStore
 
@@ -52,11 +52,11 @@ def show_task(args: argparse.Namespace) -> int:
 
 
 def cancel_task(args: argparse.Namespace) -> int:
-    """The supervisor's own cancel. A running app's supervisor sees it on its next poll and kills its worker
-    through the process handle it holds; here only the worker's children that carry the task's marker are
-    killed (the worker's pid in the store may name another process by now)."""
-    record = TaskLifecycle(open_store(args)).cancel(args.code)
-    if record.worker_pid:
-        kill_leftovers(record.worker_pid, record.code)
-    print(f"task {record.code} {record.message}")
-    return 0
+    """The API's cancel: a running service's supervisor carries it out (heygem.supervisor.ops.cancel_task)."""
+    record = ops.cancel_task(load_config(args.config), args.code)
+    if record.state.is_final:
+        print(f"task {record.code} {record.message}")
+        return 0
+    print(f"task {record.code}: cancel asked; the service has not carried it out yet ({record.state.value})",
+          file=sys.stderr)
+    return 1

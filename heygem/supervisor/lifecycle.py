@@ -74,9 +74,10 @@ class TaskLifecycle:
         self.store = store
 
     def queue(self, code: str, engine: str, audio_path: str, video_path: str, options: TaskOptions,
-              result_path: str, shared_result_path: str | None = None) -> TaskRecord:
+              result_path: str, shared_result_path: str | None = None,
+              audio_duration_s: float | None = None) -> TaskRecord:
         self.store.insert(code, engine, audio_path, video_path, options, result_path, QUEUED_MESSAGE,
-                          shared_result_path)
+                          shared_result_path, audio_duration_s)
         return self.store.require(code)
 
     def hold(self, code: str, reason: str) -> TaskRecord:
@@ -149,6 +150,14 @@ class TaskLifecycle:
         except TransitionError as exc:
             raise InputError(f"task {code} has already ended ({exc.old.value})") from None
 
+    def ask_cancel(self, code: str) -> TaskRecord:
+        """Ask the running service to cancel the task: its supervisor carries out `cancel` itself (the API's
+        cancel), at its next look (heygem.supervisor.ops)."""
+        try:
+            return self.store.transition(code, Operation.ASK_CANCEL, None, {"cancel_asked_at": time.time()})
+        except TransitionError as exc:
+            raise InputError(f"task {code} has already ended ({exc.old.value})") from None
+
     def requeue(self, code: str, cause: str) -> TaskRecord:
         """Put an interrupted task back at the front: it was admitted before everything still waiting."""
         now = time.time()
@@ -163,6 +172,6 @@ class TaskLifecycle:
     def retry(self, code: str) -> TaskRecord:
         try:
             return self.store.transition(code, Operation.RETRY, TaskState.QUEUED, {
-                **_NOT_STARTED, "message": QUEUED_MESSAGE, "queued_at": time.time()})
+                **_NOT_STARTED, "message": QUEUED_MESSAGE, "queued_at": time.time(), "cancel_asked_at": None})
         except TransitionError as exc:
             raise InputError(f"only failed or cancelled tasks can be retried; task {code} is {exc.old.value}") from None

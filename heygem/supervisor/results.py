@@ -1,11 +1,10 @@
 """Result files: whether one is a usable video (the supervisor keeps such a result even when a worker failed), and
-the copy of a result that HeyGem's desktop client opens in the folder it shares with the service."""
+whether the copy of a result that HeyGem's desktop client opens (placed by heygem.api.shared_result) is this
+server's own, to be removed with its task."""
 
 from __future__ import annotations
 
-import errno
 import os
-import shutil
 from pathlib import Path
 
 from heygem.supervisor.states import TaskRecord, TaskState
@@ -32,28 +31,6 @@ def remove_legacy_partials(results_dir: Path) -> None:
     served; results now grow in the task's work folder, and any such leftover is removed at start."""
     for path in results_dir.glob(".*.partial.*"):
         path.unlink(missing_ok=True)
-
-
-def place_shared_copy(result: Path, target: Path) -> None:
-    """Put the finished `result` at `target` as well: a hard link where the file system allows it (instant, no
-    extra space), else a copy. It is made under a hidden name beside `target` and renamed onto it, so a client
-    never opens a partial file. A file already at `target` that is not this result (a person's video, a symlink) is
-    never replaced or followed: a FileExistsError says so, and the caller keeps the result where it is."""
-    if is_hard_link_of(target, result):
-        return  # placed already
-    if os.path.lexists(target):
-        raise FileExistsError(errno.EEXIST, "a file that is not this task's result is there, and is left as it is")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    temporary = target.with_name(f".{target.name}.partial")
-    temporary.unlink(missing_ok=True)
-    try:
-        try:
-            os.link(result, temporary)
-        except OSError:  # another file system (EXDEV), or one without hard links: a copy does the same job
-            shutil.copyfile(result, temporary)
-        os.replace(temporary, target)
-    finally:
-        temporary.unlink(missing_ok=True)  # left behind only when the rename failed
 
 
 def is_hard_link_of(path: Path, result: Path) -> bool:

@@ -60,6 +60,7 @@ class TaskState(str, enum.Enum):
 
 
 FINAL_STATES = frozenset({TaskState.SUCCEEDED, TaskState.FAILED, TaskState.CANCELLED})
+CANCELLABLE = (TaskState.QUEUED, TaskState.INITIALIZING, TaskState.RUNNING)
 QUEUED_MESSAGE = "waiting in queue"
 
 
@@ -72,6 +73,7 @@ class Operation(str, enum.Enum):
     REPORT = "report"  # the worker's latest phase, stage and progress
     FINISH = "finish"  # succeeded or failed, whatever decided it
     CANCEL = "cancel"
+    ASK_CANCEL = "ask_cancel"  # another process (the ops CLI) asks the running service's supervisor to cancel
     REQUEUE = "requeue"  # back to the queue, at its old place, after an interruption (the service stopped)
     RETRY = "retry"  # back to the queue, at a person's request
 
@@ -89,8 +91,8 @@ TRANSITIONS: dict[Operation, dict[TaskState, frozenset[TaskState]]] = {
     Operation.FINISH: {TaskState.QUEUED: frozenset({TaskState.FAILED}),
                        TaskState.INITIALIZING: frozenset({TaskState.SUCCEEDED, TaskState.FAILED}),
                        TaskState.RUNNING: frozenset({TaskState.SUCCEEDED, TaskState.FAILED})},
-    Operation.CANCEL: {state: frozenset({TaskState.CANCELLED})
-                       for state in (TaskState.QUEUED, TaskState.INITIALIZING, TaskState.RUNNING)},
+    Operation.CANCEL: {state: frozenset({TaskState.CANCELLED}) for state in CANCELLABLE},
+    Operation.ASK_CANCEL: {state: frozenset({state}) for state in CANCELLABLE},
     Operation.REQUEUE: {state: frozenset({TaskState.QUEUED}) for state in (TaskState.INITIALIZING, TaskState.RUNNING)},
     Operation.RETRY: {state: frozenset({TaskState.QUEUED}) for state in (TaskState.FAILED, TaskState.CANCELLED)},
 }
@@ -207,6 +209,11 @@ class TaskRecord:
     version: int = 0
     # One entry per attempt, oldest first (empty for a task that never started, or one stored by an older version).
     history: tuple[Attempt, ...] = ()
+    # The speech's length in seconds, measured once at submit (the deadline grows with it); None: unreadable then,
+    # or a task stored by an older version.
+    audio_duration_s: float | None = None
+    # When another process asked the service to cancel the task (TaskLifecycle.ask_cancel); None: nobody asked.
+    cancel_asked_at: float | None = None
 
     @property
     def position(self) -> Position:

@@ -13,7 +13,15 @@ from typing import Any
 
 from heygem.errors import TaskNotFoundError, quote_input
 from heygem.options import TaskOptions
-from heygem.supervisor.states import Attempt, Operation, TaskRecord, TaskState, WorkerNode, can_transition
+from heygem.supervisor.states import (
+    CANCELLABLE,
+    Attempt,
+    Operation,
+    TaskRecord,
+    TaskState,
+    WorkerNode,
+    can_transition,
+)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS tasks (
@@ -40,19 +48,23 @@ CREATE TABLE IF NOT EXISTS tasks (
     report TEXT NOT NULL DEFAULT '{}',
     node TEXT,
     version INTEGER NOT NULL DEFAULT 0,
-    history TEXT NOT NULL DEFAULT '[]'
+    history TEXT NOT NULL DEFAULT '[]',
+    audio_duration_s REAL,
+    cancel_asked_at REAL
 );
 CREATE INDEX IF NOT EXISTS tasks_queue ON tasks (state, queued_at, seq);
 """
 # Columns added after a release, with their definitions: a store written by an older version gains them at open.
 _ADDED_COLUMNS = {"shared_result_path": "TEXT", "node": "TEXT", "version": "INTEGER NOT NULL DEFAULT 0",
-                  "history": "TEXT NOT NULL DEFAULT '[]'"}
+                  "history": "TEXT NOT NULL DEFAULT '[]'", "audio_duration_s": "REAL",
+                  "cancel_asked_at": "REAL"}
 _COLUMNS = ("code", "state", "stage", "progress", "message", "warning", "engine", "audio_path", "video_path",
             "options", "result_path", "worker_pid", "created_at", "started_at", "finished_at", "updated_at",
-            "attempts", "report", "shared_result_path", "node", "version", "history")
+            "attempts", "report", "shared_result_path", "node", "version", "history", "audio_duration_s",
+            "cancel_asked_at")
 # What a transition may write; the state itself comes from the operation's own argument.
 _CHANGEABLE = frozenset({"stage", "progress", "message", "warning", "worker_pid", "started_at", "finished_at",
-                         "attempts", "report", "queued_at", "node", "history"})
+                         "attempts", "report", "queued_at", "node", "history", "cancel_asked_at"})
 # The fields of a transition, or a function that works them out from the record as it was.
 Fields = Mapping[str, Any] | Callable[[TaskRecord], Mapping[str, Any]]
 
@@ -106,15 +118,16 @@ class TaskStore:
             self._db.execute("COMMIT")
 
     def insert(self, code: str, engine: str, audio_path: str, video_path: str, options: TaskOptions,
-               result_path: str, message: str, shared_result_path: str | None = None) -> None:
+               result_path: str, message: str, shared_result_path: str | None = None,
+               audio_duration_s: float | None = None) -> None:
         now = time.time()
         with self._transaction() as db:
             db.execute(
                 "INSERT INTO tasks (code, state, engine, audio_path, video_path, options, result_path,"
-                " shared_result_path, message, created_at, queued_at, updated_at)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " shared_result_path, message, created_at, queued_at, updated_at, audio_duration_s)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (code, TaskState.QUEUED.value, engine, audio_path, video_path, json.dumps(options.to_json()),
-                 result_path, shared_result_path, message, now, now, now))
+                 result_path, shared_result_path, message, now, now, now, audio_duration_s))
 
     def exists(self, code: str) -> bool:
         with self._lock:
@@ -151,6 +164,13 @@ class TaskStore:
         with self._lock:
             rows = self._db.execute(f"SELECT code FROM tasks WHERE state IN ({marks}) ORDER BY seq",
                                     [state.value for state in states]).fetchall()
+            return [row["code"] for row in rows]
+
+    def cancels_asked(self) -> list[str]:
+        """Tasks not ended yet that another process asked to cancel (TaskLifecycle.ask_cancel)."""
+        with self._lock:
+            rows = self._db.execute("SELECT code FROM tasks WHERE cancel_asked_at IS NOT NULL AND state IN (?, ?, ?)"
+                                    " ORDER BY seq", [state.value for state in CANCELLABLE]).fetchall()
             return [row["code"] for row in rows]
 
     def count_by_state(self) -> dict[TaskState, int]:

@@ -5,17 +5,16 @@ from __future__ import annotations
 import atexit
 import contextlib
 import dataclasses
-import fcntl
 import multiprocessing
 import os
-import shutil
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from multiprocessing import connection
 from multiprocessing.managers import DictProxy
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from loguru import logger
 
@@ -30,16 +29,15 @@ from heygem.errors import (
     TaskNotFoundError,
 )
 from heygem.files import require_regular_file
-from heygem.logs import task_log_path
-from heygem.pipeline.live import live_stream
 from heygem.pipeline.media import probe_audio
 from heygem.supervisor.admission import Admission, probe_gpus
 from heygem.supervisor.backends import create_backend
 from heygem.supervisor.backends.base import Demand, ExitKind, WorkerExit, WorkerHandle
 from heygem.supervisor.lifecycle import Outcome, TaskLifecycle
+from heygem.supervisor.ops import hold_data_dir
 from heygem.supervisor.processes import describe_exit, kill_leftovers, serve_status_manager
 from heygem.supervisor.protocol import CONNECTION_ERRORS, LiveStatus, StatusManager, write_manager_address
-from heygem.supervisor.results import is_valid_video, own_shared_copy, place_shared_copy, remove_legacy_partials
+from heygem.supervisor.results import is_valid_video, remove_legacy_partials
 from heygem.supervisor.retention import Retention
 from heygem.supervisor.states import (
     Position,
@@ -52,37 +50,29 @@ from heygem.supervisor.states import (
     shared_result_file,
 )
 from heygem.supervisor.store import TaskStore, TransitionError
+from heygem.supervisor.task_files import TaskFiles
 from heygem.supervisor.worker import WorkerSpec
 
 # The cause in the message of a task that was active when the service stopped.
 SERVICE_STOPPED = "the service stopped"
+# Called with the task (still active) and its success before that is recorded; returns the outcome to record, a
+# failure when the hook's own work failed (see TaskSupervisor.on_success).
+SuccessHook = Callable[[TaskRecord, Outcome], Outcome]
 
 
-def hold_data_dir(lock_path: Path) -> IO[str]:
-    """An exclusive lock on the data folder for this supervisor's lifetime (released when the process dies).
-
-    A second app on the same folder would take the first one's running tasks for interrupted ones.
-    """
-    handle = lock_path.open("a+", encoding="utf-8")
+def speech_duration(audio_path: Path) -> float | None:
+    """The audio's duration in seconds, measured once at submit for the task's deadline; None when the file cannot
+    be read (the worker then reports what is wrong with it)."""
     try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        handle.seek(0)
-        owner = handle.read().strip() or "unknown"
-        handle.close()
-        raise HeyGemError(f"another HeyGem service (pid {owner}) is already using {lock_path.parent.parent}; "
-                          "stop it, or give this one its own paths.data_dir") from None
-    handle.truncate(0)
-    handle.write(str(os.getpid()))
-    handle.flush()
-    return handle
+        return probe_audio(audio_path).duration
+    except InputError:
+        return None
 
 
 @dataclasses.dataclass
 class _Worker:
     code: str
     handle: WorkerHandle
-    work_dir: Path
     result_path: Path
     started_at: float
     deadline_s: float
@@ -111,9 +101,11 @@ class TaskSupervisor:
         for folder in (config.paths.results_dir, config.paths.temp_dir, config.paths.logs_dir,
                        config.paths.data_dir / "run"):
             folder.mkdir(parents=True, exist_ok=True)
-        self._data_lock = hold_data_dir(config.paths.data_dir / "run" / "supervisor.lock")
+        self._data_lock = hold_data_dir(config)
         self._store = TaskStore(config.paths.db_path)
         self._tasks = TaskLifecycle(self._store)
+        self._files = TaskFiles(config)
+        self._success_hooks: list[SuccessHook] = []
         self._backend = create_backend(config)
         self._lock = threading.RLock()
         self._changed = threading.Condition(self._lock)
@@ -150,6 +142,11 @@ class TaskSupervisor:
                     self._settings.max_workers, self.config.paths.data_dir)
         return self
 
+    def on_success(self, hook: SuccessHook) -> None:
+        """Run `hook` on each success before it is recorded (as RQ's on_success, huey's signals): what must be in
+        place when a client hears "done" (HeyGem API's copy for its desktop client, heygem.api.shared_result)."""
+        self._success_hooks.append(hook)
+
     def submit(self, request: TaskRequest) -> str:
         code = check_task_code(request.code or uuid.uuid4().hex)
         engine = request.engine or DEFAULT_ENGINE
@@ -159,6 +156,7 @@ class TaskSupervisor:
         availability = engine_availability(engine, self.config)
         if not availability.available:
             raise InputError(f"engine {engine!r} is unavailable: {availability.reason}")
+        audio_duration_s = speech_duration(audio_path)
         with self._lock:
             if self._store.exists(code):
                 raise InputError(f"a task with code {code!r} already exists")
@@ -168,7 +166,7 @@ class TaskSupervisor:
                 raise InputError(f"code {code!r} cannot be used: {shared} already exists in the shared folder, where "
                                  "this task's result would go; choose another code (a UUID works)")
             self._tasks.queue(code, engine, str(audio_path), str(video_path), request.options,
-                              str(result_file(self.config, code)), str(shared) if shared else None)
+                              str(result_file(self.config, code)), str(shared) if shared else None, audio_duration_s)
         logger.info("task {} queued (engine {})", code, engine)
         self._wake()
         return code
@@ -196,11 +194,9 @@ class TaskSupervisor:
     def retry(self, code: str) -> TaskRecord:
         with self._lock:
             self._ensure_queue_room()
-            shared = own_shared_copy(self._store.require(code))
-            record = self._tasks.retry(code)
-            for result in (record.result_path, shared):
-                if result:
-                    Path(result).unlink(missing_ok=True)
+            ended = self._store.require(code)
+            self._tasks.retry(code)
+            self._files.remove_results(ended)
         self._wake()
         return self.status(code)
 
@@ -212,14 +208,7 @@ class TaskSupervisor:
                     self.cancel(code)
                 record = self._store.require(code)  # how it ended decides whether the shared copy is ours
             self._store.delete(code)
-        uploads = self.config.paths.uploads_dir.resolve()
-        files = [task_log_path(self.config, code)]
-        files += [Path(path) for path in (record.result_path, own_shared_copy(record)) if path]
-        files += [Path(path) for path in (record.audio_path, record.video_path) if Path(path).is_relative_to(uploads)]
-        for path in files:
-            path.unlink(missing_ok=True)
-        shutil.rmtree(self.config.paths.temp_dir / code, ignore_errors=True)
-        live_stream(self.config, code).remove()
+        self._files.remove_task(record)
         logger.info("task {} deleted with its files", code)
 
     def wait(self, code: str, timeout_s: float) -> TaskRecord:
@@ -297,6 +286,7 @@ class TaskSupervisor:
                             if sentinel in sentinels:
                                 self._reap(sentinels[sentinel])
                         self._record_nodes()
+                        self._cancel_asked()
                         if time.monotonic() >= next_poll:
                             self._poll()
                             next_poll = time.monotonic() + self._settings.poll_interval_s
@@ -370,6 +360,12 @@ class TaskSupervisor:
             worker.status = status
             self._judge(worker, now)
 
+    def _cancel_asked(self) -> None:
+        """Cancels another process asked for (`heygem tasks cancel`), carried out as the API's own cancel."""
+        for code in self._store.cancels_asked():
+            with contextlib.suppress(InputError, TaskNotFoundError):  # ended or deleted meanwhile: that end stands
+                self.cancel(code)
+
     def _record_nodes(self) -> None:
         """Store the node of each worker the cluster has placed since the last look (ray backend)."""
         for worker in self._workers.values():
@@ -423,7 +419,7 @@ class TaskSupervisor:
             worker.error_since = None
         try:
             self._tasks.report(worker.code, status)
-        except TransitionError as exc:  # ended from outside, e.g. `python -m heygem tasks cancel`
+        except TransitionError as exc:  # ended meanwhile (a store edited by hand, an older ops CLI)
             logger.info("{}; stopping its worker", exc)
             self._stop(worker)
 
@@ -448,12 +444,8 @@ class TaskSupervisor:
             self._launch(record, demand, decision)
 
     def _launch(self, record: TaskRecord, demand: Demand, admission: Admission) -> None:
-        work_dir = self.config.paths.temp_dir / record.code
-        shutil.rmtree(work_dir, ignore_errors=True)
-        work_dir.mkdir(parents=True)
+        work_dir, stream = self._files.prepare_attempt(record.code)
         result_path = Path(record.result_path or result_file(self.config, record.code))
-        stream = live_stream(self.config, record.code)
-        stream.remove()  # an earlier attempt's
         spec = WorkerSpec(code=record.code, engine=record.engine, audio_path=record.audio_path,
                           video_path=record.video_path, result_path=str(result_path), work_dir=str(work_dir),
                           options=record.options, config=self.config.to_dict(), address_file=str(self._address_file),
@@ -468,23 +460,17 @@ class TaskSupervisor:
         status: LiveStatus = {"phase": "init", "stage": self._backend.launch_stage, "progress": 0.0, "error": "",
                               "warning": "", "heartbeat": started.started_at, "pid": handle.pid or 0,
                               "moves": 0}
-        self._workers[record.code] = _Worker(code=record.code, handle=handle, work_dir=work_dir,
-                                             result_path=result_path, started_at=started.started_at,
-                                             deadline_s=self.deadline_s(record), status=status,
-                                             beat_seen_at=started.started_at, work_seen_at=started.started_at)
+        self._workers[record.code] = _Worker(code=record.code, handle=handle, result_path=result_path,
+                                             started_at=started.started_at, deadline_s=self.deadline_s(record),
+                                             status=status, beat_seen_at=started.started_at,
+                                             work_seen_at=started.started_at)
         logger.info("task {} started: worker {}, {} (gpu {})", record.code, handle.pid or "on the cluster", demand,
                     handle.gpu_index)
 
     def deadline_s(self, record: TaskRecord) -> float:
-        """Seconds a task may run from its worker's start: task_timeout_s, or longer for long audio."""
-        deadline = self._settings.task_timeout_s
-        if self._settings.timeout_per_media_s > 0:
-            try:
-                duration = probe_audio(Path(record.audio_path)).duration
-            except InputError:  # the worker will report what is wrong with the file
-                duration = 0.0
-            deadline = max(deadline, self._settings.timeout_per_media_s * duration)
-        return deadline
+        """Seconds a task may run from its worker's start: task_timeout_s, or longer for long audio (its duration
+        as measured at submit)."""
+        return max(self._settings.task_timeout_s, self._settings.timeout_per_media_s * (record.audio_duration_s or 0.0))
 
     def _stop(self, worker: _Worker) -> None:
         """Kill a live worker and all it started; its task's end is decided, so its exit only cleans up."""
@@ -517,18 +503,7 @@ class TaskSupervisor:
                 self._statuses.pop(worker.code, None)
         except CONNECTION_ERRORS:
             pass
-        self._end_stream(worker.code)
-        if not self._settings.keep_temp:
-            shutil.rmtree(worker.work_dir, ignore_errors=True)
-
-    def _end_stream(self, code: str) -> None:
-        """The worker and its encoder are gone: the live stream ends, or goes if the result replaces it."""
-        stream = live_stream(self.config, code)
-        record = self._store.get(code)
-        if record is not None and record.state is TaskState.SUCCEEDED and not self.config.live.keep_after_success:
-            stream.remove()
-        else:
-            stream.end()
+        self._files.worker_ended(worker.code, self._store.get(worker.code))
 
     def _exit_outcome(self, worker: _Worker, ended: WorkerExit) -> Outcome:
         outcome, exitcode = ended.outcome, ended.exitcode
@@ -547,7 +522,7 @@ class TaskSupervisor:
         return self._failed_unless_result(worker, message)
 
     def _finish(self, code: str, outcome: Outcome) -> None:
-        outcome = self._share_result(code, outcome)
+        outcome = self._after_success(code, outcome)
         try:
             record = self._tasks.finish(code, outcome)
         except (TransitionError, TaskNotFoundError) as exc:
@@ -558,19 +533,19 @@ class TaskSupervisor:
             return
         self._ended(record)
 
-    def _share_result(self, code: str, outcome: Outcome) -> Outcome:
-        """A success of a task whose result is shared with HeyGem's desktop client (TaskRequest.shared_result) places
-        the copy first: the client opens it as soon as it hears "done", and stops for good if it is not there."""
+    def _after_success(self, code: str, outcome: Outcome) -> Outcome:
+        """A success passes through the hooks registered with on_success before it is recorded."""
         record = self._store.get(code)
-        if outcome.state is not TaskState.SUCCEEDED or record is None or not record.shared_result_path:
+        if outcome.state is not TaskState.SUCCEEDED or record is None:
             return outcome
-        assert record.result_path is not None
-        try:
-            place_shared_copy(Path(record.result_path), Path(record.shared_result_path))
-        except OSError as exc:
-            return Outcome.failed(f"finishing: the result could not be placed in the shared folder as "
-                                  f"{record.shared_result_path} ({exc.strerror or exc}); it is kept as "
-                                  f"{record.result_path}", warning=outcome.warning)
+        for hook in self._success_hooks:
+            try:
+                outcome = hook(record, outcome)
+            except Exception as exc:  # a hook's bug must not leave the task active forever
+                logger.exception("task {}: success hook {} failed", code, getattr(hook, "__name__", hook))
+                outcome = Outcome.failed(f"finishing: {type(exc).__name__}: {exc}", warning=outcome.warning)
+            if outcome.state is not TaskState.SUCCEEDED:
+                break
         return outcome
 
     def _ended(self, record: TaskRecord) -> None:
@@ -594,8 +569,7 @@ class TaskSupervisor:
             if record.worker_pid:
                 kill_leftovers(record.worker_pid, code)
             self._requeue_or_fail(record, SERVICE_STOPPED)
-            shutil.rmtree(self.config.paths.temp_dir / code, ignore_errors=True)
-            live_stream(self.config, code).end()
+            self._files.interrupted(code)
 
     def _interrupted(self, worker: _Worker, cause: str) -> None:
         """A live worker was lost with its machine: as if the service had stopped, at the worker's latest stage."""
