@@ -217,6 +217,18 @@ def test_retry_takes_only_failed_or_cancelled_tasks(lifecycle: TaskLifecycle) ->
         lifecycle.retry("busy")
 
 
+def test_a_cancel_asked_from_another_process_waits_for_the_supervisor_and_a_retry_forgets_it(
+        lifecycle: TaskLifecycle) -> None:
+    running(lifecycle, "busy")
+    queue(lifecycle, "waiting")
+    asked = lifecycle.ask_cancel("busy")
+    assert asked.state is TaskState.RUNNING and asked.cancel_asked_at is not None, "only the supervisor cancels"
+    assert lifecycle.store.cancels_asked() == ["busy"]
+    lifecycle.cancel("busy")
+    assert lifecycle.store.cancels_asked() == [], "an ended task is asked no more"
+    assert lifecycle.retry("busy").cancel_asked_at is None
+
+
 def test_a_finished_task_can_only_be_retried_and_success_is_final() -> None:
     assert not any(TaskState.SUCCEEDED in row for row in TRANSITIONS.values())
     for state in (TaskState.FAILED, TaskState.CANCELLED):
@@ -230,6 +242,7 @@ OPERATIONS: dict[Operation, Callable[[TaskLifecycle, str], TaskRecord]] = {
     Operation.REPORT: lambda lifecycle, code: lifecycle.report(code, live()),
     Operation.FINISH: lambda lifecycle, code: lifecycle.finish(code, Outcome.succeeded({})),
     Operation.CANCEL: lambda lifecycle, code: lifecycle.cancel(code),
+    Operation.ASK_CANCEL: lambda lifecycle, code: lifecycle.ask_cancel(code),
     Operation.REQUEUE: lambda lifecycle, code: lifecycle.requeue(code, "the service stopped"),
     Operation.RETRY: lambda lifecycle, code: lifecycle.retry(code),
 }
@@ -242,7 +255,7 @@ def test_each_operation_refuses_the_states_outside_its_row(lifecycle: TaskLifecy
     before = task_in(lifecycle, state)
     with pytest.raises((TransitionError, InputError)) as refusal:
         OPERATIONS[operation](lifecycle, "task")
-    if operation is Operation.CANCEL:
+    if operation in (Operation.CANCEL, Operation.ASK_CANCEL):
         assert str(refusal.value) == f"task task has already ended ({state.value})"
     after = lifecycle.store.require("task")
     assert changed(before, after) == {} and after.updated_at == before.updated_at
@@ -268,7 +281,8 @@ def test_a_store_of_an_older_version_gains_the_node_column_and_keeps_its_tasks(t
 
     path = tmp_path / "old.sqlite3"
     old_schema = store._SCHEMA.replace(",\n    node TEXT,\n    version INTEGER NOT NULL DEFAULT 0,\n"
-                                       "    history TEXT NOT NULL DEFAULT '[]'\n", "\n")
+                                       "    history TEXT NOT NULL DEFAULT '[]',\n    audio_duration_s REAL,\n"
+                                       "    cancel_asked_at REAL\n", "\n")
     assert "node" not in old_schema and "history" not in old_schema
     with sqlite3.connect(path) as db:
         db.executescript(old_schema)
