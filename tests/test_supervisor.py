@@ -382,10 +382,13 @@ def test_the_deadline_scales_with_the_audio_duration(start_supervisor, inputs, t
 
     speech = tmp_path / "three-seconds.wav"
     samples.write_wav(speech, samples.speech_like_audio(3.0))
-    supervisor = start_supervisor(task_timeout_s=1, timeout_per_media_s=2)
+    supervisor = start_supervisor(task_timeout_s=1, timeout_per_media_s=2, max_workers=1)
     long_enough = submit(supervisor, (speech, inputs[1]), [["render", 2]])
+    too_long = submit(supervisor, (speech, inputs[1]), [["render", 30]])  # queued behind it
+    # Measured once, at submit, and stored with the task: what the file becomes later changes no deadline.
+    speech.write_bytes(b"no longer audio")
+    assert supervisor.status(too_long).audio_duration_s == pytest.approx(3.0, abs=0.05)
     assert wait_final(supervisor, long_enough).state is TaskState.SUCCEEDED
-    too_long = submit(supervisor, (speech, inputs[1]), [["render", 30]])
     assert wait_final(supervisor, too_long).message.startswith("timed out after 6 s in stage render")
 
 
