@@ -29,8 +29,7 @@ from heygem.config import load_config
 from heygem.engines.models import get_spec
 from heygem.engines.wav2lip import MelFeatures, Wav2LipEngine
 from heygem.engines.wav2lip_audio import mel_spectrogram
-from heygem.options import TaskOptions
-from heygem.pipeline.generate import FrameBatch
+from heygem.pipeline.engine import FrameBatch
 from heygem.pipeline.samples import portrait, speech_like_audio
 from heygem.pipeline.tracking import FaceTracker, TrackerSettings
 
@@ -112,7 +111,7 @@ def time_render(engine: Wav2LipEngine, frame: np.ndarray, landmarks: np.ndarray,
     for index in range(rounds):
         batch_frames = FrameBatch(np.arange(index * batch, (index + 1) * batch), [frame] * batch,
                                   [landmarks] * batch)
-        engine.render(batch_frames, features, TaskOptions())
+        engine.render(batch_frames, features)
     return rounds * batch / (time.perf_counter() - started)
 
 

@@ -17,7 +17,7 @@ import yaml
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, ValidationError, model_validator
 
 from heygem.errors import ConfigError
-from heygem.options import MOUTH_INTENSITY, LoopMode, SpeechLanguage
+from heygem.options import MOUTH_INTENSITY, LoopMode, SpeechLanguage, TaskOptions
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 # configs/default.yaml, reached through the package (heygem/configs/default.yaml links to it in a checkout and is
@@ -339,6 +339,13 @@ class Config(BaseModel):
     def to_dict(self) -> dict[str, dict[str, Any]]:
         """The validated values as plain data (paths as text), for another process: from_dict() rebuilds them."""
         return self.model_dump(mode="json")
+
+    @property
+    def option_defaults(self) -> TaskOptions:
+        """The value of each task option a caller leaves out (TaskOptions.resolve)."""
+        return TaskOptions(loop_mode=self.media.loop_mode, mouth_intensity=self.meshwarp.mouth_intensity,
+                           ai_label=self.media.ai_label, watermark=self.media.watermark,
+                           speech_language=self.meshwarp.speech_language)
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> Config:

@@ -3,10 +3,13 @@
 Every way in builds a `TaskOptions`: the studio's controls and the CLI flags pass typed values to the
 constructor, JSON bodies go through `from_json`, text form fields through `from_form`. The constructor is the
 one check, and every refusal reads "<option> must be <what it may be>, got <value>". The studio's slider and
-radio, the CLI's help and the engines take their limits from the constants here. An option left as None
-takes the server's default from configs/default.yaml (media.loop_mode, media.ai_label, media.watermark,
-meshwarp.mouth_intensity, meshwarp.speech_language). The task record, the worker spec and the engine's job
-carry the typed value; the task store keeps `to_json()` and reads it back with `from_json`.
+radio, the CLI's help and the engines take their limits from the constants here.
+
+At submit, once: the engine refuses an option it does not take (heygem.pipeline.engine.Engine.accept_options),
+then `resolve` fills each option left as None with the server's default from configs/default.yaml
+(Config.option_defaults: media.loop_mode, media.ai_label, media.watermark, meshwarp.mouth_intensity,
+meshwarp.speech_language). The task record, the worker spec and the engine's job carry that resolved, typed
+value; the task store keeps `to_json()` and reads it back with `from_json`. Nothing downstream fills defaults.
 """
 
 from __future__ import annotations
@@ -42,6 +45,8 @@ class NumberRange:
 # 1 is natural speech, 0 keeps the mouth still. The built-in engine caps cue x intensity at 1.3 (its widest
 # natural mouth, meshwarp._MAX_OPENNESS): at 2 every cue from 0.65 up is there already; more would only clip.
 MOUTH_INTENSITY = NumberRange(0.0, 2.0)
+# What the streaming pipeline applies itself, whatever the lip-sync engine (heygem.pipeline.generate).
+PIPELINE_OPTIONS = frozenset({"loop_mode", "ai_label", "watermark"})
 
 
 def refusal(name: str, allowed: str, value: object) -> InputError:
@@ -103,6 +108,21 @@ class TaskOptions:
             if text:
                 values[name] = _from_text(name, text)
         return cls(**values)
+
+    def given(self) -> tuple[str, ...]:
+        """The names of the options that have a value (None: the server's default)."""
+        return tuple(name for name in self.names() if getattr(self, name) is not None)
+
+    def resolve(self, defaults: TaskOptions) -> TaskOptions:
+        """Every option left as None takes its value from `defaults` (the config's: Config.option_defaults)."""
+        return dataclasses.replace(self, **{name: getattr(defaults, name) for name in self.names()
+                                            if getattr(self, name) is None})
+
+    def without(self, defaults: TaskOptions) -> TaskOptions:
+        """Only the values that differ from `defaults`; the others left to the server (None). For controls that
+        start at the server's defaults (the studio's): a value nobody changed is no choice of the person's."""
+        return dataclasses.replace(self, **{name: None for name in self.names()
+                                            if getattr(self, name) == getattr(defaults, name)})
 
     def to_json(self) -> dict[str, Any]:
         """The options that were given, as plain JSON data (from_json reads it back)."""

@@ -12,8 +12,7 @@ from typing import Any
 import numpy as np
 
 from heygem.engines.meshwarp import MeshWarpEngine
-from heygem.options import TaskOptions
-from heygem.pipeline.generate import FrameBatch
+from heygem.pipeline.engine import FrameBatch
 
 GATED = "tests.gated_engine:GatedMeshWarp"
 HOLD_AT_S = 6.0
@@ -21,10 +20,10 @@ GATE_TIMEOUT_S = 120.0
 
 
 class GatedMeshWarp(MeshWarpEngine):
-    def render(self, batch: FrameBatch, features: Any, options: TaskOptions) -> list[np.ndarray]:
+    def render(self, batch: FrameBatch, features: Any) -> list[np.ndarray]:
         if batch.indices[-1] >= HOLD_AT_S * 25:  # the test clips run at 25 fps
             self._wait_for_gate()
-        return super().render(batch, features, options)
+        return super().render(batch, features)
 
     def _wait_for_gate(self) -> None:
         gate = self.config.paths.data_dir / "gate"

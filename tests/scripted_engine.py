@@ -30,6 +30,7 @@ from typing import Any
 
 import imageio_ffmpeg
 
+from heygem.options import TaskOptions
 from heygem.pipeline.engine import Engine, Job, Reporter
 
 
@@ -80,6 +81,7 @@ def raise_kind(kind: str) -> None:
 
 class ScriptedEngine(Engine):
     name = "scripted"
+    takes_options = frozenset(TaskOptions.names())  # it shows whatever reaches it (the step "options")
 
     def run(self, job: Job, reporter: Reporter) -> dict[str, Any]:
         steps = json.loads(job.video_path.read_text())

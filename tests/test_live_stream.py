@@ -187,7 +187,8 @@ def test_a_stream_folder_that_cannot_be_made_never_costs_the_task(make_config: C
     blocker.write_bytes(b"")
     config = make_config()
     job = Job(code="no-stream", audio_path=speech, video_path=astronaut_file, result_path=tmp_path / "result.mp4",
-              work_dir=tmp_path / "work", options=TaskOptions(), config=config, live_dir=blocker / "live")
+              work_dir=tmp_path / "work", options=TaskOptions().resolve(config.option_defaults), config=config,
+              live_dir=blocker / "live")
     report = MeshWarpEngine(config).run(job, media.QuietReporter())
     assert report["frames"] == 75 and job.result_path.stat().st_size > 0
 

@@ -137,8 +137,10 @@ def test_rendering_is_deterministic_and_smooth_over_small_changes(face: tuple[np
 
 
 def test_intensity_comes_from_the_task_or_else_the_config() -> None:
-    # The range is TaskOptions' to check (tests/test_options.py); the engine takes the checked value.
+    # The range is TaskOptions' to check (tests/test_options.py), the default filled once at submit
+    # (TaskOptions.resolve); the engine takes the resolved value.
     audio = np.zeros(SAMPLE_RATE, np.float32)
-    engine = MeshWarpEngine(load_config(environ={}, overrides={"meshwarp": {"mouth_intensity": 1.4}}))
-    assert engine.audio_features(audio, FPS, 25, TaskOptions(mouth_intensity=0.5)).intensity == 0.5
-    assert engine.audio_features(audio, FPS, 25, TaskOptions()).intensity == 1.4
+    config = load_config(environ={}, overrides={"meshwarp": {"mouth_intensity": 1.4}})
+    engine = MeshWarpEngine(config)
+    for given, intensity in ((TaskOptions(mouth_intensity=0.5), 0.5), (TaskOptions(), 1.4)):
+        assert engine.audio_features(audio, FPS, 25, given.resolve(config.option_defaults)).intensity == intensity

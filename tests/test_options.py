@@ -108,6 +108,79 @@ def test_options_reach_the_engine_typed_through_store_spec_and_job(start_supervi
     options = TaskOptions(loop_mode="loop", mouth_intensity=0.5, watermark=True)
     code = submit(supervisor, inputs, [["options", None]], options=options)
     record = wait_final(supervisor, code)
-    # The scripted engine reports what its Job held: the same typed value, through the worker spec.
-    assert record.report == {"steps": 1, "options": repr(options)}
-    assert TaskStore(supervisor.config.paths.db_path).require(code).options == options
+    # Resolved once, at submit: what was left out has the config's value, in the store and in the engine's Job.
+    resolved = TaskOptions("loop", 0.5, supervisor.config.media.ai_label, True, supervisor.config.meshwarp.speech_language)
+    assert record.report == {"steps": 1, "options": repr(resolved)}
+    assert TaskStore(supervisor.config.paths.db_path).require(code).options == resolved
+
+
+WAV2LIP_REFUSES = ("mouth_intensity is not an option of the wav2lip engine (its options: loop_mode, ai_label, "
+                   "watermark); leave mouth_intensity out, or choose an engine that takes it")
+
+
+def test_each_engine_declares_the_options_it_takes() -> None:
+    from heygem.engines.meshwarp import MeshWarpEngine
+    from heygem.engines.wav2lip import Wav2LipEngine
+
+    everything = TaskOptions("loop", 1.5, True, True, "other")
+    assert MeshWarpEngine.accept_options(everything) is everything
+    pipeline_only = TaskOptions(loop_mode="loop", ai_label=True, watermark=False)
+    assert Wav2LipEngine.accept_options(pipeline_only) is pipeline_only
+    with pytest.raises(InputError) as refusal:
+        Wav2LipEngine.accept_options(TaskOptions(mouth_intensity=1.5))
+    assert str(refusal.value) == WAV2LIP_REFUSES
+    with pytest.raises(InputError, match=r"^speech_language is not an option of the wav2lip engine"):
+        Wav2LipEngine.accept_options(TaskOptions(speech_language="en"))
+
+
+def test_options_resolve_once_against_the_config(make_config) -> None:
+    config = make_config(media={"loop_mode": "loop", "watermark": True}, meshwarp={"mouth_intensity": 0.7})
+    defaults = config.option_defaults
+    assert TaskOptions(ai_label=True).resolve(defaults) == TaskOptions("loop", 0.7, True, True, "en")
+    assert TaskOptions(mouth_intensity=0.3).resolve(defaults).mouth_intensity == 0.3, "a given value stands"
+    # The studio's controls start at the defaults: only what differs from them is a person's choice.
+    assert TaskOptions("loop", 0.7, True, True, "en").without(defaults) == TaskOptions(ai_label=True)
+
+
+def test_the_cli_refuses_an_option_the_engine_does_not_take(capsys: pytest.CaptureFixture[str],
+                                                            tmp_path: Path) -> None:
+    audio, video = tmp_path / "a.wav", tmp_path / "v.mp4"
+    audio.write_bytes(b"")
+    video.write_bytes(b"")
+    code = main(["generate", "--audio", str(audio), "--video", str(video), "--out", str(tmp_path / "o.mp4"),
+                 "--engine", "wav2lip", "--mouth-intensity", "1.5"])
+    assert code == 2
+    assert capsys.readouterr().err.strip() == f"error: {WAV2LIP_REFUSES}"
+
+
+def test_the_studio_refuses_only_an_option_the_person_changed(start_supervisor, inputs) -> None:
+    supervisor = start_supervisor()
+    studio = Studio(supervisor, supervisor.config)
+    defaults = supervisor.config.option_defaults
+    controls: dict[str, Any] = {"loop_mode": defaults.loop_mode, "mouth_intensity": 1.5, "ai_label": False,
+                                "watermark": False, "speech_language": defaults.speech_language}
+    with pytest.raises(gr.Error) as refusal:
+        studio.generate("speech.wav", "face.mp4", "wav2lip", **controls)
+    assert refusal.value.message == WAV2LIP_REFUSES
+    # The slider left where it starts (the server's default) is no choice: the refusal is then about something else.
+    with pytest.raises(gr.Error) as other:
+        studio.generate(*map(str, inputs), "wav2lip", **{**controls, "mouth_intensity": defaults.mouth_intensity})
+    assert "mouth_intensity" not in other.value.message
+    assert supervisor.list_tasks() == []
+
+
+def test_the_apis_refuse_an_option_the_engine_does_not_take(start_supervisor, inputs) -> None:
+    from heygem.api.easy import submit_task
+    from heygem.supervisor import TaskRequest
+
+    supervisor = start_supervisor()
+    # /easy: our own mouth_intensity, given with wav2lip, before any URL is fetched.
+    body = {"audio_url": "/nowhere/a.wav", "video_url": "/nowhere/v.mp4", "engine": "wav2lip", "mouth_intensity": 1.5}
+    with pytest.raises(InputError) as refusal:
+        submit_task(body, supervisor, supervisor.config)
+    assert str(refusal.value) == WAV2LIP_REFUSES
+    # /api/v1 and every other way in end in the supervisor's submit, the one place options are settled.
+    with pytest.raises(InputError) as refusal:
+        supervisor.submit(TaskRequest(*inputs, engine="wav2lip", options=TaskOptions(mouth_intensity=1.5)))
+    assert str(refusal.value) == WAV2LIP_REFUSES
+    assert supervisor.list_tasks() == []

@@ -131,7 +131,8 @@ def test_the_task_option_overrides_the_configured_language() -> None:
     other = MeshWarpEngine(load_config(environ={}, overrides={"meshwarp": {"speech_language": "other"}}))
 
     def shape(engine: MeshWarpEngine, options: TaskOptions) -> np.ndarray:
-        return engine.audio_features(audio, FPS, 100, options).cues.shape
+        resolved = options.resolve(engine.config.option_defaults)  # as the supervisor does at submit
+        return engine.audio_features(audio, FPS, 100, resolved).cues.shape
 
     by_config = shape(other, TaskOptions())
     assert np.array_equal(shape(english, TaskOptions(speech_language="other")), by_config)

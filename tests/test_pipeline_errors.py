@@ -144,7 +144,7 @@ def test_no_face_reaches_the_task_as_input_error(speech_file: Path, media_dir: P
     faceless = built_once(media_dir / "faceless.mp4", faceless_video)
     config = load_config(environ={})
     job = Job(code="noface", audio_path=speech_file, video_path=faceless, result_path=tmp_path / "r.mp4",
-              work_dir=tmp_path, options=TaskOptions(), config=config)
+              work_dir=tmp_path, options=TaskOptions().resolve(config.option_defaults), config=config)
     with pytest.raises(InputError, match=r"^no face found in the video$"):
         MeshWarpEngine(config).run(job, QuietReporter())
     assert not (tmp_path / "r.partial.mp4").exists(), "the failed render's partial file is removed"
@@ -205,7 +205,7 @@ def test_quiet_noise_does_not_move_the_mouth(astronaut_file: Path, media_dir: Pa
     engine = Engine(config)
     from heygem.pipeline.media import read_audio
 
-    state = engine.audio_features(read_audio(hum, 600), 25.0, 75, TaskOptions())
+    state = engine.audio_features(read_audio(hum, 600), 25.0, 75, TaskOptions().resolve(config.option_defaults))
     assert float(np.max(state.cues.openness)) == 0.0
 
 

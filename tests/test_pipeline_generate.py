@@ -173,7 +173,7 @@ def test_frames_without_a_face_pass_through(speech_file: Path, media_dir: Path, 
     for k in (42, 50, 58):
         assert psnr(produced[k], original[k]) > 40
     job = Job(code="gap", audio_path=speech_file, video_path=gap_video, result_path=media_dir / "gap_job.mp4",
-              work_dir=media_dir, options=TaskOptions(), config=config)
+              work_dir=media_dir, options=TaskOptions().resolve(config.option_defaults), config=config)
     report = MeshWarpEngine(config).run(job, QuietReporter())
     assert report["frames_without_face"] == 20  # frames 40-59; the ping-pong tail (frames 98-74) has faces
     assert report["frames"] == 125
@@ -204,7 +204,8 @@ def test_progress_and_stages_reach_the_reporter(astronaut_file: Path, speech_fil
 
     short = built_once(media_dir / "speech_2s.wav", lambda path: speech_wav(path, 2.0, ((0.3, 1.5),), breath=False))
     job = Job(code="progress", audio_path=short, video_path=astronaut_file, result_path=media_dir / "p" / "r.mp4",
-              work_dir=media_dir, options=TaskOptions(mouth_intensity=1.5), config=config)
+              work_dir=media_dir, options=TaskOptions(mouth_intensity=1.5).resolve(config.option_defaults),
+              config=config)
     report = MeshWarpEngine(config).run(job, Recorder())
     progress = [value for kind, value in events if kind == "progress"]
     assert progress == sorted(progress) and progress[-1] == pytest.approx(100)

@@ -21,8 +21,7 @@ from heygem.engines.wav2lip import Wav2LipEngine
 from heygem.engines.wav2lip_face import crop_matrix, paste_lower_face
 from heygem.errors import EngineUnavailableError, InputError
 from heygem.options import TaskOptions
-from heygem.pipeline.engine import Job
-from heygem.pipeline.generate import FrameBatch
+from heygem.pipeline.engine import FrameBatch, Job
 from heygem.pipeline.media import VideoReader, probe_video, read_audio
 from heygem.pipeline.tracking import (
     CHIN,
@@ -107,7 +106,7 @@ def render_clip(engine: Wav2LipEngine, clip: Clip) -> list[np.ndarray]:
     """The engine's render hook over the whole clip, one pipeline batch."""
     features = engine.audio_features(read_audio(clip.audio, 60), FPS, FRAMES, TaskOptions())
     batch = FrameBatch(np.arange(FRAMES), [frame.copy() for frame in clip.frames], list(clip.landmarks))
-    return engine.render(batch, features, TaskOptions())
+    return engine.render(batch, features)
 
 
 def mouth_box(landmarks: np.ndarray) -> tuple[slice, slice]:
@@ -128,7 +127,8 @@ def mean_difference(a: np.ndarray, b: np.ndarray) -> float:
 def test_pipeline_changes_lower_face_only(make_config: ConfigFactory, clip: Clip, tmp_path: Path) -> None:
     config = wav2lip_config(make_config)
     engine, reporter = loaded_engine(config)
-    job = Job("w2l", clip.audio, clip.video, tmp_path / "out.mp4", tmp_path / "work", TaskOptions(), config)
+    job = Job("w2l", clip.audio, clip.video, tmp_path / "out.mp4", tmp_path / "work",
+              TaskOptions().resolve(config.option_defaults), config)
     report = engine.run(job, reporter)
 
     assert report["device"] == "cpu" and report["model_state"] == "unverified" and report["frames"] == FRAMES

@@ -30,7 +30,7 @@ from heygem.api.easy_answers import (
     refusal,
 )
 from heygem.config import Config, EasyLanguage
-from heygem.engines.registry import DEFAULT_ENGINE, ENGINES
+from heygem.engines.registry import DEFAULT_ENGINE, ENGINES, accept_options
 from heygem.errors import InputError, QueueFullError, TaskNotFoundError
 from heygem.intake.uploads import accept_api_input, discard_downloads
 from heygem.options import TaskOptions
@@ -102,6 +102,7 @@ def submit_task(body: dict[str, Any], supervisor: TaskSupervisor, config: Config
     # Only registered engines: the supervisor would also import any "module:Class" a caller names.
     if not isinstance(engine, str) or engine not in ENGINES:
         raise InputError(f"engine must be one of {', '.join(ENGINES)}")
+    accept_options(engine, options)  # before a URL is downloaded for nothing (submit checks again)
     inputs: list[Path] = []
     try:
         inputs.append(accept_api_input(body.get("audio_url"), "audio_url", "audio", config))

@@ -110,6 +110,7 @@ def generate_video(config: Config, audio: Path, video: Path, out: Path, engine_n
     if out.suffix.lower() != ".mp4":
         raise InputError(f"the output must be an .mp4 file, got {out.name}")
     engine_cls = resolve_engine(engine_name or DEFAULT_ENGINE)
+    options = engine_cls.accept_options(options).resolve(config.option_defaults)
     availability = engine_cls.availability(config)
     if not availability.available:
         raise EngineUnavailableError(f"engine {engine_cls.name!r} cannot run here: {availability.reason}")

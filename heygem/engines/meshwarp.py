@@ -23,7 +23,7 @@ from heygem.options import TaskOptions
 from heygem.pipeline import compositing, mouthbank
 from heygem.pipeline import tracking as lm
 from heygem.pipeline.analysis import VideoAnalysis
-from heygem.pipeline.generate import FrameBatch, LipSyncEngine
+from heygem.pipeline.engine import FrameBatch, LipSyncEngine
 from heygem.pipeline.mouthbank import BankSettings, MouthBank, WantedMouth
 from heygem.pipeline.mouthcues import CueSettings, MouthCues, mouth_cues
 
@@ -111,16 +111,16 @@ class MeshWarpEngine(LipSyncEngine):
     name: ClassVar[str] = "meshwarp"
     device = "cpu"
     gpu_memory_gb = 0.0
+    takes_options = LipSyncEngine.takes_options | {"mouth_intensity", "speech_language"}
 
     def __init__(self, config: Config) -> None:
         super().__init__(config)
         self.settings = config.meshwarp
 
     def audio_features(self, audio: np.ndarray, fps: float, frame_count: int, options: TaskOptions) -> MeshWarpState:
-        # TaskOptions has checked the task's own value against options.MOUTH_INTENSITY, the config its default.
-        intensity = self.settings.mouth_intensity if options.mouth_intensity is None else options.mouth_intensity
+        intensity, language = options.mouth_intensity, options.speech_language
+        assert intensity is not None and language is not None, "options are resolved at submit (TaskOptions.resolve)"
         settings = self.settings
-        language = settings.speech_language if options.speech_language is None else options.speech_language
         cues = mouth_cues(audio, fps, frame_count, CueSettings(
             lead_ms=settings.lead_ms, attack_ms=settings.attack_ms, release_ms=settings.release_ms,
             gate_db=settings.gate_db, range_db=settings.range_db, voicing_threshold=settings.voicing_threshold,
@@ -149,7 +149,7 @@ class MeshWarpEngine(LipSyncEngine):
         openness = wanted.gap / (self.settings.max_open_ratio * float(np.median(bank.width)))
         return dataclasses.replace(features, bank=bank, entries=entries, openness=openness, fitting=fitting)
 
-    def render(self, batch: FrameBatch, features: MeshWarpState, options: TaskOptions) -> list[np.ndarray]:
+    def render(self, batch: FrameBatch, features: MeshWarpState) -> list[np.ndarray]:
         for index, frame, points in zip(batch.indices, batch.frames, batch.landmarks, strict=True):
             if points is not None:
                 # Beyond this the jaw would fold over the neck; intensity scales speech, not anatomy.

@@ -6,6 +6,7 @@ import importlib
 
 from heygem.config import Config
 from heygem.errors import EngineUnavailableError, InputError
+from heygem.options import TaskOptions
 from heygem.pipeline.engine import Availability, Engine
 
 ENGINES: dict[str, str] = {
@@ -35,6 +36,16 @@ def registered_engine(name: object) -> str:
     if not isinstance(name, str) or name not in ENGINES:
         raise InputError(f"engine must be one of {', '.join(ENGINES)}")
     return name
+
+
+def accept_options(name: str, options: TaskOptions) -> TaskOptions:
+    """The options, if engine `name` takes each one given; else an InputError naming the first it does not take.
+    An engine that cannot be loaded is refused as unavailable."""
+    try:
+        engine = resolve_engine(name)
+    except EngineUnavailableError as exc:
+        raise InputError(f"engine {name!r} is unavailable: {exc}") from None
+    return engine.accept_options(options)
 
 
 def engine_availability(name: str, config: Config) -> Availability:

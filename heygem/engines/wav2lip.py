@@ -22,8 +22,7 @@ from heygem.engines.wav2lip_audio import WINDOW_COLUMNS, mel_spectrogram, mel_wi
 from heygem.engines.wav2lip_face import crop_matrix, cut_crop, paste_lower_face
 from heygem.errors import EngineUnavailableError
 from heygem.options import TaskOptions
-from heygem.pipeline.engine import Availability, Device, Job, Reporter
-from heygem.pipeline.generate import FrameBatch, LipSyncEngine
+from heygem.pipeline.engine import Availability, Device, FrameBatch, Job, LipSyncEngine, Reporter
 
 _GB = 1024**3
 
@@ -109,7 +108,6 @@ class Wav2LipEngine(LipSyncEngine):
                                          + (f"; convert it to {spec.converts_to}" if spec.converts_to else ""))
 
     def load(self, reporter: Reporter) -> None:
-        super().load(reporter)
         self._reporter = reporter
         self._check_model_spec(self.config)
         self.model_status = require_model(self.settings.model, self.config)
@@ -142,7 +140,7 @@ class Wav2LipEngine(LipSyncEngine):
     def audio_features(self, audio: np.ndarray, fps: float, frame_count: int, options: TaskOptions) -> MelFeatures:
         return MelFeatures(mel_spectrogram(audio), fps, self.settings.audio_offset_ms)
 
-    def render(self, batch: FrameBatch, features: MelFeatures, options: TaskOptions) -> list[np.ndarray]:
+    def render(self, batch: FrameBatch, features: MelFeatures) -> list[np.ndarray]:
         assert self.io is not None
         faces = [(i, points) for i, points in enumerate(batch.landmarks) if points is not None]
         if not faces:

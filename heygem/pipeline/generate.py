@@ -1,11 +1,11 @@
-"""One job from input files to the result file, streamed with bounded memory, and the base of every lip-sync
-engine it drives: the pipeline does media, tracking and encoding; an engine only turns audio into per-frame
-features and renders batches of frames.
+"""One job from input files to the result file, streamed with bounded memory, for the lip-sync engines it drives
+(heygem.pipeline.engine.LipSyncEngine): the pipeline does media, tracking and encoding; an engine only turns audio
+into per-frame features and renders batches of frames.
 
 How a job runs (`generate`):
 1. probe the video, read the audio as 16 kHz mono float32, plan which video frame each output frame shows;
 2. `audio_features(audio, fps, frame_count, options)` once: anything indexed by output frame (mel chunks, cues);
-3. for each batch of output frames, `render(batch, features, options)`: full BGR frames plus the tracked
+3. for each batch of output frames, `render(batch, features)`: full BGR frames plus the tracked
    landmarks of each frame (None where no face was found; return those frames unchanged);
 4. the rendered frames are encoded with the original audio and moved atomically onto job.result_path.
 
@@ -22,7 +22,6 @@ import os
 import queue
 import threading
 import time
-from abc import abstractmethod
 from collections.abc import Iterator
 from typing import Any
 
@@ -32,10 +31,10 @@ from loguru import logger
 
 from heygem.config import MediaConfig
 from heygem.errors import InputError
-from heygem.options import LoopMode, TaskOptions
+from heygem.options import TaskOptions
 from heygem.pipeline import compositing
-from heygem.pipeline.analysis import AnalysisCache, VideoAnalysis
-from heygem.pipeline.engine import Engine, Job, Reporter
+from heygem.pipeline.analysis import AnalysisCache
+from heygem.pipeline.engine import FrameBatch, Job, LipSyncEngine, Reporter
 from heygem.pipeline.live import LiveStream
 from heygem.pipeline.media import (
     SAMPLE_RATE,
@@ -47,59 +46,11 @@ from heygem.pipeline.media import (
     probe_video,
     read_audio,
 )
-from heygem.pipeline.mouthbank import BankSettings
 from heygem.pipeline.silence import silence_warning
-from heygem.pipeline.tracking import FaceTracker, TrackerSettings, import_mediapipe
+from heygem.pipeline.tracking import FaceTracker, TrackerSettings
 
 NO_FACE_MESSAGE = "no face found in the video"
 _DONE = object()
-
-
-@dataclasses.dataclass
-class FrameBatch:
-    """Consecutive output frames handed to an engine's render."""
-
-    indices: np.ndarray  # output frame numbers (int), the index into per-frame audio features
-    frames: list[np.ndarray]  # full BGR uint8 frames (H, W, 3); render may change them in place
-    landmarks: list[np.ndarray | None]  # per frame: (468, 2) float32 face-mesh points in pixels, or None
-
-
-class LipSyncEngine(Engine):
-    """An Engine whose run() is the shared streaming pipeline; subclasses implement the two hooks."""
-
-    def load(self, reporter: Reporter) -> None:
-        """Starts importing the face tracker (0.2-1 s) in the background; subclasses call this first.
-
-        It finishes while the job probes its inputs and decodes the audio, instead of before.
-        """
-        threading.Thread(target=import_mediapipe, name="import-mediapipe", daemon=True).start()
-
-    def frames_per_render(self) -> int:
-        """Frames handed to one render call; an engine that batches model inference may want more."""
-        return self.config.media.batch_frames
-
-    def run(self, job: Job, reporter: Reporter) -> dict[str, Any]:
-        return generate(job, self, reporter)
-
-    def bank_settings(self) -> BankSettings | None:
-        """How to build the video's mouth bank when the engine stitches the person's own mouth; None: it does not,
-        and the video is tracked while it renders instead of analysed first."""
-        return None
-
-    def attach_video(self, features: Any, analysis: VideoAnalysis, shown: np.ndarray) -> Any:
-        """The features again, now knowing the video's analysis and which grid frame each output frame shows."""
-        return features
-
-    @abstractmethod
-    def audio_features(self, audio: np.ndarray, fps: float, frame_count: int, options: TaskOptions) -> Any:
-        """Features for output frames 0..frame_count-1 from 16 kHz mono float32 `audio`; opaque to the pipeline.
-
-        Called once per job before any render; the result may also hold per-job state for render.
-        """
-
-    @abstractmethod
-    def render(self, batch: FrameBatch, features: Any, options: TaskOptions) -> list[np.ndarray]:
-        """The output frames of the batch (same count, size and dtype). Frames without a face stay unchanged."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -112,21 +63,6 @@ class Segment:
 
     def __len__(self) -> int:
         return self.stop - self.start
-
-
-@dataclasses.dataclass(frozen=True)
-class PipelineOptions:
-    """The task's options the pipeline itself applies, with the configured defaults filled in."""
-
-    loop_mode: LoopMode
-    ai_label: bool
-    watermark: bool
-
-
-def pipeline_options(options: TaskOptions, media: MediaConfig) -> PipelineOptions:
-    return PipelineOptions(loop_mode=options.loop_mode or media.loop_mode,
-                           ai_label=media.ai_label if options.ai_label is None else options.ai_label,
-                           watermark=media.watermark if options.watermark is None else options.watermark)
 
 
 def plan_segments(video_frames: int, output_frames: int, loop_mode: str) -> list[Segment]:
@@ -189,7 +125,7 @@ def working(reporter: Reporter, interval_s: float = 1.0) -> Iterator[None]:
 def _generate(job: Job, engine: LipSyncEngine, reporter: Reporter) -> dict[str, Any]:
     started = time.monotonic()
     media = job.config.media
-    options = pipeline_options(job.options, media)
+    options = job.options  # resolved at submit: loop_mode, ai_label and watermark are set
     reporter.stage("reading inputs")
     video = probe_video(job.video_path, media.max_input_side)
     size = output_size(video, media.max_frame_side, media.oversize_policy)
@@ -199,7 +135,7 @@ def _generate(job: Job, engine: LipSyncEngine, reporter: Reporter) -> dict[str, 
     if silence:
         reporter.warn(silence)
     frame_count = max(1, round(duration * video.fps))
-    segments = plan_segments(video.frame_count, frame_count, options.loop_mode)
+    segments = plan_segments(video.frame_count, frame_count, str(options.loop_mode))
     logger.info("{}: {} video, {} frames at {:.3f} fps, rotation {}, {}x{} -> {} output frames ({:.2f} s, {})",
                 job.code, video.codec, video.frame_count, video.fps, video.rotation, *size, frame_count, duration,
                 options.loop_mode)
@@ -262,7 +198,7 @@ def shown_frames(segments: list[Segment]) -> np.ndarray:
 
 
 def _render_all(job: Job, engine: LipSyncEngine, reporter: Reporter, writer: VideoWriter, video: VideoInfo,
-                size: tuple[int, int], segments: list[Segment], features: Any, options: PipelineOptions,
+                size: tuple[int, int], segments: list[Segment], features: Any, options: TaskOptions,
                 landmarks: list[np.ndarray | None] | None) -> int:
     """Renders every output frame into the writer; returns how many frames had no face.
 
@@ -286,7 +222,7 @@ def _render_all(job: Job, engine: LipSyncEngine, reporter: Reporter, writer: Vid
             faceless += found.count(False)
             faces_in_first_pass += sum(hit for index, hit in zip(batch.indices, found, strict=True)
                                        if index < first_pass)
-            rendered = engine.render(batch, features, job.options) if any(found) else batch.frames
+            rendered = engine.render(batch, features) if any(found) else batch.frames
             for frame in rendered:
                 _draw_overlays(frame, options)
                 writer.write(frame)
@@ -383,7 +319,7 @@ def _put(frames: queue.Queue[Any], item: Any, stop: threading.Event) -> bool:
     return False
 
 
-def _draw_overlays(frame: np.ndarray, options: PipelineOptions) -> None:
+def _draw_overlays(frame: np.ndarray, options: TaskOptions) -> None:
     if options.ai_label:
         compositing.draw_badge(frame, "AI-generated", "bottom-left", opacity=0.85)
     if options.watermark:

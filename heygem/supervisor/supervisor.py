@@ -20,7 +20,7 @@ from loguru import logger
 
 from heygem import __version__
 from heygem.config import Config
-from heygem.engines.registry import DEFAULT_ENGINE, engine_availability, resolve_engine
+from heygem.engines.registry import DEFAULT_ENGINE, accept_options, engine_availability, resolve_engine
 from heygem.errors import (
     EngineUnavailableError,
     HeyGemError,
@@ -153,6 +153,8 @@ class TaskSupervisor:
         audio_path, video_path = Path(request.audio_path).resolve(), Path(request.video_path).resolve()
         for kind, path in (("audio", audio_path), ("video", video_path)):
             require_regular_file(path, f"{kind} file", str(path))
+        # The one place a task's options are settled: what the engine does not take is refused, the rest resolved.
+        options = accept_options(engine, request.options).resolve(self.config.option_defaults)
         availability = engine_availability(engine, self.config)
         if not availability.available:
             raise InputError(f"engine {engine!r} is unavailable: {availability.reason}")
@@ -165,7 +167,7 @@ class TaskSupervisor:
             if shared is not None and os.path.lexists(shared):
                 raise InputError(f"code {code!r} cannot be used: {shared} already exists in the shared folder, where "
                                  "this task's result would go; choose another code (a UUID works)")
-            self._tasks.queue(code, engine, str(audio_path), str(video_path), request.options,
+            self._tasks.queue(code, engine, str(audio_path), str(video_path), options,
                               str(result_file(self.config, code)), str(shared) if shared else None, audio_duration_s)
         logger.info("task {} queued (engine {})", code, engine)
         self._wake()

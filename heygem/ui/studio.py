@@ -17,7 +17,7 @@ import gradio as gr
 from heygem import __version__
 from heygem.config import Config
 from heygem.engines.models import model_statuses
-from heygem.engines.registry import DEFAULT_ENGINE, ENGINES, list_engines
+from heygem.engines.registry import DEFAULT_ENGINE, ENGINES, accept_options, list_engines
 from heygem.errors import HeyGemError, InputError, TaskNotFoundError
 from heygem.intake.media_check import SLOT_NAMES, Slot
 from heygem.intake.uploads import accept_upload
@@ -125,8 +125,13 @@ class Studio:
                        mouth_intensity: float, ai_label: bool, watermark: bool,
                        speech_language: SpeechLanguage) -> str:
         try:
+            # The controls start at the server's defaults: a value left there is no choice of the person's, and an
+            # engine that does not take that option (wav2lip: mouth_intensity) is not refused for it.
             options = TaskOptions(loop_mode=loop_mode, mouth_intensity=mouth_intensity, ai_label=ai_label,
-                                  watermark=watermark, speech_language=speech_language)
+                                  watermark=watermark, speech_language=speech_language).without(
+                                      self.config.option_defaults)
+            if engine:  # before the uploads are copied (the supervisor's submit checks again)
+                accept_options(engine, options)
         except InputError as exc:
             raise Refusal({None: str(exc)}) from None
         return self.submit(audio, video, engine, options)
