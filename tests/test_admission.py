@@ -99,13 +99,22 @@ def test_nvml_s_free_memory_places_a_gpu_task_on_the_roomiest_gpu(monkeypatch, m
                             GpuInfo(1, "Simulated GPU 1", 24.0, 10.0, 14.0)]
     backend = LocalBackend(make_config(supervisor={"gpu_reserve_gb": 1.0}))
     wav2lip = Demand(cpus=0.0, gpus=0.0, gpu_memory_gb=6.0)
-    assert backend.room(wav2lip, []) == Admission(True, gpu_index=1)
-    # A worker still loading on GPU 1 has not shown its 12 GB to NVML yet: the next task waits, saying why.
-    loading = SimpleNamespace(gpu_index=1, demand=Demand(cpus=0.0, gpus=0.0, gpu_memory_gb=12.0))
-    assert backend.room(wav2lip, [loading]) == Admission(False, reason="waiting for 7.0 GB of GPU memory, 4.1 GB free")
+    assert backend.room(wav2lip) == Admission(True, gpu_index=1)
+    # A worker it started is still loading on GPU 1, and has not shown its 12 GB to NVML yet: the next task waits,
+    # saying why.
+    loading = SimpleNamespace(gpu_index=1, demand=Demand(cpus=0.0, gpus=0.0, gpu_memory_gb=12.0), loading=True,
+                              running=True)
+    backend.launched.append(loading)  # type: ignore[arg-type]
+    assert backend.room(wav2lip) == Admission(False, reason="waiting for 7.0 GB of GPU memory, 4.1 GB free")
+    loading.loading = False  # it has loaded (the supervisor saw its run phase): NVML's figure counts it now
+    assert backend.room(wav2lip) == Admission(True, gpu_index=1)
+    loading.loading = True
     nvml.free_gb[0] = 20.0  # another program on GPU 0 ended
-    assert backend.room(wav2lip, [loading]) == Admission(True, gpu_index=0)
-    assert backend.room(Demand(cpus=0.0, gpus=0.0, gpu_memory_gb=0.0), [loading]) == Admission(True), "a CPU engine"
+    assert backend.room(wav2lip) == Admission(True, gpu_index=0)
+    assert backend.room(Demand(cpus=0.0, gpus=0.0, gpu_memory_gb=0.0)) == Admission(True), "a CPU engine"
+    loading.running = False  # its process ended: forgotten
+    backend.room(wav2lip)
+    assert backend.launched == []
 
 
 def test_an_nvml_that_fails_leaves_the_machine_in_cpu_mode(monkeypatch) -> None:

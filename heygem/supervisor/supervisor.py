@@ -360,6 +360,7 @@ class TaskSupervisor:
             if status["heartbeat"] != worker.status["heartbeat"]:
                 worker.beat_seen_at = now
             worker.status = status
+            worker.handle.loading = status["phase"] == "init"
             self._judge(worker, now)
 
     def _cancel_asked(self) -> None:
@@ -436,8 +437,7 @@ class TaskSupervisor:
             except EngineUnavailableError as exc:
                 self._finish(record.code, Outcome.failed(f"init: {exc}"))
                 continue
-            loading = [worker.handle for worker in self._workers.values() if worker.status["phase"] == "init"]
-            decision = self._backend.room(demand, loading)
+            decision = self._backend.room(demand)
             self._admit_again_at = time.monotonic() + decision.retry_s if decision.retry_s else float("inf")
             if not decision.admitted:
                 if record.message != decision.reason:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import abc
 import dataclasses
 import enum
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 from heygem.pipeline.engine import Engine
@@ -85,6 +85,9 @@ class WorkerHandle(abc.ABC):
     def __init__(self, code: str, demand: Demand) -> None:
         self.code = code
         self.demand = demand
+        # Still in its init phase (the supervisor keeps this current from the worker's live status): GPU memory
+        # it is loading a model into may not show as used yet (the local backend's admission counts it).
+        self.loading = True
 
     @property
     @abc.abstractmethod
@@ -144,11 +147,8 @@ class ExecutionBackend(abc.ABC):
     def demand(self, engine: type[Engine]) -> Demand: ...
 
     @abc.abstractmethod
-    def room(self, demand: Demand, loading: Sequence[WorkerHandle]) -> Admission:
-        """Whether a task of `demand` may start now, and where; else the reason it waits, for its message.
-
-        `loading`: workers still in their init phase, whose GPU memory NVML may not show as used yet.
-        """
+    def room(self, demand: Demand) -> Admission:
+        """Whether a task of `demand` may start now, and where; else the reason it waits, for its message."""
 
     @abc.abstractmethod
     def launch(self, spec: WorkerSpec, demand: Demand, admission: Admission) -> WorkerHandle:

@@ -6,7 +6,7 @@ import dataclasses
 import multiprocessing
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from multiprocessing.process import BaseProcess
 from pathlib import Path
 
@@ -50,6 +50,11 @@ class LocalWorker(WorkerHandle):
         return self._gpu_index
 
     @property
+    def running(self) -> bool:
+        """Its process has not been reaped yet."""
+        return self._process.exitcode is None
+
+    @property
     def placed_at(self) -> float:
         return self._started_at
 
@@ -69,6 +74,8 @@ class LocalBackend(ExecutionBackend):
     def __init__(self, config: Config) -> None:
         self.config = config
         self._context = multiprocessing.get_context("spawn")
+        # The workers this backend started whose process may still hold GPU memory (pruned at each admission).
+        self.launched: list[LocalWorker] = []
 
     def start(self, wake: Callable[[], None]) -> None:
         """Nothing to prepare: each launch spawns its process."""
@@ -89,10 +96,12 @@ class LocalBackend(ExecutionBackend):
         # CPUs are not counted here: supervisor.max_workers is this machine's only cap on them.
         return Demand(cpus=0.0, gpus=0.0, gpu_memory_gb=engine.gpu_memory_gb)
 
-    def room(self, demand: Demand, loading: Sequence[WorkerHandle]) -> Admission:
+    def room(self, demand: Demand) -> Admission:
+        """NVML's free memory, less what workers still loading (WorkerHandle.loading) will take."""
+        self.launched = [worker for worker in self.launched if worker.running]
         pending: dict[int, float] = {}
-        for worker in loading:
-            if worker.gpu_index is not None:
+        for worker in self.launched:
+            if worker.loading and worker.gpu_index is not None:
                 pending[worker.gpu_index] = pending.get(worker.gpu_index, 0.0) + worker.demand.gpu_memory_gb
         need_gb = demand.gpu_memory_gb
         return admit(need_gb, self.config.supervisor.gpu_reserve_gb, probe_gpus() if need_gb > 0 else [], pending)
@@ -102,4 +111,6 @@ class LocalBackend(ExecutionBackend):
         process = self._context.Process(target=run_worker, args=(spec,), name=f"heygem-worker-{spec.code}",
                                         daemon=True)
         process.start()
-        return LocalWorker(spec, demand, process, time.time())
+        worker = LocalWorker(spec, demand, process, time.time())
+        self.launched.append(worker)
+        return worker

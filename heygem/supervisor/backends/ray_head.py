@@ -353,7 +353,7 @@ class RayBackend(ExecutionBackend):
         # No GPU anywhere: a GPU engine runs on CPUs, as the local backend runs it on a machine without NVML.
         return Demand(self.settings.task_cpus, 0.0, need)
 
-    def room(self, demand: Demand, loading: Sequence[WorkerHandle]) -> Admission:
+    def room(self, demand: Demand) -> Admission:
         """The node with the most room for `demand` now, from the cluster's totals less what our tasks hold and
         its free resources less what our tasks not placed yet will take; else why the task waits."""
         from ray._private import state as ray_state
