@@ -67,7 +67,8 @@ def test_the_seed_s_script_gets_the_finished_video(server: ServerProcess, client
     assert abs(seconds(video, "video") - seconds(media["speech"], "audio")) <= 1 / 25
     (code,) = set(tasks(client)) - before
     task = tasks(client)[code]
-    assert (task["state"], task["engine"], task["options"]) == ("succeeded", "meshwarp", {"loop_mode": "pingpong"})
+    assert (task["state"], task["engine"]) == ("succeeded", "meshwarp")
+    assert task["options"]["loop_mode"] == "pingpong", "resolved at submit, as the task ran"
     assert Path(video).read_bytes() == Path(task["result_path"]).read_bytes()
 
 
