@@ -109,7 +109,8 @@ def test_options_reach_the_engine_typed_through_store_spec_and_job(start_supervi
     code = submit(supervisor, inputs, [["options", None]], options=options)
     record = wait_final(supervisor, code)
     # Resolved once, at submit: what was left out has the config's value, in the store and in the engine's Job.
-    resolved = TaskOptions("loop", 0.5, supervisor.config.media.ai_label, True, supervisor.config.meshwarp.speech_language)
+    config = supervisor.config
+    resolved = TaskOptions("loop", 0.5, config.media.ai_label, True, config.meshwarp.speech_language)
     assert record.report == {"steps": 1, "options": repr(resolved)}
     assert TaskStore(supervisor.config.paths.db_path).require(code).options == resolved
 
