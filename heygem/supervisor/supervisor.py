@@ -222,7 +222,7 @@ class TaskSupervisor:
                 remaining = deadline - time.monotonic()
                 if record.state.is_final or remaining <= 0:
                     return record
-                # Short waits: a cancel from the ops CLI (another process) changes the store without notifying.
+                # Short waits: a safety net for a store written by another program, which notifies no one.
                 self._changed.wait(min(0.5, remaining))
 
     def system_info(self) -> dict[str, Any]:
