@@ -12,7 +12,6 @@ import time
 import uuid
 from collections.abc import Callable
 from multiprocessing import connection
-from multiprocessing.managers import DictProxy
 from pathlib import Path
 from typing import Any
 
@@ -35,8 +34,8 @@ from heygem.supervisor.backends import create_backend
 from heygem.supervisor.backends.base import Demand, ExitKind, WorkerExit, WorkerHandle
 from heygem.supervisor.lifecycle import Outcome, TaskLifecycle
 from heygem.supervisor.ops import hold_data_dir
-from heygem.supervisor.processes import describe_exit, kill_leftovers, serve_status_manager
-from heygem.supervisor.protocol import CONNECTION_ERRORS, LiveStatus, StatusManager, write_manager_address
+from heygem.supervisor.processes import describe_exit, kill_leftovers
+from heygem.supervisor.protocol import LiveStatus
 from heygem.supervisor.results import is_valid_video, remove_legacy_partials
 from heygem.supervisor.retention import Retention
 from heygem.supervisor.states import (
@@ -49,6 +48,7 @@ from heygem.supervisor.states import (
     result_file,
     shared_result_file,
 )
+from heygem.supervisor.status_board import StatusBoard
 from heygem.supervisor.store import TaskStore, TransitionError
 from heygem.supervisor.task_files import TaskFiles
 from heygem.supervisor.worker import WorkerSpec
@@ -115,11 +115,8 @@ class TaskSupervisor:
         self._ready = threading.Event()
         self._start_error: Exception | None = None
         self._thread: threading.Thread | None = None
-        self._manager: StatusManager | None = None
-        self._statuses: DictProxy | None = None
-        self._manager_started_at = 0.0
         self._admit_again_at = float("inf")
-        self._address_file = config.paths.data_dir / "run" / "status-manager.json"
+        self._board = StatusBoard(self._backend, self._context, config.paths.data_dir / "run" / "status-manager.json")
         self._retention = Retention(self, config.storage.keep_days)
 
     # ----- public API -------------------------------------------------------------------------------
@@ -265,7 +262,7 @@ class TaskSupervisor:
 
     def _run(self) -> None:
         try:
-            self._start_manager()
+            self._board.start()
         except Exception as exc:  # start() reports it at once instead of waiting for a ready signal
             self._start_error = exc
             return
@@ -302,56 +299,15 @@ class TaskSupervisor:
         with contextlib.suppress(OSError):
             self._wake_writer.send_bytes(b"!")
 
-    def _start_manager(self) -> None:
-        manager = StatusManager(address=self._backend.manager_address(), authkey=self._backend.manager_authkey(),
-                                ctx=self._context)
-        manager.start(initializer=serve_status_manager)
-        self._manager = manager
-        self._statuses = manager.statuses()  # type: ignore[attr-defined]
-        self._manager_started_at = time.time()
-        address = manager.address
-        assert isinstance(address, (str, tuple)), address  # a Unix socket path, or (host, port)
-        self._backend.manager_started(address)
-        write_manager_address(self._address_file, address)
-
-    def _restart_manager(self) -> None:
-        logger.error("the status Manager process died; starting a new one (workers reconnect)")
-        try:
-            if self._manager is not None:
-                self._manager.shutdown()
-        except Exception as exc:
-            logger.debug("old Manager shutdown: {}", exc)
-        self._start_manager()
-        assert self._statuses is not None
-        for code, worker in self._workers.items():
-            self._statuses[code] = worker.status
-
-    def _refresh_status(self, worker: _Worker) -> None:
-        """The worker's latest live status: between polls `worker.status` lags, and a message composed from it
-        would name a stage the worker has left."""
-        try:
-            if self._statuses is not None:
-                worker.status = self._statuses.get(worker.code, worker.status)
-        except CONNECTION_ERRORS:
-            pass
-
     def _record_latest(self, worker: _Worker) -> None:
         """Store the worker's latest live status before a decision about it, so that the record and the message
         name where it really was."""
-        self._refresh_status(worker)
+        worker.status = self._board.latest(worker.code, worker.status)
         with contextlib.suppress(TransitionError, TaskNotFoundError):  # ended meanwhile: that end stands
             self._tasks.report(worker.code, worker.status)
 
-    def _read_statuses(self) -> dict[str, LiveStatus]:
-        assert self._statuses is not None
-        try:
-            return self._statuses.copy()
-        except CONNECTION_ERRORS:
-            self._restart_manager()
-            return {}
-
     def _poll(self) -> None:
-        statuses = self._read_statuses()
+        statuses = self._board.read({code: worker.status for code, worker in self._workers.items()})
         now = time.time()
         for worker in list(self._workers.values()):
             if worker.decided:
@@ -390,7 +346,7 @@ class TaskSupervisor:
             return
         # A worker that waits for a cluster node has no heartbeat yet; the init grace period covers that wait.
         silent_for = 0.0 if placed_at is None else now - max(worker.beat_seen_at, placed_at,
-                                                            self._manager_started_at)
+                                                            self._board.started_at)
         if silent_for > settings.heartbeat_timeout_s:
             self._end_worker(worker, self._failed(
                 worker, f"no heartbeat for {silent_for:.0f} s (worker frozen) in {worker.position()}"))
@@ -450,8 +406,9 @@ class TaskSupervisor:
         result_path = Path(record.result_path or result_file(self.config, record.code))
         spec = WorkerSpec(code=record.code, engine=record.engine, audio_path=record.audio_path,
                           video_path=record.video_path, result_path=str(result_path), work_dir=str(work_dir),
-                          options=record.options, config=self.config.to_dict(), address_file=str(self._address_file),
-                          gpu_index=None, live_dir=str(stream.folder) if self.config.live.enabled else None)
+                          options=record.options, config=self.config.to_dict(),
+                          address_file=str(self._board.address_file), gpu_index=None,
+                          live_dir=str(stream.folder) if self.config.live.enabled else None)
         try:
             handle = self._backend.launch(spec, demand, admission)
         except (OSError, HeyGemError) as exc:  # out of processes or memory: fail it rather than retry it forever
@@ -500,11 +457,7 @@ class TaskSupervisor:
                 self._interrupted(worker, ended.detail)
             else:
                 self._finish(worker.code, self._exit_outcome(worker, ended))
-        try:
-            if self._statuses is not None:
-                self._statuses.pop(worker.code, None)
-        except CONNECTION_ERRORS:
-            pass
+        self._board.forget(worker.code)
         self._files.worker_ended(worker.code, self._store.get(worker.code))
 
     def _exit_outcome(self, worker: _Worker, ended: WorkerExit) -> Outcome:
@@ -597,10 +550,6 @@ class TaskSupervisor:
                 worker.handle.wait_exit()
             self._workers.clear()
             self._recover_interrupted()
-            try:
-                if self._manager is not None:
-                    self._manager.shutdown()
-            except Exception as exc:
-                logger.debug("Manager shutdown: {}", exc)
+            self._board.shutdown()
             self._backend.shutdown()
             self._changed.notify_all()
