@@ -96,6 +96,8 @@ def test_the_json_api_shows_timings_result_and_serves_only_the_result(client: ht
     ({"code": "../../evil"}, "task code '../../evil' is invalid"),
     ({"pn": "sideways"}, "pn must be 0 or 1"),
     ({"engine": "os:system"}, "engine must be one of"),
+    ({"engine": "wav2lip", "mouth_intensity": 1.5}, "mouth_intensity is not an option of the wav2lip engine (its "
+                                                     "options: loop_mode, ai_label, watermark)"),
     ({"code": "first-job"}, "already used"),
 ])
 def test_bad_parameters_answer_10002_naming_the_problem(client: httpx.Client, fields: dict[str, Any],

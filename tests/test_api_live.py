@@ -164,6 +164,7 @@ def test_only_the_segment_files_of_the_task_are_served(server: ServerProcess, cl
     ({}, {"mouth_intensity": "5"}, 400, "mouth_intensity must be a number from 0 to 2, got 5"),
     ({}, {"loop_mode": "sideways"}, 400, "loop_mode must be one of pingpong, loop, got 'sideways'"),
     ({}, {"engine": "os:system"}, 400, "engine must be one of meshwarp, wav2lip"),
+    ({}, {"engine": "wav2lip", "speech_language": "en"}, 400, "speech_language is not an option of the wav2lip engine"),
     ({}, {"code": "../../evil"}, 400, "task code '../../evil' is invalid"),
 ])
 def test_a_refused_upload_says_why_and_leaves_nothing(server: ServerProcess, client: httpx.Client,

@@ -88,6 +88,18 @@ def test_an_option_out_of_range_is_refused_with_the_one_message(client: Client, 
     assert refusal.value.message == message
 
 
+def test_an_option_the_engine_does_not_take_is_refused_by_name(client: Client) -> None:
+    controls = dict(zip(("engine", "loop_mode", "mouth_intensity", "ai_label", "watermark", "speech_language"), OPTIONS,
+                        strict=True))
+    # The slider moved away from where it starts, with the engine that has no such option: before any file is sent.
+    controls.update(engine="wav2lip", mouth_intensity=1.5)
+    with pytest.raises(AppError) as refusal:
+        client.predict(None, None, *controls.values(), api_name="/generate")
+    assert refusal.value.message == ("mouth_intensity is not an option of the wav2lip engine (its options: "
+                                     "loop_mode, ai_label, watermark); leave mouth_intensity out, or choose an engine "
+                                     "that takes it")
+
+
 @pytest.mark.browser
 def test_browser_generates_and_reattaches_after_a_reload(server: ServerProcess, media: dict[str, Path],
                                                          tmp_path: Path) -> None:
