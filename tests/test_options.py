@@ -13,10 +13,13 @@ from heygem.cli import main
 from heygem.config import load_config
 from heygem.errors import ConfigError, InputError
 from heygem.options import LOOP_MODES, MOUTH_INTENSITY, TaskOptions
+from heygem.supervisor import TaskSupervisor
+from heygem.supervisor.lifecycle import TaskLifecycle
 from heygem.supervisor.store import TaskStore
 from heygem.ui.studio import Studio
+from tests.conftest import SUPERVISOR_TEST_SETTINGS
 from tests.option_cases import OUT_OF_RANGE, WRONG_KIND, case_id
-from tests.supervision import submit, wait_final
+from tests.supervision import SCRIPTED, script_file, submit, wait_final
 
 
 @pytest.mark.parametrize("case", OUT_OF_RANGE + WRONG_KIND, ids=case_id)
@@ -185,3 +188,17 @@ def test_the_apis_refuse_an_option_the_engine_does_not_take(start_supervisor, in
         supervisor.submit(TaskRequest(*inputs, engine="wav2lip", options=TaskOptions(mouth_intensity=1.5)))
     assert str(refusal.value) == WAV2LIP_REFUSES
     assert supervisor.list_tasks() == []
+
+
+def test_a_task_queued_with_unresolved_options_by_an_older_version_runs_resolved(make_config, inputs) -> None:
+    config = make_config(supervisor=SUPERVISOR_TEST_SETTINGS)
+    audio, video = inputs
+    script = script_file(video.parent, [["options", None]])
+    TaskLifecycle(TaskStore(config.paths.db_path)).queue("from-0.2", SCRIPTED, str(audio), str(script),
+                                                          TaskOptions(mouth_intensity=0.5), str(config.paths.results_dir / "r.mp4"))
+    supervisor = TaskSupervisor(config).start()
+    try:
+        record = wait_final(supervisor, "from-0.2")
+    finally:
+        supervisor.shutdown()
+    assert record.report["options"] == repr(TaskOptions(mouth_intensity=0.5).resolve(config.option_defaults))

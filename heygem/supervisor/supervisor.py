@@ -28,6 +28,7 @@ from heygem.errors import (
     TaskNotFoundError,
 )
 from heygem.files import require_regular_file
+from heygem.options import TaskOptions
 from heygem.pipeline.media import probe_audio
 from heygem.supervisor.admission import Admission, probe_gpus
 from heygem.supervisor.backends import create_backend
@@ -58,6 +59,12 @@ SERVICE_STOPPED = "the service stopped"
 # Called with the task (still active) and its success before that is recorded; returns the outcome to record, a
 # failure when the hook's own work failed (see TaskSupervisor.on_success).
 SuccessHook = Callable[[TaskRecord, Outcome], Outcome]
+
+
+def settled_options(record: TaskRecord, config: Config) -> TaskOptions:
+    """The task's options as submit resolved them. A task queued by version 0.2 was stored with its options
+    unresolved: resolving them now, as submit does, lets it run after the upgrade (a resolved task is unchanged)."""
+    return record.options.resolve(config.option_defaults)
 
 
 def speech_duration(audio_path: Path) -> float | None:
@@ -406,7 +413,7 @@ class TaskSupervisor:
         result_path = Path(record.result_path or result_file(self.config, record.code))
         spec = WorkerSpec(code=record.code, engine=record.engine, audio_path=record.audio_path,
                           video_path=record.video_path, result_path=str(result_path), work_dir=str(work_dir),
-                          options=record.options, config=self.config.to_dict(),
+                          options=settled_options(record, self.config), config=self.config.to_dict(),
                           address_file=str(self._board.address_file), gpu_index=None,
                           live_dir=str(stream.folder) if self.config.live.enabled else None)
         try:
