@@ -194,8 +194,9 @@ def test_a_task_queued_with_unresolved_options_by_an_older_version_runs_resolved
     config = make_config(supervisor=SUPERVISOR_TEST_SETTINGS)
     audio, video = inputs
     script = script_file(video.parent, [["options", None]])
+    result = config.paths.results_dir / "from-0.2-r.mp4"
     TaskLifecycle(TaskStore(config.paths.db_path)).queue("from-0.2", SCRIPTED, str(audio), str(script),
-                                                          TaskOptions(mouth_intensity=0.5), str(config.paths.results_dir / "r.mp4"))
+                                                          TaskOptions(mouth_intensity=0.5), str(result))
     supervisor = TaskSupervisor(config).start()
     try:
         record = wait_final(supervisor, "from-0.2")
