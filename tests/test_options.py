@@ -190,6 +190,7 @@ def test_the_apis_refuse_an_option_the_engine_does_not_take(start_supervisor, in
     assert supervisor.list_tasks() == []
 
 
+@pytest.mark.slow  # it spawns a worker
 def test_a_task_queued_with_unresolved_options_by_an_older_version_runs_resolved(make_config, inputs) -> None:
     config = make_config(supervisor=SUPERVISOR_TEST_SETTINGS)
     audio, video = inputs
