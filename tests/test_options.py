@@ -126,6 +126,7 @@ def test_each_engine_declares_the_options_it_takes() -> None:
     from heygem.engines.meshwarp import MeshWarpEngine
     from heygem.engines.wav2lip import Wav2LipEngine
 
+    assert MeshWarpEngine.takes_options == set(TaskOptions.names()), "each name an option's"
     everything = TaskOptions("loop", 1.5, True, True, "other")
     assert MeshWarpEngine.accept_options(everything) is everything
     pipeline_only = TaskOptions(loop_mode="loop", ai_label=True, watermark=False)
