@@ -117,12 +117,6 @@ class LipSyncEngine(Engine):
 
     takes_options: ClassVar[frozenset[str]] = PIPELINE_OPTIONS
 
-    def __init__(self, config: Config) -> None:
-        super().__init__(config)
-        # The face tracker's import (0.2-1 s) finishes in the background while the worker loads the engine and the
-        # job probes its inputs and decodes the audio, instead of before.
-        threading.Thread(target=import_mediapipe, name="import-mediapipe", daemon=True).start()
-
     def frames_per_render(self) -> int:
         """Frames handed to one render call; an engine that batches model inference may want more."""
         return self.config.media.batch_frames
@@ -130,6 +124,9 @@ class LipSyncEngine(Engine):
     def run(self, job: Job, reporter: Reporter) -> dict[str, Any]:
         from heygem.pipeline.generate import generate  # the pipeline drives this class: imported where it runs
 
+        # The face tracker's import (0.2-1 s) finishes in the background while the job probes its inputs and decodes
+        # the audio, instead of before.
+        threading.Thread(target=import_mediapipe, name="import-mediapipe", daemon=True).start()
         return generate(job, self, reporter)
 
     def bank_settings(self) -> BankSettings | None:
