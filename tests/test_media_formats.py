@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from heygem.errors import InputError
-from heygem.pipeline.media import probe_video
+from heygem.pipeline.media import probe_audio, probe_video
 from heygem.pipeline.media_formats import VIDEO_FORMATS
 from tests.conftest import REPO_ROOT
 from tests.media import ffmpeg, frame_size_bomb
@@ -32,7 +32,7 @@ MEASURE = """
 import json, sys
 from pathlib import Path
 from heygem.errors import InputError
-from heygem.pipeline.media import probe_video
+from heygem.pipeline.media import probe_audio, probe_video
 
 def status(key):
     return next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith(key)) / 1024
@@ -72,3 +72,11 @@ def test_a_container_that_finds_its_streams_by_decoding_is_refused_by_name(tmp_p
     with pytest.raises(InputError, match=r"^video file is an FLV file, which finds its streams only by decoding "
                                          r"them: clip\.flv; this server reads MP4/MOV/M4V/3GP, MKV/WebM"):
         probe_video(flv)
+
+
+def test_a_playlist_dressed_as_speech_is_named_as_a_playlist(tmp_path: Path) -> None:
+    # libavformat itself declines to probe it as HLS under a media name; the refusal must still say what it is.
+    playlist = tmp_path / "speech.mp3"
+    playlist.write_text("#EXTM3U\n#EXT-X-TARGETDURATION:1\n#EXTINF:1,\nfile:/etc/hostname\n#EXT-X-ENDLIST\n")
+    with pytest.raises(InputError, match=r"^audio file is an HLS playlist, which names other files: speech\.mp3; "):
+        probe_audio(playlist)

@@ -63,6 +63,10 @@ REFUSED_FORMATS: dict[str, str] = {
 }
 IMAGE_SUFFIX = "_pipe"  # png_pipe, jpeg_pipe, webp_pipe, ...: one picture
 PROBE_BYTES = 1 << 20  # what is read to name a refused file's format
+# libavformat's HLS probe declines a playlist whose name does not end in .m3u8 (its own guard against playlists
+# dressed as media); for naming what was refused, a file that starts as a playlist is probed under that suffix.
+HLS_HEADER = b"#EXTM3U"
+HLS_PROBE_SUFFIX = ".m3u8"
 AVPROBE_PADDING_SIZE = 64  # libavformat reads this far past a probe buffer
 
 
@@ -136,7 +140,8 @@ def probe_format_name(path: Path) -> str | None:
     with path.open("rb") as handle:
         data = handle.read(PROBE_BYTES)
     buffer = ctypes.create_string_buffer(data, len(data) + AVPROBE_PADDING_SIZE)
-    request = _ProbeData(str(path).encode(), ctypes.cast(buffer, ctypes.c_char_p), len(data), None)
+    probed_name = f"{path}{HLS_PROBE_SUFFIX}" if data.startswith(HLS_HEADER) else str(path)
+    request = _ProbeData(probed_name.encode(), ctypes.cast(buffer, ctypes.c_char_p), len(data), None)
     found = probe(ctypes.byref(request), 1, ctypes.byref(ctypes.c_int(0)))
     if not found or found[0] is None:
         return None
