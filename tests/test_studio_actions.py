@@ -66,3 +66,13 @@ def test_a_refused_generate_says_why_under_each_slot_at_fault(start_supervisor, 
     with pytest.raises(gr.Error, match=r"Add the speech first.*; Video: video file is not a readable"):
         studio.generate(None, str(not_a_video), "meshwarp", "pingpong", 1.0, False, False, "en")
     assert not list((supervisor.config.paths.data_dir / "uploads").glob("*")), "nothing refused is kept"
+
+
+def test_options_an_engine_does_not_take_are_hidden_and_go_back_to_the_default(start_supervisor) -> None:
+    supervisor = start_supervisor()
+    studio = Studio(supervisor, supervisor.config)
+    intensity, language = studio.engine_options("wav2lip")
+    defaults = supervisor.config.option_defaults
+    assert intensity == {"__type__": "update", "visible": False, "value": defaults.mouth_intensity}
+    assert language == {"__type__": "update", "visible": False, "value": defaults.speech_language}
+    assert all(control == {"__type__": "update", "visible": True} for control in studio.engine_options("meshwarp"))

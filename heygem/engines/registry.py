@@ -48,6 +48,14 @@ def accept_options(name: str, options: TaskOptions) -> TaskOptions:
     return engine.accept_options(options)
 
 
+def options_taken(name: str) -> frozenset[str]:
+    """The task options engine `name` takes (none where it cannot be loaded)."""
+    try:
+        return resolve_engine(name).takes_options
+    except EngineUnavailableError:
+        return frozenset()
+
+
 def engine_availability(name: str, config: Config) -> Availability:
     try:
         return resolve_engine(name).availability(config)

@@ -17,7 +17,7 @@ import gradio as gr
 from heygem import __version__
 from heygem.config import Config
 from heygem.engines.models import model_statuses
-from heygem.engines.registry import DEFAULT_ENGINE, ENGINES, accept_options, list_engines
+from heygem.engines.registry import DEFAULT_ENGINE, ENGINES, accept_options, list_engines, options_taken
 from heygem.errors import HeyGemError, InputError, TaskNotFoundError
 from heygem.intake.media_check import SLOT_NAMES, Slot
 from heygem.intake.uploads import accept_upload
@@ -95,6 +95,18 @@ class Studio:
         code = request.query_params.get("code") or remembered_code or ""
         return (gr.Dropdown(choices=choices, value=default), engine_note(engines),
                 gr.Button(interactive=bool(choices)), *self.attach(code))
+
+    def engine_options(self, engine: str | None) -> tuple[dict[str, Any], dict[str, Any]]:
+        """Mouth intensity and speech language, shown only for an engine that takes them (meshwarp, not wav2lip)."""
+        taken = options_taken(engine) if engine else frozenset()
+        return self.option_control("mouth_intensity", taken), self.option_control("speech_language", taken)
+
+    def option_control(self, name: str, taken: frozenset[str]) -> dict[str, Any]:
+        """Hidden, an option goes back to the server's default: a value moved for one engine is then no choice made
+        for another that does not take it, and is not refused."""
+        if name in taken:
+            return gr.update(visible=True)
+        return gr.update(visible=False, value=getattr(self.config.option_defaults, name))
 
     def generate(self, audio: str | None, video: str | None, engine: str | None, loop_mode: LoopMode,
                  mouth_intensity: float, ai_label: bool, watermark: bool,
@@ -343,6 +355,7 @@ def build_studio(supervisor: TaskSupervisor, config: Config) -> gr.Blocks:
         page.load(studio.load_page, [remembered], [engine, engine_info, submit, *task_view], **quiet)
         # Whichever handler changes the shown task (submit, load, Open), the browser remembers it.
         code.change(lambda value: value, [code], [remembered], js=REMEMBER_CODE_JS, **quiet)
+        engine.change(studio.engine_options, [engine], [intensity, speech_language], **quiet)
         submit.click(studio.generate_on_page, inputs, [*task_view, speech_note, video_note], concurrency_limit=4,
                      **quiet)
         # A reason goes when the person puts another file in that slot; not on "clear", which Gradio's video player
