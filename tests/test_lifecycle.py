@@ -104,9 +104,11 @@ def test_report_follows_the_worker(lifecycle: TaskLifecycle) -> None:
     loading = lifecycle.report("task", live(phase="init", stage="load model", progress=0.0))
     assert changed(before, loading) == {"stage": "load model"}
     recovering = lifecycle.report("task", live(error="CUDA out of memory", warning="audio resampled"))
+    assert recovering.moving_since is not None
     assert changed(loading, recovering) == {"state": TaskState.RUNNING, "stage": "render", "progress": 40.0,
                                             "message": "recovering from: CUDA out of memory",
-                                            "warning": "audio resampled"}
+                                            "warning": "audio resampled", "moving_since": recovering.moving_since,
+                                            "progress_when_moving": 40.0}
     recovered = lifecycle.report("task", live(progress=55.0, warning="audio resampled"))
     assert changed(recovering, recovered) == {"progress": 55.0, "message": ""}
 
@@ -168,6 +170,7 @@ def test_requeue_clears_the_run_and_keeps_the_old_place(lifecycle: TaskLifecycle
     assert changed(before, after) == {
         "state": TaskState.QUEUED, "stage": "", "progress": 0.0, "warning": "", "worker_pid": None,
         "started_at": None, "message": "requeued: the service stopped during stage render at 40 %",
+        "moving_since": None, "progress_when_moving": 0.0,
         "history": (dataclasses.replace(before.history[0], ended_at=after.history[0].ended_at,
                                         outcome=states.AttemptOutcome.REQUEUED,
                                         message="the service stopped during stage render at 40 %"),)}
@@ -175,6 +178,7 @@ def test_requeue_clears_the_run_and_keeps_the_old_place(lifecycle: TaskLifecycle
     assert after.queue_position == 1 and lifecycle.store.require("second").queue_position == 2
     rerun = lifecycle.start("first", 99)
     assert rerun.attempts == 2 and [attempt.number for attempt in rerun.history] == [1, 2]
+    assert (rerun.moving_since, rerun.eta_s) == (None, None), "the new attempt's estimate starts from nothing"
     assert rerun.history[1] == states.Attempt(2, rerun.started_at, worker_pid=99)
     assert rerun.summary == ("init (attempt 2, resumed from the start after the service stopped during stage render "
                              "at 40 %)")
@@ -204,7 +208,7 @@ def test_retry_clears_everything_of_the_last_run_and_queues_at_the_end(lifecycle
     after = lifecycle.retry("again")
     assert changed(before, after) == {
         "state": TaskState.QUEUED, "stage": "", "progress": 0.0, "message": "waiting in queue", "warning": "",
-        "worker_pid": None, "started_at": None, "finished_at": None}
+        "worker_pid": None, "started_at": None, "finished_at": None, "moving_since": None, "progress_when_moving": 0.0}
     assert after.queue_position == 2, "behind what was already waiting"
 
 
@@ -282,7 +286,8 @@ def test_a_store_of_an_older_version_gains_the_node_column_and_keeps_its_tasks(t
     path = tmp_path / "old.sqlite3"
     old_schema = store._SCHEMA.replace(",\n    node TEXT,\n    version INTEGER NOT NULL DEFAULT 0,\n"
                                        "    history TEXT NOT NULL DEFAULT '[]',\n    audio_duration_s REAL,\n"
-                                       "    cancel_asked_at REAL\n", "\n")
+                                       "    cancel_asked_at REAL,\n    moving_since REAL,\n"
+                                       "    progress_when_moving REAL NOT NULL DEFAULT 0\n", "\n")
     assert "node" not in old_schema and "history" not in old_schema
     with sqlite3.connect(path) as db:
         db.executescript(old_schema)
@@ -310,3 +315,21 @@ def test_a_report_never_takes_an_attempt_back_and_a_write_of_nothing_is_not_made
                                                                      ahead.version + 1)
     finished = lifecycle.finish("task", Outcome.succeeded({}))
     assert (finished.stage, finished.version) == ("finishing", done.version + 1)
+
+
+def test_the_time_left_is_measured_from_where_progress_began_to_move(lifecycle: TaskLifecycle,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    # The worker took 8 s to start and analyse; rendering then went from 5 % to 25 % in 2 s: 7.5 s are left, not 30.
+    clock = [1000.0]
+    monkeypatch.setattr(states.time, "time", lambda: clock[0])
+    monkeypatch.setattr("heygem.supervisor.lifecycle.time.time", lambda: clock[0])
+    queue(lifecycle)
+    lifecycle.start("task", 4321)
+    clock[0] += 8
+    analysing = lifecycle.report("task", live(stage="analysing video", progress=0.0))
+    assert analysing.eta_s is None, "no figure before progress moves"
+    lifecycle.report("task", live(stage="rendering", progress=5.0))
+    clock[0] += 2
+    rendering = lifecycle.report("task", live(stage="rendering", progress=25.0))
+    assert rendering.eta_s == pytest.approx(7.5)
+    assert rendering.to_dict()["eta_s"] == pytest.approx(7.5), "the API's eta_s is the same figure"

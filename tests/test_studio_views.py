@@ -14,10 +14,8 @@ from heygem.api.metrics import render_metrics
 from heygem.pipeline.engine import Availability
 from heygem.supervisor.states import TaskState
 from heygem.ui.views import (
-    ShownTask,
     display_name,
     engine_note,
-    eta_s,
     status_html,
     steady,
     system_markdown,
@@ -66,25 +64,17 @@ def test_the_status_card_shows_percent_eta_and_failures_in_plain_words() -> None
 
 def test_the_page_never_shows_a_task_going_back_within_an_attempt() -> None:
     at_66 = record(state=TaskState.RUNNING, stage="rendering", progress=66.0, attempts=1)
-    shown_record, shown = steady(at_66, None, NOW)
-    assert (shown_record.progress, shown.render_seen) == (66.0, (NOW, 66.0))
+    shown_record, shown = steady(at_66, None)
+    assert (shown_record.progress, shown.progress) == (66.0, 66.0)
     # A late look (or a backend that reported the wrong figure) says 40 % and "initializing": the page keeps 66 %.
     late = record(state=TaskState.INITIALIZING, stage="init", progress=40.0, attempts=1)
-    again, shown = steady(late, shown, NOW + 1)
+    again, shown = steady(late, shown)
     assert (again.state, again.progress) == (TaskState.RUNNING, 66.0) and "66 %" in status_html(again)
     # The next attempt starts from nothing, and the end is shown as it is.
-    retried, _ = steady(record(state=TaskState.INITIALIZING, progress=0.0, attempts=2), shown, NOW + 2)
+    retried, _ = steady(record(state=TaskState.INITIALIZING, progress=0.0, attempts=2), shown)
     assert (retried.state, retried.progress) == (TaskState.INITIALIZING, 0.0)
-    done, _ = steady(record(state=TaskState.FAILED, progress=10.0, attempts=1), shown, NOW + 2)
+    done, _ = steady(record(state=TaskState.FAILED, progress=10.0, attempts=1), shown)
     assert (done.state, done.progress) == (TaskState.FAILED, 10.0)
-
-
-def test_the_eta_is_measured_over_rendering_alone() -> None:
-    # The worker took 8 s to start; rendering then went from 5 % to 25 % in 2 s: 7.5 s are left, not 30.
-    first = ShownTask("abc", 1, TaskState.RUNNING, 5.0, render_seen=(NOW, 5.0))
-    _, later = steady(record(state=TaskState.RUNNING, progress=25.0, attempts=1, started_at=NOW - 10), first, NOW + 2)
-    assert eta_s(later, NOW + 2) == pytest.approx(7.5)
-    assert eta_s(first, NOW) is None, "no figure before progress moves"
 
 
 def test_the_task_list_shows_names_a_picture_and_one_progress_figure() -> None:

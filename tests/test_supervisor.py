@@ -115,12 +115,13 @@ def test_an_error_that_persists_past_the_window_fails_the_task(start_supervisor,
 
 
 def test_a_worker_hanging_in_init_fails_with_the_init_reason(start_supervisor, inputs) -> None:
-    supervisor = start_supervisor(init_grace_s=2)
+    # A grace long enough for a spawned worker to import and reach its stage on a busy machine (2 s was not, at load 7).
+    supervisor = start_supervisor(init_grace_s=6)
     code = submit(supervisor, inputs, [], engine="tests.scripted_engine:HangingLoadEngine")
     wait_until(lambda: supervisor.status(code).state is TaskState.INITIALIZING, 10, "initialising")
-    record = wait_final(supervisor, code, timeout_s=15)
+    record = wait_final(supervisor, code, timeout_s=20)
     assert record.state is TaskState.FAILED
-    assert record.message == ("initialisation did not finish within 2 s (stage load model): "
+    assert record.message == ("initialisation did not finish within 6 s (stage load model): "
                               "model file is locked by another process")
 
 

@@ -33,7 +33,8 @@ from heygem.supervisor.store import TaskStore, TransitionError
 
 # What a task that has not started yet does not have: requeue and retry clear all of it.
 _NOT_STARTED: Mapping[str, Any] = {"stage": "", "progress": 0.0, "warning": "", "worker_pid": None,
-                                   "started_at": None, "finished_at": None, "report": {}, "node": None}
+                                   "started_at": None, "finished_at": None, "report": {}, "node": None,
+                                   "moving_since": None, "progress_when_moving": 0.0}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -89,6 +90,7 @@ class TaskLifecycle:
         return self.store.transition(code, Operation.START, TaskState.INITIALIZING, lambda old: {
             "stage": "init", "progress": 0.0, "message": "", "warning": "", "worker_pid": worker_pid,
             "started_at": now, "finished_at": None, "report": {}, "attempts": old.attempts + 1, "node": None,
+            "moving_since": None, "progress_when_moving": 0.0,
             "history": (*old.history, Attempt(number=old.attempts + 1, started_at=now, worker_pid=worker_pid))})
 
     def place(self, code: str, node: WorkerNode) -> TaskRecord:
@@ -105,10 +107,17 @@ class TaskLifecycle:
         """Record the worker's latest status. Within an attempt nothing goes back: a worker that has begun to run
         stays running, and progress only rises (the record of a status read late never undoes a newer one)."""
         state = TaskState.RUNNING if status["phase"] == "run" else None
-        return self.store.transition(code, Operation.REPORT, state, lambda old: {
-            "stage": status["stage"], "progress": max(old.progress, status["progress"]),
-            "warning": status["warning"],
-            "message": f"recovering from: {status['error']}" if status["error"] else ""})
+        now = time.time()
+
+        def fields(old: TaskRecord) -> dict[str, Any]:
+            values = {"stage": status["stage"], "progress": max(old.progress, status["progress"]),
+                      "warning": status["warning"],
+                      "message": f"recovering from: {status['error']}" if status["error"] else ""}
+            if old.moving_since is None and status["progress"] > 0:
+                values.update(moving_since=now, progress_when_moving=status["progress"])
+            return values
+
+        return self.store.transition(code, Operation.REPORT, state, fields)
 
     def finish(self, code: str, outcome: Outcome) -> TaskRecord:
         now = time.time()

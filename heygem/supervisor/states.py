@@ -214,6 +214,10 @@ class TaskRecord:
     audio_duration_s: float | None = None
     # When another process asked the service to cancel the task (TaskLifecycle.ask_cancel); None: nobody asked.
     cancel_asked_at: float | None = None
+    # When this attempt's progress first rose above 0 (rendering under way), and to what: the time-left estimate's
+    # rate is measured from there, so the worker's start-up and analysis do not lengthen it. None: not yet.
+    moving_since: float | None = None
+    progress_when_moving: float = 0.0
 
     @property
     def position(self) -> Position:
@@ -252,10 +256,12 @@ class TaskRecord:
 
     @property
     def eta_s(self) -> float | None:
-        """Seconds left, extrapolated from progress while running."""
-        if self.state is not TaskState.RUNNING or self.started_at is None or self.progress <= 0:
+        """Seconds left while running, at the rate progress rose since it began to move (None until it moved on)."""
+        if self.state is not TaskState.RUNNING or self.moving_since is None:
             return None
-        return remaining_s(self.progress, time.time() - self.started_at)
+        left = remaining_s(self.progress, time.time() - self.moving_since, self.progress_when_moving)
+        # Encoding's last frames and the move into place follow the last rendered frame: never "0 s" while running.
+        return None if left is None else max(1.0, left)
 
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)

@@ -7,7 +7,6 @@ or reloading the page never touches a task, and ?code=<code> (or the browser's m
 from __future__ import annotations
 
 import dataclasses
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -31,7 +30,6 @@ from heygem.ui.views import (
     IDLE_HTML,
     ShownTask,
     engine_note,
-    eta_s,
     history_html,
     limits_html,
     missing_html,
@@ -201,16 +199,15 @@ class Studio:
         """Status card, live preview, result, download button, timer and the new ShownTask, from one record.
         Without `shown` (attach) every part is set; with it, parts the page already shows are left alone. The result
         is only ever set here with a final status and no preview, and only cleared by attach."""
-        now = time.time()
         fresh = shown is None
-        record, shown = steady(record, shown, now)
+        record, shown = steady(record, shown)
         live = live_value(record, self.config)
         live_update = live if fresh or live != shown.live else gr.skip()
         shown = dataclasses.replace(shown, live=live)
         if not record.state.is_final:
             keep = None if fresh else gr.skip()
             download = gr.DownloadButton(value=None, visible=False) if fresh else gr.skip()
-            return (status_html(record, eta_s(shown, now)), live_update, keep, download, gr.Timer(active=True), shown)
+            return (status_html(record, record.eta_s), live_update, keep, download, gr.Timer(active=True), shown)
         result = record.result_path if record.state is TaskState.SUCCEEDED and record.result_path else None
         if result and not Path(result).is_file():
             result = None

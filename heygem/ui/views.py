@@ -12,7 +12,6 @@ from typing import Any
 
 from heygem.config import Config
 from heygem.pipeline.engine import Availability
-from heygem.supervisor.estimate import remaining_s
 from heygem.supervisor.states import TaskRecord, TaskState
 
 # new_upload_path() prefixes stored uploads with a timestamp and a random tag; people want the original name.
@@ -59,40 +58,25 @@ STATE_ORDER = {TaskState.QUEUED: 0, TaskState.INITIALIZING: 1, TaskState.RUNNING
 
 @dataclasses.dataclass(frozen=True)
 class ShownTask:
-    """What the page last showed of a task's attempt, and where its rendering was first seen moving (for the ETA)."""
+    """What the page last showed of a task's attempt."""
 
     code: str
     attempt: int
     state: TaskState
     progress: float
-    # (time.time(), progress) at the first look that saw rendering under way; None until then.
-    render_seen: tuple[float, float] | None = None
     # The live preview's playlist URL on the page ("" for none), so an unchanged one is not sent again.
     live: str = ""
 
 
-def steady(record: TaskRecord, shown: ShownTask | None, now: float) -> tuple[TaskRecord, ShownTask]:
+def steady(record: TaskRecord, shown: ShownTask | None) -> tuple[TaskRecord, ShownTask]:
     """The record as the page shows it: within one attempt of one task, neither its state (queued, starting,
     generating) nor its progress ever goes back, whatever order the looks at it arrive in; and what to remember."""
     same = shown is not None and (shown.code, shown.attempt) == (record.code, record.attempts)
     if same and shown is not None and record.state in STATE_ORDER and shown.state in STATE_ORDER:
         state = max(record.state, shown.state, key=STATE_ORDER.__getitem__)
         record = dataclasses.replace(record, state=state, progress=max(record.progress, shown.progress))
-    render_seen = shown.render_seen if same and shown is not None else None
-    if render_seen is None and record.state is TaskState.RUNNING and record.progress > 0:
-        render_seen = (now, record.progress)
     live = shown.live if shown is not None and shown.code == record.code else ""
-    return record, ShownTask(record.code, record.attempts, record.state, record.progress, render_seen, live)
-
-
-def eta_s(shown: ShownTask, now: float) -> float | None:
-    """Seconds left of the shown task, at the rate its rendering went since the page first saw it move."""
-    if shown.state is not TaskState.RUNNING or shown.render_seen is None:
-        return None
-    seen_at, progress_then = shown.render_seen
-    left = remaining_s(shown.progress, now - seen_at, progress_then)
-    # Encoding's last frames and the move into place follow the last rendered frame: never "0 s left" while running.
-    return None if left is None else max(1.0, left)
+    return record, ShownTask(record.code, record.attempts, record.state, record.progress, live)
 
 
 def status_html(record: TaskRecord | None, eta: float | None = None) -> str:
