@@ -66,7 +66,8 @@ def test_a_first_render_decodes_the_video_once_and_renders_the_same_frames(
     # 25 frames analysed; the forward pass renders them from the analysis's tail, the backward pass decodes its 15.
     assert kept["video_analysis"] == "computed" and len(decoded) == 25 + 15
     decoded.clear()
-    again = render(make_config(media={"frame_buffer_mb": 0, "analysis_cache_mb": 0}), video, audio, tmp_path / "plain.mp4")
+    unbuffered = make_config(media={"frame_buffer_mb": 0, "analysis_cache_mb": 0})
+    again = render(unbuffered, video, audio, tmp_path / "plain.mp4")
     assert again["video_analysis"] == "computed" and len(decoded) == 25 + 25 + 15
     assert all(np.array_equal(a, b) for a, b in zip(frames_of(tmp_path / "kept.mp4"),
                                                      frames_of(tmp_path / "plain.mp4"), strict=True))
