@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -87,8 +88,13 @@ def tree_rss_bytes(root: int) -> int:
     return total
 
 
-def timed(command: list[str]) -> tuple[float, int]:
-    """Wall seconds and peak memory (bytes) of the process tree of `command`."""
+def timed(command: list[str]) -> tuple[float, int, float]:
+    """Wall seconds, peak memory (bytes) and CPU seconds (user + system) of the process tree of `command`.
+
+    CPU time barely moves with the machine's load, where wall time doubles: on a shared machine it is the steadier
+    of the two figures.
+    """
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     peak = 0
@@ -108,7 +114,8 @@ def timed(command: list[str]) -> tuple[float, int]:
     sampler.join()
     if process.returncode != 0:
         raise RuntimeError(f"{command[0]} failed: {errors.decode(errors='replace')[-800:]}")
-    return wall, peak
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return wall, peak, after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
 
 
 def baseline_command(video: Path, audio: Path, out: Path) -> list[str]:
@@ -129,18 +136,22 @@ def measure_speed(rounds: int, engine: str, folder: Path) -> dict[str, Any]:
     video, audio, description = make_clip(folder, 8.0)
     other = other_speech(folder, 8.0)
     duration = probe_audio(audio).duration
-    plain, ours, again, peaks = [], [], [], []
+    plain, ours, again, peaks, cpu = [], [], [], [], []
     data_dir = folder / "data"
     os.environ["HEYGEM_PATHS__DATA_DIR"] = str(data_dir)
     for index in range(rounds):
         shutil.rmtree(data_dir, ignore_errors=True)
-        plain.append(timed(baseline_command(video, audio, folder / "plain.mp4"))[0])
-        wall, peak = timed(generate_command(video, audio, folder / "lipsynced.mp4", engine))
+        base_wall, _, base_cpu = timed(baseline_command(video, audio, folder / "plain.mp4"))
+        plain.append(base_wall)
+        wall, peak, first_cpu = timed(generate_command(video, audio, folder / "lipsynced.mp4", engine))
         ours.append(wall)
         peaks.append(peak)
-        again.append(timed(generate_command(video, other, folder / "lipsynced_again.mp4", engine))[0])
+        second_wall, _, second_cpu = timed(generate_command(video, other, folder / "lipsynced_again.mp4", engine))
+        again.append(second_wall)
+        cpu.append((base_cpu, first_cpu, second_cpu))
         print(f"  round {index + 1}: ffmpeg {plain[-1]:.2f} s, heygem generate {wall:.2f} s, "
-              f"peak {peak / 2**20:.0f} MB, second render {again[-1]:.2f} s", file=sys.stderr)
+              f"peak {peak / 2**20:.0f} MB, second render {again[-1]:.2f} s (CPU s: {base_cpu:.2f}, "
+              f"{first_cpu:.2f}, {second_cpu:.2f}; load average {os.getloadavg()[0]:.1f})", file=sys.stderr)
     ratios = [run / base for run, base in zip(ours, plain, strict=True)]
     second_ratios = [run / base for run, base in zip(again, plain, strict=True)]
     return {"clip": description, "size": f"{WIDTH}x{HEIGHT}", "fps": FPS, "duration_s": round(duration, 2),
@@ -151,6 +162,8 @@ def measure_speed(rounds: int, engine: str, folder: Path) -> dict[str, Any]:
             "generate_over_ffmpeg_median_of_ratios": round(statistics.median(ratios), 2),
             "second_render_median_s": round(statistics.median(again), 2),
             "second_render_over_ffmpeg_median_of_ratios": round(statistics.median(second_ratios), 2),
+            "cpu_s_medians": {name: round(statistics.median(column), 2) for name, column in
+                              zip(("ffmpeg", "first_render", "second_render"), zip(*cpu, strict=True), strict=True)},
             "peak_memory_mb_median": round(statistics.median(peaks) / 2**20),
             "peak_memory_mb_max": round(max(peaks) / 2**20),
             "all_generate_s": [round(value, 2) for value in ours], "all_ffmpeg_s": [round(value, 2) for value in plain]}
@@ -167,7 +180,7 @@ def measure_memory(engine: str, folder: Path, lengths: list[float]) -> list[dict
                                 codec_args=("-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p"))
             bursts = tuple((start, start + 0.9) for start in range(0, int(seconds) - 1, 2))
             samples.write_wav(audio, samples.speech_like_audio(seconds, bursts))
-        wall, peak = timed(generate_command(video, audio, folder / "long.mp4", engine))
+        wall, peak, _ = timed(generate_command(video, audio, folder / "long.mp4", engine))
         results.append({"size": "1920x1080", "duration_s": seconds, "wall_s": round(wall, 1),
                         "peak_memory_mb": round(peak / 2**20)})
         print(f"  1080p {seconds:g} s: {wall:.1f} s, peak {peak / 2**20:.0f} MB", file=sys.stderr)
@@ -199,6 +212,9 @@ def main() -> None:
           f"{speed['generate_over_ffmpeg_median_of_ratios']} |")
     print(f"| wall / plain ffmpeg, same video with other speech (goal <= 1.6) | "
           f"{speed['second_render_over_ffmpeg_median_of_ratios']} |")
+    cpu = speed["cpu_s_medians"]
+    print(f"| CPU seconds, process tree: ffmpeg / first render / second render | {cpu['ffmpeg']} / "
+          f"{cpu['first_render']} / {cpu['second_render']} |")
     print(f"| peak memory (Python + ffmpeg) | {speed['peak_memory_mb_median']} MB "
           f"(max {speed['peak_memory_mb_max']}) |")
     for row in report.get("memory", []):

@@ -255,10 +255,13 @@ class MediaConfig(_Section):
     ai_label: bool
     watermark: bool
     analysis_cache_mb: float
+    frame_buffer_mb: float
 
     def check(self) -> None:
         if self.analysis_cache_mb < 0:
             raise ConfigError(f"media.analysis_cache_mb: must be 0 or more, got {self.analysis_cache_mb}")
+        if self.frame_buffer_mb < 0:
+            raise ConfigError(f"media.frame_buffer_mb: must be 0 or more, got {self.frame_buffer_mb}")
         _require_positive(self, "max_audio_duration_s", "max_frame_side", "max_input_side", "batch_frames",
                           "reverse_buffer_mb", "mesh_crop_scale", "mesh_size", "smooth_min_cutoff")
         if not 0 <= self.encoder_crf <= 51:

@@ -11,6 +11,7 @@ least recently used (each hit refreshes its file's modification time).
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import dataclasses
 import fcntl
@@ -43,9 +44,50 @@ class VideoAnalysis:
     cached: bool = False  # read from the cache rather than computed by this task
 
 
-def analyse_video(video: VideoInfo, size: tuple[int, int], tracker: TrackerSettings,
-                  bank: BankSettings) -> VideoAnalysis:
-    """Decodes and tracks every frame of the video once, collecting the mouth bank on the way.
+class FrameTail:
+    """The last frames an analysis decoded, at most `max_bytes` of them, handed on to rendering so that it need not
+    decode them again.
+
+    The tail, not the head: rendering decodes from the first frame on, and starting its decoder after a kept head
+    would decode again from the keyframe before it, often the video's first frame.
+    """
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self._frames: collections.deque[tuple[int, np.ndarray]] = collections.deque()
+        self._bytes = 0
+
+    def __len__(self) -> int:
+        return len(self._frames)
+
+    def add(self, grid_index: int, frame: np.ndarray) -> None:
+        """Keeps `frame` (the frames come in grid order), dropping the oldest ones beyond max_bytes."""
+        if frame.nbytes > self.max_bytes:
+            return
+        self._frames.append((grid_index, frame))
+        self._bytes += frame.nbytes
+        while self._bytes > self.max_bytes:
+            self._bytes -= self._frames.popleft()[1].nbytes
+
+    def start(self) -> int | None:
+        """The grid index of the first frame kept (the rest up to the video's end follow); None: none kept."""
+        return self._frames[0][0] if self._frames else None
+
+    def take(self) -> tuple[int, np.ndarray]:
+        """The first frame kept, no longer held here."""
+        grid_index, frame = self._frames.popleft()
+        self._bytes -= frame.nbytes
+        return grid_index, frame
+
+    def clear(self) -> None:
+        self._frames.clear()
+        self._bytes = 0
+
+
+def analyse_video(video: VideoInfo, size: tuple[int, int], tracker: TrackerSettings, bank: BankSettings,
+                  tail: FrameTail | None = None) -> VideoAnalysis:
+    """Decodes and tracks every frame of the video once, collecting the mouth bank on the way (and keeping the
+    last frames in `tail`).
 
     A thread decodes while this one tracks, so both cores work (PyAV and MediaPipe release the GIL).
     """
@@ -81,6 +123,8 @@ def analyse_video(video: VideoInfo, size: tuple[int, int], tracker: TrackerSetti
             points = face_tracker.track(frame)
             landmarks.append(points)
             builder.add(grid_index, frame, points)
+            if tail is not None:
+                tail.add(grid_index, frame)
     finally:
         stop.set()
         face_tracker.close()
@@ -106,11 +150,11 @@ class AnalysisCache:
         self.folder = folder
         self.max_bytes = int(max_mb * 2**20)
 
-    def analysis(self, video: VideoInfo, size: tuple[int, int], tracker: TrackerSettings,
-                 bank: BankSettings) -> VideoAnalysis:
-        """The cached analysis of `video`, or a new one (then stored)."""
+    def analysis(self, video: VideoInfo, size: tuple[int, int], tracker: TrackerSettings, bank: BankSettings,
+                 tail: FrameTail | None = None) -> VideoAnalysis:
+        """The cached analysis of `video`, or a new one (then stored; its last frames kept in `tail`)."""
         if self.max_bytes <= 0:
-            return analyse_video(video, size, tracker, bank)
+            return analyse_video(video, size, tracker, bank, tail)
         key = analysis_key(video, size, tracker, bank)
         self.folder.mkdir(parents=True, exist_ok=True)
         path = self.folder / f"{key}{_SUFFIX}"
@@ -119,7 +163,7 @@ class AnalysisCache:
             if found is not None:
                 logger.info("video analysis from the cache ({})", path.name)
                 return found
-            analysis = analyse_video(video, size, tracker, bank)
+            analysis = analyse_video(video, size, tracker, bank, tail)
             self._write(path, analysis)
         self._evict(keep=path)
         return analysis

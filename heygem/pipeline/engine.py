@@ -125,8 +125,10 @@ class LipSyncEngine(Engine):
         from heygem.pipeline.generate import generate  # the pipeline drives this class: imported where it runs
 
         # The face tracker's import (0.2-1 s) finishes in the background while the job probes its inputs and decodes
-        # the audio, instead of before.
-        threading.Thread(target=import_mediapipe, name="import-mediapipe", daemon=True).start()
+        # the audio, instead of before. An engine with a mouth bank imports it only when a video is analysed: a
+        # video whose analysis is cached needs no tracker.
+        if self.bank_settings() is None:
+            threading.Thread(target=import_mediapipe, name="import-mediapipe", daemon=True).start()
         return generate(job, self, reporter)
 
     def bank_settings(self) -> BankSettings | None:

@@ -22,7 +22,8 @@ import os
 import queue
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future
 from typing import Any
 
 import cv2
@@ -33,7 +34,7 @@ from heygem.config import MediaConfig
 from heygem.errors import InputError
 from heygem.options import TaskOptions
 from heygem.pipeline import compositing
-from heygem.pipeline.analysis import AnalysisCache
+from heygem.pipeline.analysis import AnalysisCache, FrameTail
 from heygem.pipeline.engine import FrameBatch, Job, LipSyncEngine, Reporter
 from heygem.pipeline.live import LiveStream
 from heygem.pipeline.media import (
@@ -122,6 +123,20 @@ def working(reporter: Reporter, interval_s: float = 1.0) -> Iterator[None]:
         ticker.join()
 
 
+def in_background(function: Callable[..., Any], *args: Any) -> Future[Any]:
+    """Calls `function(*args)` in a daemon thread; its result or exception arrives through the future."""
+    future: Future[Any] = Future()
+
+    def call() -> None:
+        try:
+            future.set_result(function(*args))
+        except BaseException as exc:  # re-raised by future.result() in the job's thread
+            future.set_exception(exc)
+
+    threading.Thread(target=call, name=getattr(function, "__name__", "background"), daemon=True).start()
+    return future
+
+
 def _generate(job: Job, engine: LipSyncEngine, reporter: Reporter) -> dict[str, Any]:
     started = time.monotonic()
     media = job.config.media
@@ -140,16 +155,31 @@ def _generate(job: Job, engine: LipSyncEngine, reporter: Reporter) -> dict[str, 
                 job.code, video.codec, video.frame_count, video.fps, video.rotation, *size, frame_count, duration,
                 options.loop_mode)
     reporter.stage("analysing audio")
+    # The speech is analysed in a thread while the video is analysed and the first frames are decoded (the phone
+    # recogniser runs in a child process, so it holds no GIL: both cores work).
+    speech = in_background(engine.audio_features, audio, video.fps, frame_count, job.options)
+    buffer_bytes = int(media.frame_buffer_mb * 2**20)
+    tail = FrameTail(buffer_bytes)
     with working(reporter):
-        features = engine.audio_features(audio, video.fps, frame_count, job.options)
-    analysis = None
-    bank_settings = engine.bank_settings()
-    if bank_settings is not None:
-        reporter.stage("analysing video")
-        with working(reporter):
+        analysis = None
+        bank_settings = engine.bank_settings()
+        if bank_settings is not None:
+            reporter.stage("analysing video")
             analysis = AnalysisCache(job.config.paths.analysis_dir, media.analysis_cache_mb).analysis(
-                video, size, tracker_settings(media), bank_settings)
-        features = engine.attach_video(features, analysis, shown_frames(segments))
+                video, size, tracker_settings(media), bank_settings, tail)
+        # Frames decoded ahead while the speech is still analysed: the buffer's share the tail does not hold.
+        ahead = max(0, buffer_bytes // (3 * size[0] * size[1]) - len(tail))
+        feed = FrameFeed(video, size, segments, media, None if analysis is None else analysis.landmarks, tail,
+                         engine.frames_per_render() + ahead)
+        try:
+            if not speech.done() or speech.exception() is not None:
+                reporter.stage("analysing audio")  # what the job waits for, and what a failure names
+            features = speech.result()
+            if analysis is not None:
+                features = engine.attach_video(features, analysis, shown_frames(segments))
+        except BaseException:
+            feed.close()
+            raise
     reporter.stage("rendering")
     job.result_path.parent.mkdir(parents=True, exist_ok=True)
     job.work_dir.mkdir(parents=True, exist_ok=True)
@@ -164,11 +194,14 @@ def _generate(job: Job, engine: LipSyncEngine, reporter: Reporter) -> dict[str, 
             live = LiveOutput(LiveStream(job.live_dir), job.config.live.segment_s)
         except OSError as exc:
             logger.warning("{}: no live stream: {} cannot be made ({})", job.code, job.live_dir, exc.strerror or exc)
-    writer = VideoWriter(temporary, size, video.rate, job.audio_path, duration, media.encoder_preset,
-                         media.encoder_crf, media.audio_bitrate, live)
     try:
-        faceless = _render_all(job, engine, reporter, writer, video, size, segments, features, options,
-                               None if analysis is None else analysis.landmarks)
+        writer = VideoWriter(temporary, size, video.rate, job.audio_path, duration, media.encoder_preset,
+                             media.encoder_crf, media.audio_bitrate, live)
+    except BaseException:
+        feed.close()
+        raise
+    try:
+        faceless = _render_all(job, engine, reporter, writer, feed, segments, features, options)
         reporter.stage("finishing")
         writer.close()
     except BaseException:
@@ -197,19 +230,11 @@ def shown_frames(segments: list[Segment]) -> np.ndarray:
     return np.concatenate(parts).astype(np.int64)
 
 
-def _render_all(job: Job, engine: LipSyncEngine, reporter: Reporter, writer: VideoWriter, video: VideoInfo,
-                size: tuple[int, int], segments: list[Segment], features: Any, options: TaskOptions,
-                landmarks: list[np.ndarray | None] | None) -> int:
-    """Renders every output frame into the writer; returns how many frames had no face.
-
-    `landmarks` (per grid frame, from the video's analysis) spare tracking while rendering."""
-    media = job.config.media
+def _render_all(job: Job, engine: LipSyncEngine, reporter: Reporter, writer: VideoWriter, feed: FrameFeed,
+                segments: list[Segment], features: Any, options: TaskOptions) -> int:
+    """Renders every output frame of the feed into the writer (and closes the feed); returns how many frames had
+    no face."""
     batch_frames = engine.frames_per_render()
-    frames: queue.Queue[Any] = queue.Queue(maxsize=batch_frames)
-    stop = threading.Event()
-    producer = threading.Thread(target=_produce, name="decode-track", daemon=True,
-                                args=(video, size, segments, media, frames, stop, landmarks))
-    producer.start()
     total = sum(len(segment) for segment in segments)
     # Later segments replay the first one's frames: no face there means no face anywhere.
     first_pass = len(segments[0])
@@ -217,7 +242,7 @@ def _render_all(job: Job, engine: LipSyncEngine, reporter: Reporter, writer: Vid
     faceless = 0
     done = 0
     try:
-        for batch in _batches(frames, batch_frames):
+        for batch in _batches(feed.frames, batch_frames):
             found = [points is not None for points in batch.landmarks]
             faceless += found.count(False)
             faces_in_first_pass += sum(hit for index, hit in zip(batch.indices, found, strict=True)
@@ -231,8 +256,7 @@ def _render_all(job: Job, engine: LipSyncEngine, reporter: Reporter, writer: Vid
                 raise InputError(NO_FACE_MESSAGE)
             reporter.progress(100.0 * done / total)
     finally:
-        stop.set()
-        producer.join()
+        feed.close()
     return faceless
 
 
@@ -263,8 +287,26 @@ def _batch(items: list[tuple[int, np.ndarray, np.ndarray | None]]) -> FrameBatch
                       landmarks=[points for _, _, points in items])
 
 
+class FrameFeed:
+    """The output frames in order, with their landmarks, from a thread that decodes (and, without the video's
+    analysis, tracks) ahead of the renderer: at most `ahead` frames wait in its queue, after the frames of `tail`."""
+
+    def __init__(self, video: VideoInfo, size: tuple[int, int], segments: list[Segment], media: MediaConfig,
+                 landmarks: list[np.ndarray | None] | None, tail: FrameTail, ahead: int) -> None:
+        self.frames: queue.Queue[Any] = queue.Queue(maxsize=max(1, ahead))
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=_produce, name="decode-track", daemon=True,
+                                        args=(video, size, segments, media, self.frames, self._stop, landmarks, tail))
+        self._thread.start()
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
 def _produce(video: VideoInfo, size: tuple[int, int], segments: list[Segment], media: MediaConfig,
-             frames: queue.Queue[Any], stop: threading.Event, landmarks: list[np.ndarray | None] | None) -> None:
+             frames: queue.Queue[Any], stop: threading.Event, landmarks: list[np.ndarray | None] | None,
+             tail: FrameTail) -> None:
     """Decodes and tracks in output order; a grid frame shown again reuses its landmarks instead of re-tracking,
     and with the video's analysis nothing is tracked at all."""
     tracker: FaceTracker | None = None
@@ -277,7 +319,7 @@ def _produce(video: VideoInfo, size: tuple[int, int], segments: list[Segment], m
         chunk = max(4, media.reverse_buffer_mb * 2**20 // (size[0] * size[1] * 3))
         output_index = 0
         for segment in segments:
-            for grid_index, frame in _segment_frames(reader, segment, chunk):
+            for grid_index, frame in _segment_frames(reader, segment, chunk, tail):
                 if grid_index in known:
                     points = known[grid_index]
                 else:
@@ -288,18 +330,31 @@ def _produce(video: VideoInfo, size: tuple[int, int], segments: list[Segment], m
                 if not _put(frames, (output_index, frame, points), stop):
                     return
                 output_index += 1
+            tail.clear()  # only the first segment plays the video's end from the start on
         _put(frames, _DONE, stop)
     except BaseException as exc:
         _put(frames, exc, stop)
     finally:
+        tail.clear()
         if tracker is not None:
             tracker.close()
 
 
-def _segment_frames(reader: VideoReader, segment: Segment, chunk: int) -> Iterator[tuple[int, np.ndarray]]:
-    """A segment's frames; backward ones are decoded chunk by chunk from the end, so memory stays bounded."""
+def _segment_frames(reader: VideoReader, segment: Segment, chunk: int,
+                    tail: FrameTail) -> Iterator[tuple[int, np.ndarray]]:
+    """A segment's frames; backward ones are decoded chunk by chunk from the end, so memory stays bounded.
+
+    A forward segment that reaches into the `tail` the analysis kept takes those frames from it instead of
+    decoding them."""
     if not segment.reverse:
-        yield from reader.frames(segment.start, segment.stop)
+        kept = tail.start()
+        decoded_until = segment.stop if kept is None else min(segment.stop, max(segment.start, kept))
+        yield from reader.frames(segment.start, decoded_until)
+        for _ in range(decoded_until, segment.stop):
+            grid_index, frame = tail.take()
+            while grid_index < decoded_until:  # kept before the segment's start: not shown here
+                grid_index, frame = tail.take()
+            yield grid_index, frame
         return
     end = segment.stop
     while end > segment.start:

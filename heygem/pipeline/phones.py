@@ -22,13 +22,18 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import json
+import subprocess
+import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 
+from heygem.pipeline import phone_decoder
 from heygem.pipeline.media import SAMPLE_RATE
 
-_PHONE_FRAME_S = 0.01  # pocketsphinx reports times in 10 ms frames
+_PHONE_FRAME_S = phone_decoder.PHONE_FRAME_S
 _PIECE_S, _CUT_SEARCH_S = 30.0, 5.0  # long speech is decoded in pieces of at most 30 s, cut in their last 5 s
 
 
@@ -97,26 +102,20 @@ def recognise_phones(audio: np.ndarray) -> list[Phone]:
 
     Long speech is decoded in pieces of at most `_PIECE_S`, cut at the quietest moment of each piece's last
     `_CUT_SEARCH_S`: the decoder's memory grows with an utterance's length, and a cut in a pause loses nothing.
+    The decoder runs in a child process (heygem.pipeline.phone_decoder), so this thread waits without holding
+    the GIL and the job's other threads go on meanwhile.
     """
-    from pocketsphinx import Decoder, get_model_path
-
-    model = get_model_path()
-    # The settings the pocketsphinx authors give for phone recognition; wide beams, since speed is ample.
-    decoder = Decoder(hmm=f"{model}/en-us/en-us", allphone=f"{model}/en-us/en-us-phone.lm.bin", lm=None,
-                      lw=2.0, pip=0.3, beam=1e-20, pbeam=1e-20, loglevel="FATAL")
     pcm = (np.clip(audio, -1.0, 1.0) * 32767).astype("<i2")
-    phones: list[Phone] = []
-    for start, stop in pieces(audio):
-        if stop - start < SAMPLE_RATE // 10:
-            continue
-        decoder.start_utt()
-        decoder.process_raw(pcm[start:stop].tobytes(), full_utt=True)
-        decoder.end_utt()
-        offset = start / SAMPLE_RATE
-        phones += [Phone(segment.word.upper(), offset + segment.start_frame * _PHONE_FRAME_S,
-                         offset + (segment.end_frame + 1) * _PHONE_FRAME_S)
-                   for segment in decoder.seg() if segment.end_frame >= segment.start_frame]
-    return phones
+    ranges = [(start, stop) for start, stop in pieces(audio) if stop - start >= SAMPLE_RATE // 10]
+    header = json.dumps({"ranges": ranges}).encode() + b"\n"
+    # -P: the decoder's own folder (heygem/pipeline) must not shadow the modules pocketsphinx imports.
+    done = subprocess.run([sys.executable, "-P", str(Path(phone_decoder.__file__))], input=header + pcm.tobytes(),
+                          capture_output=True, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"phone recognition failed: {done.stderr.decode(errors='replace').strip()[-500:]}")
+    lines = done.stdout.splitlines()
+    return [Phone(label, start / SAMPLE_RATE + begin, start / SAMPLE_RATE + end)
+            for (start, _), line in zip(ranges, lines, strict=True) for label, begin, end in json.loads(line)]
 
 
 def pieces(audio: np.ndarray) -> list[tuple[int, int]]:

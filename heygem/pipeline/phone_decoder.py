@@ -1,0 +1,53 @@
+"""pocketsphinx's phone recogniser, run as a child process by heygem.pipeline.phones.recognise_phones.
+
+pocketsphinx holds the GIL while it decodes (0.5 s per 8 s of speech, minutes for a long one), which would stop
+every other thread of the job meanwhile: the video analysis, the frame decoder. In a child process it runs
+beside them on the other core. This file imports nothing of heygem (nor numpy), so the child starts in
+milliseconds, whatever the working folder.
+
+Protocol: stdin carries one JSON line {"ranges": [[start, stop], ...]} (sample ranges), then 16 kHz mono
+signed 16-bit little-endian PCM to the end. For each range, stdout gets one JSON line: a list of
+[phone, start_s, end_s], times from the range's start. A parent that goes away ends the child at its next
+line (a broken pipe), so a cancelled task costs at most one range of decoding.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import BinaryIO
+
+PHONE_FRAME_S = 0.01  # pocketsphinx reports times in 10 ms frames
+SAMPLE_BYTES = 2
+
+
+def decode(pcm: bytes, ranges: list[tuple[int, int]], output: BinaryIO) -> None:
+    """Writes one JSON line of phones per sample range of `pcm` to `output`."""
+    from pocketsphinx import Decoder, get_model_path
+
+    model = get_model_path()
+    # The settings the pocketsphinx authors give for phone recognition; wide beams, since speed is ample.
+    decoder = Decoder(hmm=f"{model}/en-us/en-us", allphone=f"{model}/en-us/en-us-phone.lm.bin", lm=None,
+                      lw=2.0, pip=0.3, beam=1e-20, pbeam=1e-20, loglevel="FATAL")
+    for start, stop in ranges:
+        decoder.start_utt()
+        decoder.process_raw(pcm[start * SAMPLE_BYTES:stop * SAMPLE_BYTES], full_utt=True)
+        decoder.end_utt()
+        phones = [[segment.word.upper(), segment.start_frame * PHONE_FRAME_S, (segment.end_frame + 1) * PHONE_FRAME_S]
+                  for segment in decoder.seg() if segment.end_frame >= segment.start_frame]
+        output.write(json.dumps(phones).encode() + b"\n")
+        output.flush()
+
+
+def main() -> int:
+    header = json.loads(sys.stdin.buffer.readline())
+    pcm = sys.stdin.buffer.read()
+    try:
+        decode(pcm, [(int(start), int(stop)) for start, stop in header["ranges"]], sys.stdout.buffer)
+    except BrokenPipeError:
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,119 @@
+"""What makes a render with the person's own mouth fast: the speech analysed beside the video, the video decoded
+once on a first render, no tracking on a second one; and the same result as the plain order gives."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from heygem.engines.meshwarp import MeshWarpEngine
+from heygem.options import TaskOptions
+from heygem.pipeline import engine as engine_contract
+from heygem.pipeline import phone_decoder, phones, tracking
+from heygem.pipeline.engine import Job
+from heygem.pipeline.media import SAMPLE_RATE, VideoReader
+from tests.conftest import ConfigFactory
+from tests.media import QuietReporter, astronaut_video, frames_of, speech_wav
+
+SIDE = 256
+
+
+@pytest.fixture
+def inputs(tmp_path: Path) -> tuple[Path, Path]:
+    """A 1 s face video and 1.6 s of speech: the output plays the video forward, then backward."""
+    return (astronaut_video(tmp_path / "person.mp4", seconds=1.0, size=(SIDE, SIDE)),
+            speech_wav(tmp_path / "speech.wav", 1.6, ((0.2, 0.7), (0.9, 1.4)), breath=False))
+
+
+class Recorder(QuietReporter):
+    def __init__(self) -> None:
+        self.stages: list[str] = []
+
+    def stage(self, name: str) -> None:
+        self.stages.append(name)
+
+
+def count_decoded(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Counts the frames every VideoReader decodes from now on (analysis and rendering alike)."""
+    decoded: list[int] = []
+    real = VideoReader.frames
+
+    def counted(self: VideoReader, start: int = 0, stop: int | None = None) -> Iterator[tuple[int, np.ndarray]]:
+        for item in real(self, start, stop):
+            decoded.append(item[0])
+            yield item
+
+    monkeypatch.setattr(VideoReader, "frames", counted)
+    return decoded
+
+
+def render(config: Any, video: Path, audio: Path, out: Path, reporter: Recorder | None = None) -> dict[str, Any]:
+    job = Job(code=out.stem, audio_path=audio, video_path=video, result_path=out, work_dir=out.parent / out.stem,
+              options=TaskOptions().resolve(config.option_defaults), config=config)
+    return MeshWarpEngine(config).run(job, reporter or Recorder())
+
+
+@pytest.mark.slow
+def test_a_first_render_decodes_the_video_once_and_renders_the_same_frames(
+        inputs: tuple[Path, Path], tmp_path: Path, make_config: ConfigFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    video, audio = inputs
+    decoded = count_decoded(monkeypatch)
+    kept = render(make_config(media={"frame_buffer_mb": 64}), video, audio, tmp_path / "kept.mp4")
+    # 25 frames analysed; the forward pass renders them from the analysis's tail, the backward pass decodes its 15.
+    assert kept["video_analysis"] == "computed" and len(decoded) == 25 + 15
+    decoded.clear()
+    unbuffered = make_config(media={"frame_buffer_mb": 0, "analysis_cache_mb": 0})
+    again = render(unbuffered, video, audio, tmp_path / "plain.mp4")
+    assert again["video_analysis"] == "computed" and len(decoded) == 25 + 25 + 15
+    assert all(np.array_equal(a, b) for a, b in zip(frames_of(tmp_path / "kept.mp4"),
+                                                     frames_of(tmp_path / "plain.mp4"), strict=True))
+
+
+@pytest.mark.slow
+def test_a_second_render_of_a_video_neither_tracks_nor_imports_the_tracker(
+        inputs: tuple[Path, Path], tmp_path: Path, make_config: ConfigFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    video, audio = inputs
+    config = make_config()
+    assert render(config, video, audio, tmp_path / "first.mp4")["video_analysis"] == "computed"
+    tracked: list[int] = []
+    monkeypatch.setattr(tracking.FaceTracker, "track", lambda self, frame: tracked.append(1))
+    monkeypatch.setattr(engine_contract, "import_mediapipe", lambda: tracked.append(1))
+    decoded = count_decoded(monkeypatch)
+    engine = MeshWarpEngine(config)
+    engine.load(Recorder())
+    job = Job(code="second", audio_path=audio, video_path=video, result_path=tmp_path / "second.mp4",
+              work_dir=tmp_path / "second", options=TaskOptions().resolve(config.option_defaults), config=config)
+    assert engine.run(job, Recorder())["video_analysis"] == "cached"
+    assert tracked == [] and len(decoded) == 25 + 15
+
+
+def test_the_phones_from_the_child_process_are_those_of_the_decoder_itself(tmp_path: Path) -> None:
+    audio = np.zeros(int(0.8 * SAMPLE_RATE), np.float32)
+    audio[: audio.size // 2] = np.sin(np.arange(audio.size // 2) * 0.12) * 0.3
+    recognised = phones.recognise_phones(audio)
+    pcm = (np.clip(audio, -1, 1) * 32767).astype("<i2").tobytes()
+    with open(tmp_path / "lines", "wb") as lines:
+        phone_decoder.decode(pcm, [(0, audio.size)], lines)
+    direct = json.loads((tmp_path / "lines").read_bytes().splitlines()[0])
+    assert [(phone.label, phone.start, phone.end) for phone in recognised] == [tuple(item) for item in direct]
+    assert recognised
+
+
+def test_a_failing_speech_analysis_is_named_as_such(
+        inputs: tuple[Path, Path], tmp_path: Path, make_config: ConfigFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    video, audio = inputs
+
+    def broken(*args: object) -> None:
+        raise ValueError("no phones")
+
+    monkeypatch.setattr(MeshWarpEngine, "audio_features", broken)
+    reporter = Recorder()
+    with pytest.raises(ValueError, match="no phones"):
+        render(make_config(), video, audio, tmp_path / "broken.mp4", reporter)
+    # The speech failed while the video was analysed: the task's failure names the speech, not the video.
+    assert reporter.stages == ["reading inputs", "analysing audio", "analysing video", "analysing audio"]
