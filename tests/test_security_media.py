@@ -68,10 +68,10 @@ def hls_playlist(private: Path) -> bytes:
 
 
 # (file name, content maker, what the refusal says). The .mp3-named playlist: libavformat's HLS demuxer claims only
-# .m3u8/.m3u names, and no other demuxer reads it: it is simply no media file.
+# .m3u8/.m3u names, and no other demuxer reads it; the refusal still names it for what it is.
 HOSTILE = [
     ("memo.m3u8", hls_playlist, "audio file is an HLS playlist, which names other files"),
-    ("memo.mp3", hls_playlist, "audio file is not a readable media file (corrupt, truncated or unknown format)"),
+    ("memo.mp3", hls_playlist, "audio file is an HLS playlist, which names other files"),
     ("memo.ffconcat", lambda private: f"ffconcat version 1.0\nfile '{private}'\n".encode(),
      "audio file is a concat list, which names other files"),
 ]
