@@ -12,6 +12,7 @@ import pytest
 
 from heygem.cli.generate import generate_video
 from heygem.config import MeshWarpConfig, load_config
+from heygem.engines import meshwarp
 from heygem.options import TaskOptions
 from heygem.pipeline import analysis, mouthbank, samples, tracking
 from heygem.pipeline.analysis import AnalysisCache
@@ -73,6 +74,18 @@ def test_selection_keeps_the_frames_own_mouth_where_it_fits() -> None:
     wanted = WantedMouth(gap=gaps.astype(np.float32), width=np.full(len(gaps), 0.4, np.float32),
                          closed=gaps == 0, turn=np.zeros(len(gaps)), own=own)
     assert np.array_equal(mouthbank.select_entries(bank, wanted, SETTINGS), own)
+
+
+def test_lips_that_must_meet_are_always_pressed_by_the_warp() -> None:
+    # Footage with closed (gap 0.005), half-open and open mouths; the wanted mouths are exactly those.
+    gaps = np.array([0.005, 0.04, 0.08, 0.005])
+    bank = geometry_bank(gaps, np.full(len(gaps), 0.4))
+    wanted = WantedMouth(gap=gaps.astype(np.float32), width=np.full(len(gaps), 0.4, np.float32),
+                         closed=gaps < SETTINGS.closed_gap, turn=np.zeros(len(gaps)), own=np.full(len(gaps), -1))
+    fitting = meshwarp.fits_as_it_is(bank, np.arange(len(gaps)), wanted, warp_settings())
+    # Open mouths that match are shown as filmed; a filmed "closed" mouth still gets the warp's press, since
+    # the mesh reads its dark lip line as a gap near a closure's threshold.
+    assert fitting.tolist() == [False, True, True, False]
 
 
 def tracked(frame: np.ndarray, times: int = 1) -> np.ndarray:

@@ -41,7 +41,7 @@ _GRID_STEP = 0.2  # spacing of the coarse grid the fields are computed on (mouth
 _UNCHANGED_BELOW_PX = 0.2  # pixels displaced less than this keep their exact input values
 _UPPER_INTERIOR_SHARE = 0.65  # of the input's visible mouth interior, the part that moves with the upper lip
 _TEETH_HEIGHT = 0.25  # visible upper teeth, in mouth half-widths
-_LIP_PRESS = 0.05  # overlap of closed lips, in mouth half-widths
+_LIP_PRESS = 0.12  # overlap of closed lips, in mouth half-widths
 _TEETH_TUCK = 0.14  # how far above the measured inner upper lip its real edge is taken to be, when open
 _MAX_OPENNESS = 1.3  # the widest mouth any cue and intensity may ask for (1 = max_open_ratio)
 _INTERIOR_DARKNESS = 0.4  # mouth interior colour as a fraction of the lip colour
@@ -139,10 +139,7 @@ class MeshWarpEngine(LipSyncEngine):
             return features
         wanted = wanted_mouth(features, analysis, shown, self.settings)
         entries = mouthbank.select_entries(bank, wanted, settings)
-        # A footage mouth this close to the wanted one is shown as it is: the warp would only blur it.
-        gap, width = bank.gap[entries], bank.width[entries]
-        fitting = ((np.abs(gap - wanted.gap) <= 0.15 * open_gap(bank, self.settings))
-                   & (np.abs(width / wanted.width - 1) <= 0.04) & (~wanted.closed | (gap < settings.closed_gap)))
+        fitting = fits_as_it_is(bank, entries, wanted, self.settings)
         # Where the chosen mouth is the frame's own, nothing is stitched.
         entries[bank.frames[entries] == shown[:len(entries)]] = -1
         # The warp corrects the others towards the same mouth, in its own unit (a share of max_open_ratio).
@@ -163,6 +160,16 @@ class MeshWarpEngine(LipSyncEngine):
                 if features.fitting is None or not features.fitting[index]:
                     render_mouth(frame, points, openness, shape, features, self.settings)
         return batch.frames
+
+
+def fits_as_it_is(bank: MouthBank, entries: np.ndarray, wanted: WantedMouth, settings: MeshWarpConfig) -> np.ndarray:
+    """Per output frame: the chosen footage mouth is this close to the wanted one, so it is shown as it is (the
+    warp would only blur it). Never where the lips must meet: a footage mouth "closed" by the bank's measure
+    still shows a dark line between the lips (the mesh reads it as a gap about the size of a closure's
+    threshold), so the warp presses those lips together."""
+    gap, width = bank.gap[entries], bank.width[entries]
+    return ((np.abs(gap - wanted.gap) <= 0.15 * open_gap(bank, settings))
+            & (np.abs(width / wanted.width - 1) <= 0.04) & ~wanted.closed)
 
 
 def open_gap(bank: MouthBank, settings: MeshWarpConfig) -> float:
