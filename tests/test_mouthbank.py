@@ -161,6 +161,24 @@ def test_closed_lips_over_an_open_mouth_show_no_teeth(portrait: tuple[np.ndarray
     assert teeth.sum() <= 3, f"{teeth.sum()} teeth-white pixels between closed lips"
 
 
+def test_closed_lips_over_a_dark_open_mouth_meet_without_a_slit(portrait: tuple[np.ndarray, np.ndarray]) -> None:
+    frame, points = portrait
+    # An open mouth with a near-black inside: closing it must not leave a dark slit between the lips, which a
+    # viewer (and the face mesh) reads as parted lips.
+    open_frame = opened(frame, points, 0.5)
+    open_points = tracked(open_frame)
+    inner = np.concatenate([open_points[list(tracking.INNER_UPPER)], open_points[list(tracking.INNER_LOWER[::-1])]])
+    cv2.fillPoly(open_frame, [np.round(inner).astype(np.int32)], (18, 14, 22))
+    closed = opened(open_frame, open_points, 0.0)
+    mouth = np.zeros(frame.shape[:2], np.uint8)
+    outer = np.concatenate([open_points[list(tracking.OUTER_UPPER)], open_points[list(tracking.OUTER_LOWER[::-1])]])
+    cv2.fillPoly(mouth, [np.round(outer).astype(np.int32)], 1)
+    value = cv2.cvtColor(closed, cv2.COLOR_BGR2HSV)[..., 2]
+    lips = float(np.median(value[mouth > 0]))
+    dark = (mouth > 0) & (value < 0.5 * lips)
+    assert dark.sum() <= 3, f"{dark.sum()} dark pixels between closed lips (lips' value {lips})"
+
+
 def small_video(path: Path, seconds: float = 0.4) -> Path:
     return astronaut_video(path, seconds=seconds, size=(256, 256))
 

@@ -42,6 +42,9 @@ _UNCHANGED_BELOW_PX = 0.2  # pixels displaced less than this keep their exact in
 _UPPER_INTERIOR_SHARE = 0.65  # of the input's visible mouth interior, the part that moves with the upper lip
 _TEETH_HEIGHT = 0.25  # visible upper teeth, in mouth half-widths
 _LIP_PRESS = 0.12  # overlap of closed lips, in mouth half-widths
+# Closed lips: the band this close to the meeting line (mouth half-widths) is filled with lip texture, and the
+# crease where the lips meet darkens them by this share.
+_SEAM_REACH, _CREASE_DEPTH = 0.06, 0.25
 _TEETH_TUCK = 0.14  # how far above the measured inner upper lip its real edge is taken to be, when open
 _MAX_OPENNESS = 1.3  # the widest mouth any cue and intensity may ask for (1 = max_open_ratio)
 _INTERIOR_DARKNESS = 0.4  # mouth interior colour as a fraction of the lip colour
@@ -398,9 +401,11 @@ def fill_closed_seam(frame: np.ndarray, mouth: MouthFrame, target: MouthTarget, 
     """Lip, not teeth, where closed lips meet (in place).
 
     Closing an open input pulls the lips together from both sides, but the mesh puts the inner lip edges on the
-    teeth, so a line of teeth can remain between them. Near the meeting line, pixels that look like teeth
-    (brighter than the lips and far less saturated) and the dark gaps beside them are filled from the lip
-    texture around them (inpainting), so the lips meet on lip tissue.
+    teeth, so a line of teeth, or a slit of the mouth's inside, can remain between them. The narrow band along
+    the meeting line, and near it any pixels that look like teeth (brighter than the lips and far less
+    saturated), are filled from the lip texture on both sides (inpainting), then a soft crease is drawn where
+    the lips meet, as on a real closed mouth. Lips so closed also read as closed to a face mesh: a slit or a
+    line of teeth reads as parted lips, to the mesh and to a viewer.
     """
     line = (target.inner_upper + target.inner_lower) / 2
     reach = np.array([0.0, 0.35])
@@ -409,7 +414,9 @@ def fill_closed_seam(frame: np.ndarray, mouth: MouthFrame, target: MouthTarget, 
         return
     grid = local_grid(mouth, seam_box)
     middle = np.interp(grid[..., 0], line[:, 0], line[:, 1]).astype(np.float32)
-    near = (np.abs(grid[..., 1] - middle) < 0.22) & (grid[..., 0] > line[0, 0]) & (grid[..., 0] < line[-1, 0])
+    inside = (grid[..., 0] > line[0, 0]) & (grid[..., 0] < line[-1, 0])
+    offset = np.abs(grid[..., 1] - middle)
+    near = (offset < 0.22) & inside
     x0, y0, x1, y1 = seam_box
     region = frame[y0:y1, x0:x1]
     hsv = cv2.cvtColor(region, cv2.COLOR_BGR2HSV)
@@ -418,16 +425,20 @@ def fill_closed_seam(frame: np.ndarray, mouth: MouthFrame, target: MouthTarget, 
         return
     lip_saturation, lip_value = np.median(hsv[..., 1][lips]), np.median(hsv[..., 2][lips])
     teeth = near & (hsv[..., 1] < 0.6 * lip_saturation) & (hsv[..., 2] > lip_value + 10)
-    if not teeth.any():
-        return
     grown = cv2.dilate(teeth.astype(np.uint8), np.ones((3, 3), np.uint8), iterations=max(1, round(mouth.scale / 30)))
-    holes = (grown.astype(bool) & near).astype(np.uint8)
+    pixel = 1.0 / mouth.scale  # one pixel in mouth-local units
+    seam = (offset < max(_SEAM_REACH, 1.5 * pixel)) & inside
+    holes = ((grown.astype(bool) & near) | seam).astype(np.uint8)
     # Only around the holes: inpainting costs by the area it looks at.
     ys, xs = np.nonzero(holes)
     top, left = max(int(ys.min()) - 4, 0), max(int(xs.min()) - 4, 0)
     bottom, right = int(ys.max()) + 5, int(xs.max()) + 5
     patch = region[top:bottom, left:right]
     patch[:] = cv2.inpaint(patch, holes[top:bottom, left:right], 3, cv2.INPAINT_TELEA)
+    # The crease: a pixel wide, strongest mid-mouth, fading out at the corners.
+    across = (grid[..., 0] - (line[0, 0] + line[-1, 0]) / 2) / max((line[-1, 0] - line[0, 0]) / 2, 1e-3)
+    crease = np.clip(1 - offset / pixel, 0, 1) * np.clip(1 - np.abs(across), 0, 1) ** 0.5 * inside
+    region[:] = np.clip(region * (1 - _CREASE_DEPTH * crease[..., None]) + 0.5, 0, 255).astype(np.uint8)
 
 
 @dataclasses.dataclass(frozen=True)
