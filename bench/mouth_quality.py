@@ -321,10 +321,22 @@ def stack_under(before: Path, after: Path) -> None:
     cv2.imwrite(str(after), np.concatenate([old, np.full((2, new.shape[1], 3), 255, np.uint8), new]))
 
 
+def as_video(face: Path, folder: Path) -> Path:
+    """The face as a video: a photo becomes 10 s of it at 25 fps, as a user turns a photo into a template
+    (`heygem generate` reads videos only)."""
+    if face.suffix.lower() == ".mp4":
+        return face
+    video = folder / f"{face.stem}.mp4"
+    subprocess.run([ffmpeg_exe(), "-nostdin", "-v", "error", "-y", "-loop", "1", "-i", str(face), "-t", "10", "-r", "25",
+                    "-vf", "scale=trunc(iw/2)*2:trunc(ih/2)*2", "-pix_fmt", "yuv420p", "-crf", "12", str(video)],
+                   check=True)
+    return video
+
+
 def measure_case(root: Path, face: Path, speech: Path, phones: list[Phone], folder: Path, config: Config,
                  source: Footage, strips: Path | None, strip_from: int) -> dict[str, Any]:
     out = folder / f"{face.stem}__{speech.stem}.mp4"
-    wall = render(root, face, speech, out, folder / "data")
+    wall = render(root, as_video(face, folder), speech, out, folder / "data")
     info = probe_video(out)
     landmarks = track_video(info, config)
     ours = measure_footage(out, landmarks)
@@ -451,7 +463,8 @@ def main() -> None:
         rows = []
         for face_name in faces:
             face = SHARED_MEDIA / face_name
-            source = measure_footage(face, track_video(probe_video(face), config))
+            video = as_video(face, folder)
+            source = measure_footage(video, track_video(probe_video(video), config))
             for speech, phones, strip_from in speeches:
                 row = measure_case(args.root, face, speech, phones, folder, config, source, args.strips, strip_from)
                 row["verdicts"] = verdicts(row)
