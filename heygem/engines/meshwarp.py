@@ -179,9 +179,15 @@ def open_gap(bank: MouthBank, settings: MeshWarpConfig) -> float:
     """The lip gap (over face width) of full openness: the person's own wide-open mouth (the 95th percentile of
     their footage) where they talk in it, or the warp's max_open_ratio where the mouth barely moves (a photo,
     a still smile, a silent video)."""
+    most = float(np.percentile(bank.gap, 95))
+    return most if talking(bank, settings) else settings.max_open_ratio * float(np.median(bank.width))
+
+
+def talking(bank: MouthBank, settings: MeshWarpConfig) -> bool:
+    """The footage's mouth opens and closes (a talking video), rather than barely moving (a photo, a still
+    smile, a silent video)."""
     least, most = np.percentile(bank.gap, [5, 95])
-    talking = most - least >= 3 * settings.bank_closed_gap
-    return float(most) if talking else settings.max_open_ratio * float(np.median(bank.width))
+    return bool(most - least >= 3 * settings.bank_closed_gap)
 
 
 def wanted_mouth(state: MeshWarpState, analysis: VideoAnalysis, shown: np.ndarray,
@@ -196,6 +202,10 @@ def wanted_mouth(state: MeshWarpState, analysis: VideoAnalysis, shown: np.ndarra
     shape = state.cues.shape
     usual_width = float(np.median(bank.width))
     gap = openness * open_gap(bank, settings)
+    if talking(bank, settings):
+        # No wider than the person's own widest mouths: beyond them the warp would open a painted cavity, darker
+        # and with fewer teeth than the person's own.
+        gap = np.minimum(gap, float(np.percentile(bank.gap, 99)))
     width = usual_width * (1 - settings.round_strength * np.maximum(-shape, 0)
                            + settings.spread_strength * np.maximum(shape, 0))
     frames = len(openness)
