@@ -76,6 +76,18 @@ def test_selection_keeps_the_frames_own_mouth_where_it_fits() -> None:
     assert np.array_equal(mouthbank.select_entries(bank, wanted, SETTINGS), own)
 
 
+def test_a_width_beyond_the_footage_does_not_cost_the_opening() -> None:
+    # Footage: open mouths of usual width, and one wide mouth that is nearly closed.
+    gaps = np.array([0.08] * 19 + [0.02])
+    widths = np.array([0.36] * 19 + [0.40])
+    bank = geometry_bank(gaps, widths)
+    # A wide open "ee", wider than any footage mouth: the warp widens; the bank must keep the opening.
+    wanted = WantedMouth(gap=np.full(1, 0.08, np.float32), width=np.full(1, 0.44, np.float32),
+                         closed=np.zeros(1, bool), turn=np.zeros(1), own=np.full(1, -1))
+    chosen = mouthbank.select_entries(bank, wanted, SETTINGS)
+    assert bank.gap[chosen[0]] == pytest.approx(0.08)
+
+
 def test_lips_that_must_meet_are_always_pressed_by_the_warp() -> None:
     # Footage with closed (gap 0.005), half-open and open mouths; the wanted mouths are exactly those.
     gaps = np.array([0.005, 0.04, 0.08, 0.005])
