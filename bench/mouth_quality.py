@@ -327,9 +327,9 @@ def as_video(face: Path, folder: Path) -> Path:
     if face.suffix.lower() == ".mp4":
         return face
     video = folder / f"{face.stem}.mp4"
-    subprocess.run([ffmpeg_exe(), "-nostdin", "-v", "error", "-y", "-loop", "1", "-i", str(face), "-t", "10", "-r", "25",
-                    "-vf", "scale=trunc(iw/2)*2:trunc(ih/2)*2", "-pix_fmt", "yuv420p", "-crf", "12", str(video)],
-                   check=True)
+    subprocess.run([ffmpeg_exe(), "-nostdin", "-v", "error", "-y", "-loop", "1", "-i", str(face), "-t", "10",
+                    "-r", "25", "-vf", "scale=trunc(iw/2)*2:trunc(ih/2)*2", "-pix_fmt", "yuv420p", "-crf", "12",
+                    str(video)], check=True)
     return video
 
 
