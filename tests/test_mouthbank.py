@@ -156,38 +156,36 @@ def test_a_stitched_mouth_has_no_seam_and_takes_the_frames_lighting(portrait: tu
     assert abs(out[band].mean() - frame[band].mean()) < 4
 
 
-def test_closed_lips_over_an_open_mouth_show_no_teeth(portrait: tuple[np.ndarray, np.ndarray]) -> None:
+def closed_over(portrait: tuple[np.ndarray, np.ndarray], inside: tuple[int, int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """The portrait's mouth opened, `inside` painted between its lips, then closed by the warp; with the mask of
+    its open lips (the band where the closed lips now meet, as wide as the opening was)."""
     frame, points = portrait
-    # An open mouth with white teeth filling the gap between the lips, as in a talking clip.
     open_frame = opened(frame, points, 0.5)
     open_points = tracked(open_frame)
     inner = np.concatenate([open_points[list(tracking.INNER_UPPER)], open_points[list(tracking.INNER_LOWER[::-1])]])
-    cv2.fillPoly(open_frame, [np.round(inner).astype(np.int32)], (235, 240, 245))
+    cv2.fillPoly(open_frame, [np.round(inner).astype(np.int32)], inside)
     closed = opened(open_frame, open_points, 0.0)
-    # The band where the lips now meet, as wide as the opening was.
     mouth = np.zeros(frame.shape[:2], np.uint8)
     outer = np.concatenate([open_points[list(tracking.OUTER_UPPER)], open_points[list(tracking.OUTER_LOWER[::-1])]])
     cv2.fillPoly(mouth, [np.round(outer).astype(np.int32)], 1)
+    return closed, mouth > 0
+
+
+def test_closed_lips_over_an_open_mouth_show_no_teeth(portrait: tuple[np.ndarray, np.ndarray]) -> None:
+    # An open mouth with white teeth filling the gap between the lips, as in a talking clip.
+    closed, mouth = closed_over(portrait, (235, 240, 245))
     hsv = cv2.cvtColor(closed, cv2.COLOR_BGR2HSV)
-    teeth = (mouth > 0) & (hsv[..., 1] < 40) & (hsv[..., 2] > 200)
+    teeth = mouth & (hsv[..., 1] < 40) & (hsv[..., 2] > 200)
     assert teeth.sum() <= 3, f"{teeth.sum()} teeth-white pixels between closed lips"
 
 
 def test_closed_lips_over_a_dark_open_mouth_meet_without_a_slit(portrait: tuple[np.ndarray, np.ndarray]) -> None:
-    frame, points = portrait
     # An open mouth with a near-black inside: closing it must not leave a dark slit between the lips, which a
     # viewer (and the face mesh) reads as parted lips.
-    open_frame = opened(frame, points, 0.5)
-    open_points = tracked(open_frame)
-    inner = np.concatenate([open_points[list(tracking.INNER_UPPER)], open_points[list(tracking.INNER_LOWER[::-1])]])
-    cv2.fillPoly(open_frame, [np.round(inner).astype(np.int32)], (18, 14, 22))
-    closed = opened(open_frame, open_points, 0.0)
-    mouth = np.zeros(frame.shape[:2], np.uint8)
-    outer = np.concatenate([open_points[list(tracking.OUTER_UPPER)], open_points[list(tracking.OUTER_LOWER[::-1])]])
-    cv2.fillPoly(mouth, [np.round(outer).astype(np.int32)], 1)
+    closed, mouth = closed_over(portrait, (18, 14, 22))
     value = cv2.cvtColor(closed, cv2.COLOR_BGR2HSV)[..., 2]
-    lips = float(np.median(value[mouth > 0]))
-    dark = (mouth > 0) & (value < 0.5 * lips)
+    lips = float(np.median(value[mouth]))
+    dark = mouth & (value < 0.5 * lips)
     assert dark.sum() <= 3, f"{dark.sum()} dark pixels between closed lips (lips' value {lips})"
 
 
