@@ -167,12 +167,12 @@ class MeshWarpEngine(LipSyncEngine):
 
 def fits_as_it_is(bank: MouthBank, entries: np.ndarray, wanted: WantedMouth, settings: MeshWarpConfig) -> np.ndarray:
     """Per output frame: the chosen footage mouth is this close to the wanted one, so it is shown as it is (the
-    warp would only blur it). Never where the lips must meet: a footage mouth "closed" by the bank's measure
-    still shows a dark line between the lips (the mesh reads it as a gap about the size of a closure's
-    threshold), so the warp presses those lips together."""
+    warp would only blur it). Where the lips must meet, only a footage mouth whose lips meet fits. (Pressing
+    such a mouth further with the warp pulls the chin over what the frame's own open mouth left below the
+    stitched one: a pale patch under the lower lip.)"""
     gap, width = bank.gap[entries], bank.width[entries]
     return ((np.abs(gap - wanted.gap) <= 0.15 * open_gap(bank, settings))
-            & (np.abs(width / wanted.width - 1) <= 0.04) & ~wanted.closed)
+            & (np.abs(width / wanted.width - 1) <= 0.04) & (~wanted.closed | (gap < settings.bank_closed_gap)))
 
 
 def open_gap(bank: MouthBank, settings: MeshWarpConfig) -> float:
