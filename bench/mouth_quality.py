@@ -28,8 +28,9 @@ face mesh reads our output back (raw landmarks, as `heygem eval` reads them) and
   clips, 11 % dark and about half teeth on video_talking_medium_skin.mp4),
   against the same person's open frames in the source footage. Goals: dark at most own + 0.10, teeth at least
   0.7 x own.
-- closed lips: over closed frames (gap under 0.02), the share of bright (teeth-like) pixels in a band around the
-  lip line, over the same share in the source's own closed frames (its least open tenth if it has none).
+- closed lips: over closed frames (gap under 0.02), the share of teeth-like pixels (as bright as teeth above and
+  greyer than the lips: under 0.6 x their saturation) in a band around the lip line, over the same share in the
+  source's own closed frames (its least open tenth if it has none).
   Goal: at most 2.
 - `heygem eval`'s sync correlation and its lag, the share of frames with a face, and PSNR outside the lower face
   against the source (videos only). Goals: correlation at least 0.5 at a lag of -3..+1, a face in every frame,
@@ -84,6 +85,9 @@ OPEN_GAP = 0.04  # inner-lip gap over face width above which a frame counts as o
 CLOSED_GAP = 0.02  # ... and under which it counts as closed
 OPEN_VOWELS = ("AA", "AE", "AH", "AO", "AY", "AW")
 DARK_BELOW, TEETH_ABOVE = 0.2, 0.75  # near-black and teeth-bright, as fractions of the cheeks' luma
+# Closed lips: teeth are far greyer than lips. Bright pixels of the clips' open mouths have a median saturation
+# of 46-83, their lips 116-137 (HSV); 0.6 x the lips' separates them.
+TEETH_GREYER = 0.6
 STRIP_FRAMES = 12
 
 
@@ -135,10 +139,16 @@ def interior_shares(frame: np.ndarray, points: np.ndarray) -> tuple[float, float
 
 
 def closed_bright_share(frame: np.ndarray, points: np.ndarray) -> float:
-    """Share of teeth-bright pixels in a band around the lip line of a closed mouth (teeth left between lips)."""
+    """Share of teeth-like pixels in a band around the lip line of a closed mouth (teeth left between lips):
+    as bright as teeth and, unlike lips, nearly grey (saturation under TEETH_GREYER x the lips' own, their
+    band's 75th percentile). Brightness alone would count pale pink lips on a pale face as teeth.
+    """
     luma = cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY).astype(np.float32)
+    saturation = cv2.cvtColor(frame, cv2.COLOR_BGR2HSV)[..., 1].astype(np.float32)
     band = inner_mask(frame.shape, points, max(2, round(0.015 * lm.face_size(points))))
-    return float(np.mean(luma[band] > TEETH_ABOVE * cheek_luma(luma, points)))
+    lips = float(np.percentile(saturation[band], 75))
+    teeth = (luma[band] > TEETH_ABOVE * cheek_luma(luma, points)) & (saturation[band] < TEETH_GREYER * lips)
+    return float(np.mean(teeth))
 
 
 def frames_of(phone: Phone, fps: float, lead_frames: int = 0) -> np.ndarray:
@@ -311,10 +321,22 @@ def stack_under(before: Path, after: Path) -> None:
     cv2.imwrite(str(after), np.concatenate([old, np.full((2, new.shape[1], 3), 255, np.uint8), new]))
 
 
+def as_video(face: Path, folder: Path) -> Path:
+    """The face as a video: a photo becomes 10 s of it at 25 fps, as a user turns a photo into a template
+    (`heygem generate` reads videos only)."""
+    if face.suffix.lower() == ".mp4":
+        return face
+    video = folder / f"{face.stem}.mp4"
+    subprocess.run([ffmpeg_exe(), "-nostdin", "-v", "error", "-y", "-loop", "1", "-i", str(face), "-t", "10",
+                    "-r", "25", "-vf", "scale=trunc(iw/2)*2:trunc(ih/2)*2", "-pix_fmt", "yuv420p", "-crf", "12",
+                    str(video)], check=True)
+    return video
+
+
 def measure_case(root: Path, face: Path, speech: Path, phones: list[Phone], folder: Path, config: Config,
                  source: Footage, strips: Path | None, strip_from: int) -> dict[str, Any]:
     out = folder / f"{face.stem}__{speech.stem}.mp4"
-    wall = render(root, face, speech, out, folder / "data")
+    wall = render(root, as_video(face, folder), speech, out, folder / "data")
     info = probe_video(out)
     landmarks = track_video(info, config)
     ours = measure_footage(out, landmarks)
@@ -441,7 +463,8 @@ def main() -> None:
         rows = []
         for face_name in faces:
             face = SHARED_MEDIA / face_name
-            source = measure_footage(face, track_video(probe_video(face), config))
+            video = as_video(face, folder)
+            source = measure_footage(video, track_video(probe_video(video), config))
             for speech, phones, strip_from in speeches:
                 row = measure_case(args.root, face, speech, phones, folder, config, source, args.strips, strip_from)
                 row["verdicts"] = verdicts(row)

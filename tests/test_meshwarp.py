@@ -107,7 +107,9 @@ def test_rounded_vowels_narrow_the_mouth(face: tuple[np.ndarray, np.ndarray], se
         points = measured(frame)
         return float(np.linalg.norm(points[tracking.MOUTH_RIGHT] - points[tracking.MOUTH_LEFT]))
 
-    assert width(render(face, settings, 0.4, shape=-1.0)) < width(render(face, settings, 0.4, shape=1.0)) - 1
+    # Read back by the mesh, as a viewer (and bench.mouth_quality) sees it: "oo" clearly narrower than "ee".
+    rounded, spread = width(render(face, settings, 0.4, shape=-1.0)), width(render(face, settings, 0.4, shape=1.0))
+    assert rounded / spread <= 0.92, (rounded, spread)
 
 
 def test_nothing_outside_the_lower_face_changes(face: tuple[np.ndarray, np.ndarray],

@@ -66,6 +66,15 @@ def test_teeth_left_between_closed_lips_show_as_bright_pixels() -> None:
     assert closed_bright_share(with_teeth, points) > 0.1
 
 
+def test_pale_lips_on_a_pale_face_are_not_teeth() -> None:
+    points = face(3)
+    frame = np.full((400, 400, 3), (200, 215, 235), np.uint8)  # pale skin, luma about 220
+    cv2.ellipse(frame, (200, 220), (45, 20), 0, 0, 360, (165, 160, 240), -1)  # pale pink lips, luma about 190
+    assert closed_bright_share(frame, points) == 0.0
+    cv2.fillPoly(frame, [np.round(points[list(INNER_OUTLINE)]).astype(np.int32)], (225, 232, 238))
+    assert closed_bright_share(frame, points) > 0.1
+
+
 def test_closures_count_when_the_gap_falls_to_a_quarter_of_the_open_vowels() -> None:
     fps = 25.0
     gaps = np.full(50, 0.1)

@@ -12,6 +12,7 @@ import pytest
 
 from heygem.cli.generate import generate_video
 from heygem.config import MeshWarpConfig, load_config
+from heygem.engines import meshwarp
 from heygem.options import TaskOptions
 from heygem.pipeline import analysis, mouthbank, samples, tracking
 from heygem.pipeline.analysis import AnalysisCache
@@ -75,6 +76,30 @@ def test_selection_keeps_the_frames_own_mouth_where_it_fits() -> None:
     assert np.array_equal(mouthbank.select_entries(bank, wanted, SETTINGS), own)
 
 
+def test_a_width_beyond_the_footage_does_not_cost_the_opening() -> None:
+    # Footage: open mouths of usual width, and one wide mouth that is nearly closed.
+    gaps = np.array([0.08] * 19 + [0.02])
+    widths = np.array([0.36] * 19 + [0.40])
+    bank = geometry_bank(gaps, widths)
+    # A wide open "ee", wider than any footage mouth: the warp widens; the bank must keep the opening.
+    wanted = WantedMouth(gap=np.full(1, 0.08, np.float32), width=np.full(1, 0.44, np.float32),
+                         closed=np.zeros(1, bool), turn=np.zeros(1), own=np.full(1, -1))
+    chosen = mouthbank.select_entries(bank, wanted, SETTINGS)
+    assert bank.gap[chosen[0]] == pytest.approx(0.08)
+
+
+def test_lips_that_must_meet_are_shown_as_filmed_only_where_they_meet_in_the_footage() -> None:
+    # Footage with closed (gap 0.005), half-open and open mouths; the wanted mouths are those, and a closure
+    # over a slightly parted footage mouth (gap 0.015: within the tolerance of an open match).
+    gaps = np.array([0.005, 0.04, 0.08, 0.015])
+    bank = geometry_bank(gaps, np.full(len(gaps), 0.4))
+    wanted = WantedMouth(gap=np.array([0.0, 0.04, 0.08, 0.0], np.float32), width=np.full(len(gaps), 0.4, np.float32),
+                         closed=np.array([True, False, False, True]), turn=np.zeros(len(gaps)),
+                         own=np.full(len(gaps), -1))
+    fitting = meshwarp.fits_as_it_is(bank, np.arange(len(gaps)), wanted, warp_settings())
+    assert fitting.tolist() == [True, True, True, False]
+
+
 def tracked(frame: np.ndarray, times: int = 1) -> np.ndarray:
     """The frame's landmarks, tracked `times` times over (so smoothing settles on a still frame)."""
     tracker = tracking.FaceTracker(FPS, TRACKER)
@@ -131,21 +156,37 @@ def test_a_stitched_mouth_has_no_seam_and_takes_the_frames_lighting(portrait: tu
     assert abs(out[band].mean() - frame[band].mean()) < 4
 
 
-def test_closed_lips_over_an_open_mouth_show_no_teeth(portrait: tuple[np.ndarray, np.ndarray]) -> None:
+def closed_over(portrait: tuple[np.ndarray, np.ndarray], inside: tuple[int, int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """The portrait's mouth opened, `inside` painted between its lips, then closed by the warp; with the mask of
+    its open lips (the band where the closed lips now meet, as wide as the opening was)."""
     frame, points = portrait
-    # An open mouth with white teeth filling the gap between the lips, as in a talking clip.
     open_frame = opened(frame, points, 0.5)
     open_points = tracked(open_frame)
     inner = np.concatenate([open_points[list(tracking.INNER_UPPER)], open_points[list(tracking.INNER_LOWER[::-1])]])
-    cv2.fillPoly(open_frame, [np.round(inner).astype(np.int32)], (235, 240, 245))
+    cv2.fillPoly(open_frame, [np.round(inner).astype(np.int32)], inside)
     closed = opened(open_frame, open_points, 0.0)
-    # The band where the lips now meet, as wide as the opening was.
     mouth = np.zeros(frame.shape[:2], np.uint8)
     outer = np.concatenate([open_points[list(tracking.OUTER_UPPER)], open_points[list(tracking.OUTER_LOWER[::-1])]])
     cv2.fillPoly(mouth, [np.round(outer).astype(np.int32)], 1)
+    return closed, mouth > 0
+
+
+def test_closed_lips_over_an_open_mouth_show_no_teeth(portrait: tuple[np.ndarray, np.ndarray]) -> None:
+    # An open mouth with white teeth filling the gap between the lips, as in a talking clip.
+    closed, mouth = closed_over(portrait, (235, 240, 245))
     hsv = cv2.cvtColor(closed, cv2.COLOR_BGR2HSV)
-    teeth = (mouth > 0) & (hsv[..., 1] < 40) & (hsv[..., 2] > 200)
+    teeth = mouth & (hsv[..., 1] < 40) & (hsv[..., 2] > 200)
     assert teeth.sum() <= 3, f"{teeth.sum()} teeth-white pixels between closed lips"
+
+
+def test_closed_lips_over_a_dark_open_mouth_meet_without_a_slit(portrait: tuple[np.ndarray, np.ndarray]) -> None:
+    # An open mouth with a near-black inside: closing it must not leave a dark slit between the lips, which a
+    # viewer (and the face mesh) reads as parted lips.
+    closed, mouth = closed_over(portrait, (18, 14, 22))
+    value = cv2.cvtColor(closed, cv2.COLOR_BGR2HSV)[..., 2]
+    lips = float(np.median(value[mouth]))
+    dark = mouth & (value < 0.5 * lips)
+    assert dark.sum() <= 3, f"{dark.sum()} dark pixels between closed lips (lips' value {lips})"
 
 
 def small_video(path: Path, seconds: float = 0.4) -> Path:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import itertools
+import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -122,6 +124,21 @@ def test_bilabials_of_real_speech_land_on_closed_frames() -> None:
     # Outside English only the closures the sound confirms stay, and the acoustic mouth is kept.
     other = mouth_cues(audio, FPS, frames, cue_settings("other"))
     assert 0 < other.closed.sum() <= cues.closed.sum() and not other.labiodental.any()
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("festival") is None, reason="Festival is not installed (make bench installs it)")
+def test_short_closures_between_vowels_are_recognised(tmp_path: Path) -> None:
+    # Festival's synthetic voice with its own exact phone times: "Maybe Bob made a map for Pam...", 14 m/b/p,
+    # many a single 50 ms closure between two vowels, which a heavy phone language model predicts away (9 found).
+    from bench.mouth_quality import festival_speech
+
+    wav, truth = festival_speech(tmp_path)
+    found = [phone for phone in lips.recognise_phones(read_audio(wav, 60))
+             if lips.lip_target(phone.label).lip_class is lips.LipClass.CLOSED]
+    closures = [phone for phone in truth if lips.lip_target(phone.label).lip_class is lips.LipClass.CLOSED]
+    heard = [any(f.start < t.end + 0.06 and f.end > t.start - 0.06 for f in found) for t in closures]
+    assert sum(heard) >= 11, f"{sum(heard)} of {len(closures)} m/b/p recognised"
 
 
 @pytest.mark.slow

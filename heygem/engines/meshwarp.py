@@ -41,7 +41,10 @@ _GRID_STEP = 0.2  # spacing of the coarse grid the fields are computed on (mouth
 _UNCHANGED_BELOW_PX = 0.2  # pixels displaced less than this keep their exact input values
 _UPPER_INTERIOR_SHARE = 0.65  # of the input's visible mouth interior, the part that moves with the upper lip
 _TEETH_HEIGHT = 0.25  # visible upper teeth, in mouth half-widths
-_LIP_PRESS = 0.05  # overlap of closed lips, in mouth half-widths
+_LIP_PRESS = 0.12  # overlap of closed lips, in mouth half-widths
+# Closed lips: the band this close to the meeting line (mouth half-widths) is filled with lip texture, and the
+# crease where the lips meet darkens them by this share.
+_SEAM_REACH, _CREASE_DEPTH = 0.06, 0.25
 _TEETH_TUCK = 0.14  # how far above the measured inner upper lip its real edge is taken to be, when open
 _MAX_OPENNESS = 1.3  # the widest mouth any cue and intensity may ask for (1 = max_open_ratio)
 _INTERIOR_DARKNESS = 0.4  # mouth interior colour as a fraction of the lip colour
@@ -139,10 +142,7 @@ class MeshWarpEngine(LipSyncEngine):
             return features
         wanted = wanted_mouth(features, analysis, shown, self.settings)
         entries = mouthbank.select_entries(bank, wanted, settings)
-        # A footage mouth this close to the wanted one is shown as it is: the warp would only blur it.
-        gap, width = bank.gap[entries], bank.width[entries]
-        fitting = ((np.abs(gap - wanted.gap) <= 0.15 * open_gap(bank, self.settings))
-                   & (np.abs(width / wanted.width - 1) <= 0.04) & (~wanted.closed | (gap < settings.closed_gap)))
+        fitting = fits_as_it_is(bank, entries, wanted, self.settings)
         # Where the chosen mouth is the frame's own, nothing is stitched.
         entries[bank.frames[entries] == shown[:len(entries)]] = -1
         # The warp corrects the others towards the same mouth, in its own unit (a share of max_open_ratio).
@@ -165,13 +165,29 @@ class MeshWarpEngine(LipSyncEngine):
         return batch.frames
 
 
+def fits_as_it_is(bank: MouthBank, entries: np.ndarray, wanted: WantedMouth, settings: MeshWarpConfig) -> np.ndarray:
+    """Per output frame: the chosen footage mouth is this close to the wanted one, so it is shown as it is (the
+    warp would only blur it). Where the lips must meet, only a footage mouth whose lips meet fits. (Pressing
+    such a mouth further with the warp pulls the chin over what the frame's own open mouth left below the
+    stitched one: a pale patch under the lower lip.)"""
+    gap, width = bank.gap[entries], bank.width[entries]
+    return ((np.abs(gap - wanted.gap) <= 0.15 * open_gap(bank, settings))
+            & (np.abs(width / wanted.width - 1) <= 0.04) & (~wanted.closed | (gap < settings.bank_closed_gap)))
+
+
 def open_gap(bank: MouthBank, settings: MeshWarpConfig) -> float:
     """The lip gap (over face width) of full openness: the person's own wide-open mouth (the 95th percentile of
     their footage) where they talk in it, or the warp's max_open_ratio where the mouth barely moves (a photo,
     a still smile, a silent video)."""
+    most = float(np.percentile(bank.gap, 95))
+    return most if talking(bank, settings) else settings.max_open_ratio * float(np.median(bank.width))
+
+
+def talking(bank: MouthBank, settings: MeshWarpConfig) -> bool:
+    """The footage's mouth opens and closes (a talking video), rather than barely moving (a photo, a still
+    smile, a silent video)."""
     least, most = np.percentile(bank.gap, [5, 95])
-    talking = most - least >= 3 * settings.bank_closed_gap
-    return float(most) if talking else settings.max_open_ratio * float(np.median(bank.width))
+    return bool(most - least >= 3 * settings.bank_closed_gap)
 
 
 def wanted_mouth(state: MeshWarpState, analysis: VideoAnalysis, shown: np.ndarray,
@@ -186,6 +202,10 @@ def wanted_mouth(state: MeshWarpState, analysis: VideoAnalysis, shown: np.ndarra
     shape = state.cues.shape
     usual_width = float(np.median(bank.width))
     gap = openness * open_gap(bank, settings)
+    if talking(bank, settings):
+        # No wider than the person's own widest mouths: beyond them the warp would open a painted cavity, darker
+        # and with fewer teeth than the person's own.
+        gap = np.minimum(gap, float(np.percentile(bank.gap, 99)))
     width = usual_width * (1 - settings.round_strength * np.maximum(-shape, 0)
                            + settings.spread_strength * np.maximum(shape, 0))
     frames = len(openness)
@@ -391,9 +411,11 @@ def fill_closed_seam(frame: np.ndarray, mouth: MouthFrame, target: MouthTarget, 
     """Lip, not teeth, where closed lips meet (in place).
 
     Closing an open input pulls the lips together from both sides, but the mesh puts the inner lip edges on the
-    teeth, so a line of teeth can remain between them. Near the meeting line, pixels that look like teeth
-    (brighter than the lips and far less saturated) and the dark gaps beside them are filled from the lip
-    texture around them (inpainting), so the lips meet on lip tissue.
+    teeth, so a line of teeth, or a slit of the mouth's inside, can remain between them. The narrow band along
+    the meeting line, and near it any pixels that look like teeth (brighter than the lips and far less
+    saturated), are filled from the lip texture on both sides (inpainting), then a soft crease is drawn where
+    the lips meet, as on a real closed mouth. Lips so closed also read as closed to a face mesh: a slit or a
+    line of teeth reads as parted lips, to the mesh and to a viewer.
     """
     line = (target.inner_upper + target.inner_lower) / 2
     reach = np.array([0.0, 0.35])
@@ -402,7 +424,9 @@ def fill_closed_seam(frame: np.ndarray, mouth: MouthFrame, target: MouthTarget, 
         return
     grid = local_grid(mouth, seam_box)
     middle = np.interp(grid[..., 0], line[:, 0], line[:, 1]).astype(np.float32)
-    near = (np.abs(grid[..., 1] - middle) < 0.22) & (grid[..., 0] > line[0, 0]) & (grid[..., 0] < line[-1, 0])
+    inside = (grid[..., 0] > line[0, 0]) & (grid[..., 0] < line[-1, 0])
+    offset = np.abs(grid[..., 1] - middle)
+    near = (offset < 0.22) & inside
     x0, y0, x1, y1 = seam_box
     region = frame[y0:y1, x0:x1]
     hsv = cv2.cvtColor(region, cv2.COLOR_BGR2HSV)
@@ -411,16 +435,20 @@ def fill_closed_seam(frame: np.ndarray, mouth: MouthFrame, target: MouthTarget, 
         return
     lip_saturation, lip_value = np.median(hsv[..., 1][lips]), np.median(hsv[..., 2][lips])
     teeth = near & (hsv[..., 1] < 0.6 * lip_saturation) & (hsv[..., 2] > lip_value + 10)
-    if not teeth.any():
-        return
     grown = cv2.dilate(teeth.astype(np.uint8), np.ones((3, 3), np.uint8), iterations=max(1, round(mouth.scale / 30)))
-    holes = (grown.astype(bool) & near).astype(np.uint8)
+    pixel = 1.0 / mouth.scale  # one pixel in mouth-local units
+    seam = (offset < max(_SEAM_REACH, 1.5 * pixel)) & inside
+    holes = ((grown.astype(bool) & near) | seam).astype(np.uint8)
     # Only around the holes: inpainting costs by the area it looks at.
     ys, xs = np.nonzero(holes)
     top, left = max(int(ys.min()) - 4, 0), max(int(xs.min()) - 4, 0)
     bottom, right = int(ys.max()) + 5, int(xs.max()) + 5
     patch = region[top:bottom, left:right]
     patch[:] = cv2.inpaint(patch, holes[top:bottom, left:right], 3, cv2.INPAINT_TELEA)
+    # The crease: a pixel wide, strongest mid-mouth, fading out at the corners.
+    across = (grid[..., 0] - (line[0, 0] + line[-1, 0]) / 2) / max((line[-1, 0] - line[0, 0]) / 2, 1e-3)
+    crease = np.clip(1 - offset / pixel, 0, 1) * np.clip(1 - np.abs(across), 0, 1) ** 0.5 * inside
+    region[:] = np.clip(region * (1 - _CREASE_DEPTH * crease[..., None]) + 0.5, 0, 255).astype(np.uint8)
 
 
 @dataclasses.dataclass(frozen=True)

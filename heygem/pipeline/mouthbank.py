@@ -186,7 +186,11 @@ def selection_costs(bank: MouthBank, wanted: WantedMouth, closed_gap: float) -> 
     gap_unit = max(float(np.percentile(bank.gap, 95)) * 0.25, 0.01) if len(bank) else 0.01
     width_unit = 0.02
     cost = ((wanted.gap[:, None] - bank.gap[None, :]) / gap_unit) ** 2
-    cost += ((wanted.width[:, None] - bank.width[None, :]) / width_unit) ** 2
+    # Widths beyond the footage's own are left to the warp, which stretches lips cheaply; asking the bank for
+    # them would trade the opening for width, and the warp would then open a narrower mouth with a painted
+    # cavity.
+    reachable = np.clip(wanted.width, *np.percentile(bank.width, [5, 95])) if len(bank) else wanted.width
+    cost += ((reachable[:, None] - bank.width[None, :]) / width_unit) ** 2
     # A mouth seen from another angle does not fit the face it is stitched into.
     cost += np.nan_to_num((wanted.turn[:, None] - bank.turn[None, :]) / 0.03) ** 2
     # Lips meet only when they meet in the footage: anything left open shows between them.

@@ -19,6 +19,7 @@ from typing import BinaryIO
 
 PHONE_FRAME_S = 0.01  # pocketsphinx reports times in 10 ms frames
 SAMPLE_BYTES = 2
+PHONE_LM_WEIGHT = 0.5  # how much the phone language model counts against the sound (pocketsphinx's lw)
 
 
 def decode(pcm: bytes, ranges: list[tuple[int, int]], output: BinaryIO) -> None:
@@ -26,9 +27,12 @@ def decode(pcm: bytes, ranges: list[tuple[int, int]], output: BinaryIO) -> None:
     from pocketsphinx import Decoder, get_model_path
 
     model = get_model_path()
-    # The settings the pocketsphinx authors give for phone recognition; wide beams, since speed is ample.
+    # The settings the pocketsphinx authors give for phone recognition, but a lighter phone language model: short
+    # closures (a b between two vowels) are heard rather than predicted away. Measured on Festival speech and
+    # speech_en_1.wav (25 m/b/p with known times): language weight 2.0 finds 17, 0.5 finds 19, with one more
+    # spurious closure and the same vowel classes (45 of 61). Wide beams, since speed is ample.
     decoder = Decoder(hmm=f"{model}/en-us/en-us", allphone=f"{model}/en-us/en-us-phone.lm.bin", lm=None,
-                      lw=2.0, pip=0.3, beam=1e-20, pbeam=1e-20, loglevel="FATAL")
+                      lw=PHONE_LM_WEIGHT, pip=0.3, beam=1e-20, pbeam=1e-20, loglevel="FATAL")
     for start, stop in ranges:
         decoder.start_utt()
         decoder.process_raw(pcm[start * SAMPLE_BYTES:stop * SAMPLE_BYTES], full_utt=True)
