@@ -69,6 +69,17 @@ def start_supervisor(make_config: ConfigFactory) -> Iterator[Callable[..., TaskS
         supervisor.shutdown()
 
 
+@pytest.fixture(scope="session")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """One `python app.py` with one worker, shared by every module that needs no other setting: each start costs
+    seconds of importing Gradio, many more on a loaded machine. Its tests make their own task codes, read only their
+    own tasks and wait for them to end. A module that needs other settings defines its own `server`."""
+    from tests.server_process import ServerProcess
+
+    with ServerProcess(tmp_path_factory.mktemp("shared-server"), HEYGEM_SUPERVISOR__MAX_WORKERS=1) as server:
+        yield server
+
+
 @pytest.fixture(scope="module")
 def client(server: ServerProcess) -> Iterator[httpx.Client]:
     """An HTTP client of the module's `server` fixture (a `python app.py` subprocess)."""
