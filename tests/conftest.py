@@ -19,9 +19,11 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 SHARED_MEDIA = REPO_ROOT.parent / "shared" / "media"
 
 ConfigFactory = Callable[..., Config]
-# Short periods so that deadlines and windows pass in seconds; tests override single knobs.
-SUPERVISOR_TEST_SETTINGS = {"poll_interval_s": 0.2, "init_grace_s": 10, "error_confirm_s": 2, "task_timeout_s": 60,
-                            "heartbeat_timeout_s": 5, "heartbeat_interval_s": 0.5}
+# Short periods so that deadlines and windows pass in seconds; tests override single knobs. The init grace and the
+# heartbeat timeout are no shorter than a spawned worker's start on a loaded 2-core machine (at a load of 12, more
+# than 5 s before its first heartbeat): the tests that measure them set their own.
+SUPERVISOR_TEST_SETTINGS = {"poll_interval_s": 0.2, "init_grace_s": 30, "error_confirm_s": 2, "task_timeout_s": 60,
+                            "heartbeat_timeout_s": 20, "heartbeat_interval_s": 0.5}
 
 
 @pytest.fixture

@@ -191,7 +191,8 @@ def test_a_long_analysis_without_a_progress_figure_is_not_a_stall(start_supervis
     """Phones of a long speech or tracking a long template take minutes with no percentage to show: the stage says
     it goes on (Reporter.advance), so supervisor.stall_s does not end it."""
     supervisor = start_supervisor(stall_s=1.5)
-    code = submit(supervisor, inputs, [["stage", "analysing video"], ["compute", 4], ["stage", "render"]])
+    code = submit(supervisor, inputs, [["stage", "analysing video"], ["compute", 4], ["stage", "render"]],
+                  engine="tests.scripted_engine:AnalysingEngine")
     record = wait_final(supervisor, code, timeout_s=30)
     assert record.state is TaskState.SUCCEEDED, record.message
 
