@@ -19,9 +19,11 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 SHARED_MEDIA = REPO_ROOT.parent / "shared" / "media"
 
 ConfigFactory = Callable[..., Config]
-# Short periods so that deadlines and windows pass in seconds; tests override single knobs.
-SUPERVISOR_TEST_SETTINGS = {"poll_interval_s": 0.2, "init_grace_s": 10, "error_confirm_s": 2, "task_timeout_s": 60,
-                            "heartbeat_timeout_s": 5, "heartbeat_interval_s": 0.5}
+# Short periods so that deadlines and windows pass in seconds; tests override single knobs. The init grace and the
+# heartbeat timeout are no shorter than a spawned worker's start on a loaded 2-core machine (at a load of 12, more
+# than 5 s before its first heartbeat): the tests that measure them set their own.
+SUPERVISOR_TEST_SETTINGS = {"poll_interval_s": 0.2, "init_grace_s": 30, "error_confirm_s": 2, "task_timeout_s": 60,
+                            "heartbeat_timeout_s": 20, "heartbeat_interval_s": 0.5}
 
 
 @pytest.fixture
@@ -67,6 +69,17 @@ def start_supervisor(make_config: ConfigFactory) -> Iterator[Callable[..., TaskS
     yield start
     for supervisor in started:
         supervisor.shutdown()
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """One `python app.py` with one worker, shared by every module that needs no other setting: each start costs
+    seconds of importing Gradio, many more on a loaded machine. Its tests make their own task codes, read only their
+    own tasks and wait for them to end. A module that needs other settings defines its own `server`."""
+    from tests.server_process import ServerProcess
+
+    with ServerProcess(tmp_path_factory.mktemp("shared-server"), HEYGEM_SUPERVISOR__MAX_WORKERS=1) as server:
+        yield server
 
 
 @pytest.fixture(scope="module")

@@ -135,6 +135,16 @@ class GpuScriptedEngine(ScriptedEngine):
     gpu_memory_gb = 5.0
 
 
+class AnalysingEngine(ScriptedEngine):
+    """Imports the pipeline while loading, as the built-in engines do, so that a "compute" step starts working at once:
+    an import inside the run spent more than supervisor.stall_s without a move on a loaded machine."""
+
+    name = "analysing"
+
+    def load(self, reporter: Reporter) -> None:
+        import heygem.pipeline.generate  # noqa: F401
+
+
 class HangingLoadEngine(ScriptedEngine):
     """Never finishes loading, reporting an error meanwhile (a model that cannot be read, say)."""
 

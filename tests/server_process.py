@@ -19,11 +19,13 @@ from tests.supervision import wait_until
 
 START_TIMEOUT_S = 90.0
 STOP_TIMEOUT_S = 40.0
-# Fast polling so lean tests finish in seconds; everything else is the shipped default.
+# Fast polling so lean tests finish in seconds, and a stop or restart that waits 1 s, not 5, for connections a
+# client left open (a module's gradio_client, a page's stream); everything else is the shipped default.
 FAST_SETTINGS = {
     "HEYGEM_SUPERVISOR__POLL_INTERVAL_S": "0.3",
     "HEYGEM_SUPERVISOR__HEARTBEAT_INTERVAL_S": "0.5",
     "HEYGEM_SERVER__UI_REFRESH_S": "0.5",
+    "HEYGEM_SERVER__SHUTDOWN_GRACE_S": "1",
     "HEYGEM_LOGGING__LEVEL": "INFO",
 }
 

@@ -63,7 +63,13 @@ def extinf_durations(playlist: str) -> list[float]:
 
 def first_segment(supervisor: TaskSupervisor, code: str) -> LiveStream:
     stream = live_stream(supervisor.config, code)
-    wait_until(lambda: segment_count(stream.read_playlist() or "") >= 1, 60, f"the first segment of task {code}")
+
+    def segment_written() -> bool:
+        record = supervisor.status(code)
+        assert not record.state.is_final, f"task {code} ended before its first segment: {record.message}"
+        return segment_count(stream.read_playlist() or "") >= 1
+
+    wait_until(segment_written, 60, f"the first segment of task {code}")
     return stream
 
 

@@ -8,7 +8,6 @@ against a real server: the video, two calls at once, a failure's message, a clie
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import SimpleNamespace
@@ -33,12 +32,6 @@ from tests.studio_server import JOB_TIMEOUT_S, client_media
 from tests.supervision import wait_until
 
 pytestmark = pytest.mark.server
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    with ServerProcess(tmp_path_factory.mktemp("predict"), HEYGEM_SUPERVISOR__MAX_WORKERS=1) as server:
-        yield server
 
 
 @pytest.fixture(scope="module")

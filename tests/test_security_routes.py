@@ -205,6 +205,9 @@ def test_a_task_deleted_while_its_files_are_served_never_breaks_an_answer(server
     assert "Exception in ASGI application" not in server.log_path.read_text()
 
 
+ASK_TIMEOUT_S = 30.0
+
+
 def test_a_fifo_or_a_link_as_a_playlist_is_no_stream_and_holds_no_thread(server: ServerProcess, client: httpx.Client,
                                                                         media: dict[str, bytes]) -> None:
     """A FIFO named live.m3u8 held the thread of every request for it: 45 requests left none for /healthz."""
@@ -215,16 +218,17 @@ def test_a_fifo_or_a_link_as_a_playlist_is_no_stream_and_holds_no_thread(server:
     answers: list[int] = []
 
     def ask() -> None:
-        answers.append(httpx.get(f"{server.url}/api/v1/tasks/{code}/live.m3u8", timeout=10).status_code)
+        answers.append(httpx.get(f"{server.url}/api/v1/tasks/{code}/live.m3u8", timeout=ASK_TIMEOUT_S).status_code)
 
-    # 3 s, not the usual 1 s: this test's own 45 request threads share the watcher's process, and on a loaded machine
-    # they alone delayed it past 1 s. The starvation it guards against held /healthz for the askers' whole 10 s.
-    with HealthWatch(server.url, limit_s=3.0) as watch:
+    # The starvation it guards against held /healthz for the askers' whole timeout; an answer takes milliseconds. The
+    # limit is a third of that timeout, not a second or three: this test's own 45 request threads share the watcher's
+    # process, and on a loaded 2-core machine they alone delayed an answer past 3 s.
+    with HealthWatch(server.url, limit_s=ASK_TIMEOUT_S / 3) as watch:
         askers = [threading.Thread(target=ask) for _ in range(45)]
         for asker in askers:
             asker.start()
         for asker in askers:
-            asker.join(timeout=30)
+            asker.join(timeout=2 * ASK_TIMEOUT_S)
     watch.assert_always_answered()
     assert answers == [404] * 45
     playlist.unlink()

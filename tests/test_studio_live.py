@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import signal
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -29,12 +28,6 @@ RESULT_READY = ("() => { const v = document.querySelector('#hg-result video');"
                 " return v !== null && !!v.currentSrc && v.readyState >= 1 && v.duration > 0; }")
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    with ServerProcess(tmp_path_factory.mktemp("studio-live"), HEYGEM_SUPERVISOR__MAX_WORKERS=1) as server:
-        yield server
-
-
 def wait_for_segment(client: httpx.Client, code: str) -> None:
     wait_until(lambda: client.get(f"/api/v1/tasks/{code}/live.m3u8").status_code == 200, JOB_TIMEOUT_S,
                f"a live segment of task {code}")
@@ -45,7 +38,7 @@ def test_the_result_area_plays_the_stream_then_the_result(server: ServerProcess,
     expect = sync_api.expect
     if not CHROMIUM.exists():
         pytest.skip("Debian's chromium is not installed (make debian-packages PACKAGES=chromium installs it)")
-    speech, video = spoken_wav(tmp_path / "speech.wav", 20.0), astronaut_video(tmp_path / "portrait.mp4", 4.0)
+    speech, video = spoken_wav(tmp_path / "speech.wav", 10.0), astronaut_video(tmp_path / "portrait.mp4", 4.0)
     with sync_api.sync_playwright() as playwright, httpx.Client(base_url=server.url, timeout=30) as client:
         browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         try:

@@ -63,12 +63,6 @@ WATCH_JS = """() => {
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    with ServerProcess(tmp_path_factory.mktemp("studio-page"), HEYGEM_SUPERVISOR__MAX_WORKERS=1) as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
 def media(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     folder = tmp_path_factory.mktemp("studio-page-media")
     not_a_video = folder / "holiday.mp4"

@@ -57,6 +57,8 @@ REMEMBER_CODE_JS = """(code) => {
   window.history.replaceState(null, "", url);
   return code;
 }"""
+# Empties a slot's note (a refusal's reason) when another file is put in that slot.
+CLEAR_NOTE_JS = "() => ''"
 
 T = TypeVar("T")
 # The Generate tab's task view, in this order, for every handler that changes it: task code, status card, live
@@ -356,10 +358,11 @@ def build_studio(supervisor: TaskSupervisor, config: Config) -> gr.Blocks:
         submit.click(studio.generate_on_page, inputs, [*task_view, speech_note, video_note], concurrency_limit=4,
                      **quiet)
         # A reason goes when the person puts another file in that slot; not on "clear", which Gradio's video player
-        # also sends by itself when it cannot play the very file the reason is about.
+        # also sends by itself when it cannot play the very file the reason is about. In the browser, at once: a
+        # round trip to the server could come back after a Generate pressed meanwhile, and wipe its fresh reason.
         for trigger in (audio.upload, audio.stop_recording):
-            trigger(lambda: "", None, speech_note, **quiet)
-        video.upload(lambda: "", None, video_note, **quiet)
+            trigger(None, None, speech_note, js=CLEAR_NOTE_JS, **quiet)
+        video.upload(None, None, video_note, js=CLEAR_NOTE_JS, **quiet)
         # For scripts (gradio_client): /generate and /task_status, whose refusals are errors.
         scripts = gr.Button(visible=False)
         # (Hidden too: Gradio shows the progress of any event that has a component among its outputs on it.)
