@@ -110,7 +110,8 @@ def test_report_follows_the_worker(lifecycle: TaskLifecycle) -> None:
                                             "warning": "audio resampled", "moving_since": recovering.moving_since,
                                             "progress_when_moving": 40.0}
     recovered = lifecycle.report("task", live(progress=55.0, warning="audio resampled"))
-    assert changed(recovering, recovered) == {"progress": 55.0, "message": ""}
+    assert changed(recovering, recovered) == {"progress": 55.0, "message": "",
+                                              "progress_rose_at": recovered.progress_rose_at}
 
 
 def test_finish_with_success_sets_the_report_and_full_progress(lifecycle: TaskLifecycle) -> None:
@@ -287,7 +288,8 @@ def test_a_store_of_an_older_version_gains_the_node_column_and_keeps_its_tasks(t
     old_schema = store._SCHEMA.replace(",\n    node TEXT,\n    version INTEGER NOT NULL DEFAULT 0,\n"
                                        "    history TEXT NOT NULL DEFAULT '[]',\n    audio_duration_s REAL,\n"
                                        "    cancel_asked_at REAL,\n    moving_since REAL,\n"
-                                       "    progress_when_moving REAL NOT NULL DEFAULT 0\n", "\n")
+                                       "    progress_when_moving REAL NOT NULL DEFAULT 0,\n"
+                                       "    progress_rose_at REAL\n", "\n")
     assert "node" not in old_schema and "history" not in old_schema
     with sqlite3.connect(path) as db:
         db.executescript(old_schema)
@@ -333,3 +335,22 @@ def test_the_time_left_is_measured_from_where_progress_began_to_move(lifecycle: 
     rendering = lifecycle.report("task", live(stage="rendering", progress=25.0))
     assert rendering.eta_s == pytest.approx(7.5)
     assert rendering.to_dict()["eta_s"] == pytest.approx(7.5), "the API's eta_s is the same figure"
+
+
+def test_a_look_between_two_reports_counts_down_instead_of_stretching_the_rate(
+        lifecycle: TaskLifecycle, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Rendering went from 5 % to 25 % in 0.5 s: 1.875 s left then. A look 1 s later, before the next report, sees
+    # 0.875 s (shown as at least 1 s), not the 5.6 s a rate stretched to the time of the look would give.
+    clock = [1000.0]
+    monkeypatch.setattr(states.time, "time", lambda: clock[0])
+    monkeypatch.setattr("heygem.supervisor.lifecycle.time.time", lambda: clock[0])
+    queue(lifecycle)
+    lifecycle.start("task", 4321)
+    lifecycle.report("task", live(stage="rendering", progress=5.0))
+    clock[0] += 0.5
+    lifecycle.report("task", live(stage="rendering", progress=25.0))
+    clock[0] += 0.2
+    stale = lifecycle.report("task", live(stage="rendering", progress=25.0))
+    assert stale.eta_s == pytest.approx(1.675), "a report without new progress does not restart the count"
+    clock[0] += 0.8
+    assert lifecycle.store.require("task").eta_s == 1.0, "never 0 s while running"

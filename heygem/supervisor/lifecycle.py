@@ -34,7 +34,8 @@ from heygem.supervisor.store import TaskStore, TransitionError
 # What a task that has not started yet does not have: requeue and retry clear all of it.
 _NOT_STARTED: Mapping[str, Any] = {"stage": "", "progress": 0.0, "warning": "", "worker_pid": None,
                                    "started_at": None, "finished_at": None, "report": {}, "node": None,
-                                   "moving_since": None, "progress_when_moving": 0.0}
+                                   "moving_since": None, "progress_when_moving": 0.0,
+                                   "progress_rose_at": None}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -90,7 +91,7 @@ class TaskLifecycle:
         return self.store.transition(code, Operation.START, TaskState.INITIALIZING, lambda old: {
             "stage": "init", "progress": 0.0, "message": "", "warning": "", "worker_pid": worker_pid,
             "started_at": now, "finished_at": None, "report": {}, "attempts": old.attempts + 1, "node": None,
-            "moving_since": None, "progress_when_moving": 0.0,
+            "moving_since": None, "progress_when_moving": 0.0, "progress_rose_at": None,
             "history": (*old.history, Attempt(number=old.attempts + 1, started_at=now, worker_pid=worker_pid))})
 
     def place(self, code: str, node: WorkerNode) -> TaskRecord:
@@ -115,6 +116,8 @@ class TaskLifecycle:
                       "message": f"recovering from: {status['error']}" if status["error"] else ""}
             if old.moving_since is None and status["progress"] > 0:
                 values.update(moving_since=now, progress_when_moving=status["progress"])
+            elif status["progress"] > old.progress:
+                values.update(progress_rose_at=now)
             return values
 
         return self.store.transition(code, Operation.REPORT, state, fields)

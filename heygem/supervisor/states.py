@@ -218,6 +218,8 @@ class TaskRecord:
     # rate is measured from there, so the worker's start-up and analysis do not lengthen it. None: not yet.
     moving_since: float | None = None
     progress_when_moving: float = 0.0
+    # When the recorded progress last rose: the rate's stretch ends there (None: it has not risen this attempt).
+    progress_rose_at: float | None = None
 
     @property
     def position(self) -> Position:
@@ -257,9 +259,10 @@ class TaskRecord:
     @property
     def eta_s(self) -> float | None:
         """Seconds left while running, at the rate progress rose since it began to move (None until it moved on)."""
-        if self.state is not TaskState.RUNNING or self.moving_since is None:
+        if self.state is not TaskState.RUNNING or self.moving_since is None or self.progress_rose_at is None:
             return None
-        left = remaining_s(self.progress, time.time() - self.moving_since, self.progress_when_moving)
+        left = remaining_s(self.progress, self.progress_rose_at - self.moving_since, self.progress_when_moving,
+                           since_s=time.time() - self.progress_rose_at)
         # Encoding's last frames and the move into place follow the last rendered frame: never "0 s" while running.
         return None if left is None else max(1.0, left)
 

@@ -52,7 +52,8 @@ CREATE TABLE IF NOT EXISTS tasks (
     audio_duration_s REAL,
     cancel_asked_at REAL,
     moving_since REAL,
-    progress_when_moving REAL NOT NULL DEFAULT 0
+    progress_when_moving REAL NOT NULL DEFAULT 0,
+    progress_rose_at REAL
 );
 CREATE INDEX IF NOT EXISTS tasks_queue ON tasks (state, queued_at, seq);
 """
@@ -60,15 +61,15 @@ CREATE INDEX IF NOT EXISTS tasks_queue ON tasks (state, queued_at, seq);
 _ADDED_COLUMNS = {"shared_result_path": "TEXT", "node": "TEXT", "version": "INTEGER NOT NULL DEFAULT 0",
                   "history": "TEXT NOT NULL DEFAULT '[]'", "audio_duration_s": "REAL",
                   "cancel_asked_at": "REAL", "moving_since": "REAL",
-                  "progress_when_moving": "REAL NOT NULL DEFAULT 0"}
+                  "progress_when_moving": "REAL NOT NULL DEFAULT 0", "progress_rose_at": "REAL"}
 _COLUMNS = ("code", "state", "stage", "progress", "message", "warning", "engine", "audio_path", "video_path",
             "options", "result_path", "worker_pid", "created_at", "started_at", "finished_at", "updated_at",
             "attempts", "report", "shared_result_path", "node", "version", "history", "audio_duration_s",
-            "cancel_asked_at", "moving_since", "progress_when_moving")
+            "cancel_asked_at", "moving_since", "progress_when_moving", "progress_rose_at")
 # What a transition may write; the state itself comes from the operation's own argument.
 _CHANGEABLE = frozenset({"stage", "progress", "message", "warning", "worker_pid", "started_at", "finished_at",
                          "attempts", "report", "queued_at", "node", "history", "cancel_asked_at",
-                         "moving_since", "progress_when_moving"})
+                         "moving_since", "progress_when_moving", "progress_rose_at"})
 # The fields of a transition, or a function that works them out from the record as it was.
 Fields = Mapping[str, Any] | Callable[[TaskRecord], Mapping[str, Any]]
 
