@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,7 @@ import numpy as np
 import pytest
 
 from heygem.cli import main
+from heygem.cli.generate import ConsoleReporter
 from heygem.config import Config, load_config
 from heygem.engines.meshwarp import MeshWarpEngine
 from heygem.options import TaskOptions
@@ -216,3 +218,12 @@ def test_progress_and_stages_reach_the_reporter(astronaut_file: Path, speech_fil
     assert stages[3:] in (["rendering", "finishing"], ["analysing audio", "rendering", "finishing"])
     assert report["duration"] == pytest.approx(2.0, abs=0.01)
     assert not (media_dir / "r.partial.mp4").exists(), "the partial file, in the work folder, became the result"
+
+
+def test_the_console_says_a_stage_it_comes_back_to_as_still_going() -> None:
+    stream = io.StringIO()
+    reporter = ConsoleReporter(stream)
+    for name in ("reading inputs", "analysing audio", "analysing video", "analysing audio", "rendering"):
+        reporter.stage(name)
+    assert stream.getvalue().splitlines() == ["reading inputs...", "analysing audio...", "analysing video...",
+                                              "still analysing audio...", "rendering..."]

@@ -29,10 +29,14 @@ class ConsoleReporter:
         self.stream = stream or sys.stderr
         self._interactive = bool(getattr(self.stream, "isatty", lambda: False)())
         self._last_shown = -1.0
+        self._stages_shown: set[str] = set()
 
     def stage(self, name: str) -> None:
         self._end_line()
-        print(f"{name}...", file=self.stream, flush=True)
+        # The job comes back to a stage it began in the background (the speech is analysed beside the video):
+        # said twice alike, it would read as the work starting over.
+        print(f"still {name}..." if name in self._stages_shown else f"{name}...", file=self.stream, flush=True)
+        self._stages_shown.add(name)
 
     def progress(self, percent: float) -> None:
         if self._interactive:

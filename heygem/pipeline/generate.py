@@ -157,7 +157,7 @@ def _generate(job: Job, engine: LipSyncEngine, reporter: Reporter) -> dict[str, 
     reporter.stage("analysing audio")
     # The speech is analysed in a thread while the video is analysed and the first frames are decoded (the phone
     # recogniser runs in a child process, so it holds no GIL: both cores work).
-    speech = in_background(engine.audio_features, audio, video.fps, frame_count, job.options)
+    speech = in_background(engine.audio_features, audio, video.fps, frame_count, options)
     buffer_bytes = int(media.frame_buffer_mb * 2**20)
     tail = FrameTail(buffer_bytes)
     with working(reporter):
