@@ -54,6 +54,9 @@ _INTERIOR_DARKNESS = 0.4  # mouth interior colour as a fraction of the lip colou
 _DONOR_SHADOW = np.array([0.4, 0.45, 0.65], np.float32)
 _DONOR_FADE = 0.08  # where a donor's own interior runs out, it fades to its shadow over this many half-widths
 _LUMA = np.array([0.114, 0.587, 0.299], np.float32)  # BGR weights of luma
+# Cheeks beside the nose and the mouth (anchors: the warp never moves them): the skin whose colour tells how a
+# donor mouth must be lit to sit in the frame. Lips would not do: their shading changes with the mouth's shape.
+_SKIN = (205, 425, 207, 427)
 # cv2.remap's second map, empty as OpenCV documents it when the first holds (x, y) pairs.
 _NO_SECOND_MAP = np.empty(0, np.float32)
 
@@ -129,8 +132,9 @@ class InteriorDonor:
     mouth: MouthFrame  # its mouth-local frame, in the image's pixels
     upper: np.ndarray  # (11, 2) its inner upper lip, in its mouth-local units
     lower: np.ndarray  # (11, 2) its inner lower lip
-    lips: np.ndarray  # (3,) its lips' colour (BGR), as lip_colour measures the frame's
+    skin: np.ndarray  # (3,) its skin's colour (BGR) beside the mouth, as skin_colour measures the frame's
     shadow: np.ndarray  # (3,) the darker part of its interior (tongue, throat), or its lips in shadow
+    split: float  # share of its opening, from the top, that moves with the upper lip (its upper teeth)
 
     @classmethod
     def of(cls, bank: MouthBank, entry: int) -> InteriorDonor:
@@ -140,6 +144,7 @@ class InteriorDonor:
         local = mouth.local(points.astype(np.float64))
         upper, lower = local[list(lm.INNER_UPPER)], local[list(lm.INNER_LOWER)]
         lips = lip_colour(image, mouth, upper, lower)
+        skin = skin_colour(image, mouth, local[list(_SKIN)])
         inner = np.concatenate([points[list(lm.INNER_UPPER)], points[list(reversed(lm.INNER_LOWER))]])
         mask = np.zeros(image.shape[:2], np.uint8)
         cv2.fillPoly(mask, [np.round(inner).astype(np.int32)], (1,))
@@ -148,7 +153,8 @@ class InteriorDonor:
         shadow = np.median(inside[luma <= np.percentile(luma, 40)], axis=0) if len(inside) else lips
         if float(shadow @ _LUMA) > 0.6 * float(lips @ _LUMA):
             shadow = lips * _DONOR_SHADOW
-        return cls(image, mouth, upper, lower, lips, shadow.astype(np.float32))
+        return cls(image, mouth, upper, lower, skin, shadow.astype(np.float32),
+                   teeth_split(image, mouth, upper, lower))
 
 
 class MeshWarpEngine(LipSyncEngine):
@@ -626,14 +632,37 @@ def keep_input_interior(frame: np.ndarray, mouth: MouthFrame, target: MouthTarge
     return kept, np.clip(-overshoot / 0.06, 0, 1).astype(np.float32)
 
 
+def teeth_split(image: np.ndarray, mouth: MouthFrame, upper: np.ndarray, lower: np.ndarray) -> float:
+    """Where an open mouth's upper part ends (share of its opening, from the top): across the middle of the
+    mouth, the darkest row between brighter ones, the line where upper and lower teeth meet or the dark between
+    them. Above it the upper teeth hang from the upper lip, below it the lower teeth and tongue ride on the jaw."""
+    across = np.linspace(0.3, 0.7, 9)
+    down = np.linspace(0.0, 1.0, 41)
+    u = upper[0, 0] + across * (upper[-1, 0] - upper[0, 0])
+    top, bottom = np.interp(u, upper[:, 0], upper[:, 1]), np.interp(u, lower[:, 0], lower[:, 1])
+    v = top[None, :] + down[:, None] * (bottom - top)[None, :]
+    sample = mouth.pixels(np.stack([np.broadcast_to(u, v.shape), v], axis=-1)).astype(np.float32)
+    grey = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
+    profile = np.median(cv2.remap(grey, sample[..., 0], sample[..., 1], cv2.INTER_LINEAR,
+                                  borderMode=cv2.BORDER_REPLICATE).astype(np.float32), axis=1)
+    profile = np.convolve(profile, np.ones(3) / 3, mode="same")
+    # A dark row between brighter ones above and below it (not the lips' own shaded edges); none (upper teeth
+    # resting on the lower lip, as in a smile): everything but the lower lip's edge is upper teeth.
+    valley = np.minimum(np.maximum.accumulate(profile), np.maximum.accumulate(profile[::-1])[::-1]) - profile
+    valley[(down < 0.2) | (down > 0.85)] = -1
+    best = int(np.argmax(valley))
+    return float(down[best]) if valley[best] >= 0.15 * float(profile.max()) else 0.85
+
+
 def donor_interior(donor: InteriorDonor, mouth: MouthFrame, target: MouthTarget, grid: np.ndarray,
                    lines: tuple[np.ndarray, np.ndarray], gain: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The donor's interior at `grid` (float32 BGR, colour-matched by `gain`), and where it applies.
 
     Placed as a real mouth opens: across, corner to corner; down, its upper part (upper teeth) hangs from the
     upper lip and its lower part (lower teeth, tongue) rises from the lower lip, each at its own size in the
-    face's units (teeth are not stretched with the opening). Where the opening is wider than the donor's own,
-    the gap between the two parts is left to the shadow beneath (weight falling to 0 over _DONOR_FADE).
+    face's units (teeth are not stretched with the opening), split at its darkest row (teeth_split). Where the
+    opening is wider than the donor's own, the gap between the two parts is left to the shadow beneath (weight
+    falling to 0 over _DONOR_FADE).
     """
     pixel_u, pixel_v = grid[..., 0], grid[..., 1]
     upper, lower = lines
@@ -646,7 +675,7 @@ def donor_interior(donor: InteriorDonor, mouth: MouthFrame, target: MouthTarget,
     # Mouth-local units are half the mouth's width: the same depth in the face is this many of the donor's.
     to_donor = np.float32((mouth.scale / mouth.face) / (donor.mouth.scale / donor.mouth.face))
     from_top, from_bottom = (pixel_v - upper) * to_donor, (lower - pixel_v) * to_donor
-    upper_reach, lower_reach = _UPPER_INTERIOR_SHARE * donor_gap, (1 - _UPPER_INTERIOR_SHARE) * donor_gap
+    upper_reach, lower_reach = donor.split * donor_gap, (1 - donor.split) * donor_gap
     from_upper = from_top / np.maximum(upper_reach, 1e-3) <= from_bottom / np.maximum(lower_reach, 1e-3)
     donor_v = np.where(from_upper, donor_upper + np.minimum(from_top, upper_reach),
                        donor_lower - np.minimum(from_bottom, lower_reach))
@@ -659,12 +688,23 @@ def donor_interior(donor: InteriorDonor, mouth: MouthFrame, target: MouthTarget,
 
 def donor_gain(frame: np.ndarray, target: MouthTarget, mouth: MouthFrame, donor: InteriorDonor,
                state: MeshWarpState) -> np.ndarray:
-    """Per-channel gain that makes the donor's lips the colour of this frame's (the interior is lit as the lips
-    around it are); averaged over time so the interior does not flicker."""
-    measured = lip_colour(frame, mouth, target.source_upper, target.source_lower)
-    gain = np.clip(measured / np.maximum(donor.lips, 1.0), 0.6, 1.6).astype(np.float32)
+    """Per-channel gain that makes the donor's skin beside the mouth the colour of this frame's (the interior is
+    lit as the face around it is); averaged over time so the interior does not flicker."""
+    measured = skin_colour(frame, mouth, target.anchors[[_ANCHORS.index(point) for point in _SKIN]])
+    gain = np.clip(measured / np.maximum(donor.skin, 1.0), 0.6, 1.6).astype(np.float32)
     state.donor_gain = gain if state.donor_gain is None else 0.9 * state.donor_gain + 0.1 * gain
     return state.donor_gain
+
+
+def skin_colour(image: np.ndarray, mouth: MouthFrame, spots: np.ndarray) -> np.ndarray:
+    """Median colour (BGR) of small patches (3 % of the face wide) around `spots` (mouth-local)."""
+    radius = max(1, round(0.03 * mouth.face))
+    height, width = image.shape[:2]
+    patches = []
+    for x, y in np.round(mouth.pixels(spots)).astype(int):
+        x, y = min(max(x, 0), width - 1), min(max(y, 0), height - 1)
+        patches.append(image[max(y - radius, 0):y + radius + 1, max(x - radius, 0):x + radius + 1].reshape(-1, 3))
+    return np.median(np.concatenate(patches).astype(np.float32), axis=0)
 
 
 def lip_colour(frame: np.ndarray, mouth: MouthFrame, inner_upper: np.ndarray, inner_lower: np.ndarray) -> np.ndarray:
