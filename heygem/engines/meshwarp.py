@@ -585,20 +585,24 @@ def mouth_interior(frame: np.ndarray, mouth: MouthFrame, target: MouthTarget, gr
     across = np.clip((pixel_u - (left + right) / 2) / max((right - left) / 2, 1e-3), -1, 1)
 
     donor = state.donor
-    gain = None if donor is None else donor_gain(frame, target, mouth, donor, state)
-    # With the person's own open mouth at hand, what it lacks (a wider opening than its own) darkens towards its
-    # own shadow, not towards a painted one.
-    colour = interior_colour(frame, mouth, target, state) if gain is None else donor.shadow * gain
+    own: tuple[np.ndarray, np.ndarray] | None = None
+    if donor is None:
+        colour = interior_colour(frame, mouth, target, state)
+    else:
+        # With the person's own open mouth at hand, what it lacks (a wider opening than its own) darkens towards
+        # its own shadow, not towards a painted one.
+        gain = donor_gain(frame, target, mouth, donor, state)
+        colour = donor.shadow * gain
+        own = donor_interior(donor, mouth, target, grid, lines, gain)
     shade = 1.0 - 0.45 * (1 - depth_curve(depth)) * (1 - across**2)
     interior = colour[None, None, :] * shade[..., None]
     # A hint of tongue low in the mouth; kept dark so the lower lip's edge stays unmistakable. Under the person's
     # own teeth (which mark the lower lip's edge) the tongue fills the lower half, as in a real open mouth.
-    rises, reach = (0.45, 0.6) if gain is not None else (0.7, 0.3)
+    rises, reach = (0.7, 0.3) if donor is None else (0.45, 0.6)
     tongue = np.clip((depth - rises) / (1 - rises), 0, 1)[..., None] * reach
     interior = interior + (colour * 1.6 - interior) * tongue
-    if donor is not None and gain is not None:
-        own, own_weight = donor_interior(donor, mouth, target, grid, lines, gain)
-        interior = interior + (own - interior) * own_weight[..., None]
+    if own is not None:
+        interior = interior + (own[0] - interior) * own[1][..., None]
     if np.max(target.source_lower[:, 1] - target.source_upper[:, 1]) * mouth.scale >= 1.0:
         kept, kept_weight = keep_input_interior(frame, mouth, target, grid, lines)
         interior = interior + (kept.astype(np.float32) - interior) * kept_weight[..., None]
