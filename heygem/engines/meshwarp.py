@@ -4,7 +4,8 @@ No model files and no GPU. For every frame it measures the mouth of the input (s
 motion replaced, not added to), computes where each lip and jaw landmark must go, and warps the lower face
 with a smooth dense displacement field (cv2.remap). The upper lip and the lower lip/jaw have separate fields,
 so the lips can close over an open mouth without smearing it; where the mouth opens beyond the input, the
-interior is synthesised from the frame's own mouth colours, with a hint of upper teeth on wide openings.
+interior comes from the person's own most open mouth in their footage (upper teeth moving with the upper lip),
+and only footage without any open mouth gets a cavity synthesised from the lips' colours, with a hint of teeth.
 
 All geometry is in a mouth-local frame: origin between the inner lips, u along the mouth (left to right
 corner), v towards the chin, both in units of half the mouth width.
@@ -48,6 +49,14 @@ _SEAM_REACH, _CREASE_DEPTH = 0.06, 0.25
 _TEETH_TUCK = 0.14  # how far above the measured inner upper lip its real edge is taken to be, when open
 _MAX_OPENNESS = 1.3  # the widest mouth any cue and intensity may ask for (1 = max_open_ratio)
 _INTERIOR_DARKNESS = 0.4  # mouth interior colour as a fraction of the lip colour
+# Of a donor mouth whose inside is all teeth (a smile), the colour that stands in for its shadow and tongue,
+# as a fraction of its lip colour per channel (BGR): a mouth's inside is lip tissue, less lit and redder.
+_DONOR_SHADOW = np.array([0.4, 0.45, 0.65], np.float32)
+_DONOR_FADE = 0.08  # where a donor's own interior runs out, it fades to its shadow over this many half-widths
+_LUMA = np.array([0.114, 0.587, 0.299], np.float32)  # BGR weights of luma
+# Cheeks beside the nose and the mouth (anchors: the warp never moves them): the skin whose colour tells how a
+# donor mouth must be lit to sit in the frame. Lips would not do: their shading changes with the mouth's shape.
+_SKIN = (205, 425, 207, 427)
 # cv2.remap's second map, empty as OpenCV documents it when the first holds (x, y) pairs.
 _NO_SECOND_MAP = np.empty(0, np.float32)
 
@@ -64,6 +73,8 @@ class MeshWarpState:
     entries: np.ndarray | None = None  # per output frame: the bank entry to stitch in, -1 for none
     openness: np.ndarray | None = None  # per output frame: the openness to warp to, in the person's own range
     fitting: np.ndarray | None = None  # per output frame: the chosen footage mouth needs no warp
+    donor: InteriorDonor | None = None  # the person's own open mouth, for what the warp opens beyond the frame's
+    donor_gain: np.ndarray | None = None  # running per-channel colour gain from the donor's lips to the frame's
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,6 +85,7 @@ class MouthFrame:
     axis_u: np.ndarray
     axis_v: np.ndarray
     scale: float
+    face: float  # the face's width in pixels (teeth keep their size in the face's units, not the mouth's)
 
     @classmethod
     def of(cls, points: np.ndarray) -> MouthFrame:
@@ -81,7 +93,8 @@ class MouthFrame:
         axis_u = (right - left) / max(np.linalg.norm(right - left), 1e-6)
         axis_v = np.array([-axis_u[1], axis_u[0]])
         centre = (points[lm.UPPER_LIP_INNER] + points[lm.LOWER_LIP_INNER]).astype(np.float64) / 2
-        return cls(centre, axis_u, axis_v, max(float(np.linalg.norm(right - left)) / 2, 2.0))
+        return cls(centre, axis_u, axis_v, max(float(np.linalg.norm(right - left)) / 2, 2.0),
+                   max(lm.face_size(points), 1.0))
 
     def local(self, pixels: np.ndarray) -> np.ndarray:
         offset = pixels - self.centre
@@ -108,6 +121,40 @@ class MouthTarget:
     closed: bool  # the lips press together: nothing of the mouth's inside may show between them
     nose_v: float  # height of the nose tip: nothing above it moves
     lip_top_v: float  # height of the top of the upper lip: everything below it may move fully
+
+
+@dataclasses.dataclass(frozen=True)
+class InteriorDonor:
+    """The person's own open mouth (a bank entry, mouthbank.interior_donor) that fills whatever the warp opens
+    beyond the mouth of the frame shown: its upper teeth, tongue and shadow instead of a painted cavity."""
+
+    image: np.ndarray  # the entry's lower face (BGR)
+    mouth: MouthFrame  # its mouth-local frame, in the image's pixels
+    upper: np.ndarray  # (11, 2) its inner upper lip, in its mouth-local units
+    lower: np.ndarray  # (11, 2) its inner lower lip
+    skin: np.ndarray  # (3,) its skin's colour (BGR) beside the mouth, as skin_colour measures the frame's
+    shadow: np.ndarray  # (3,) the darker part of its interior (tongue, throat), or its lips in shadow
+    split: float  # share of its opening, from the top, that moves with the upper lip (its upper teeth)
+
+    @classmethod
+    def of(cls, bank: MouthBank, entry: int) -> InteriorDonor:
+        image = bank.patch(entry)
+        points = bank.landmarks[entry] - bank.origin
+        mouth = MouthFrame.of(points)
+        local = mouth.local(points.astype(np.float64))
+        upper, lower = local[list(lm.INNER_UPPER)], local[list(lm.INNER_LOWER)]
+        lips = lip_colour(image, mouth, upper, lower)
+        skin = skin_colour(image, mouth, local[list(_SKIN)])
+        inner = np.concatenate([points[list(lm.INNER_UPPER)], points[list(reversed(lm.INNER_LOWER))]])
+        mask = np.zeros(image.shape[:2], np.uint8)
+        cv2.fillPoly(mask, [np.round(inner).astype(np.int32)], (1,))
+        inside = image[mask > 0].astype(np.float32).reshape(-1, 3)
+        luma = inside @ _LUMA
+        shadow = np.median(inside[luma <= np.percentile(luma, 40)], axis=0) if len(inside) else lips
+        if float(shadow @ _LUMA) > 0.6 * float(lips @ _LUMA):
+            shadow = lips * _DONOR_SHADOW
+        return cls(image, mouth, upper, lower, skin, shadow.astype(np.float32),
+                   teeth_split(image, mouth, upper, lower))
 
 
 class MeshWarpEngine(LipSyncEngine):
@@ -147,7 +194,9 @@ class MeshWarpEngine(LipSyncEngine):
         entries[bank.frames[entries] == shown[:len(entries)]] = -1
         # The warp corrects the others towards the same mouth, in its own unit (a share of max_open_ratio).
         openness = wanted.gap / (self.settings.max_open_ratio * float(np.median(bank.width)))
-        return dataclasses.replace(features, bank=bank, entries=entries, openness=openness, fitting=fitting)
+        donor = mouthbank.interior_donor(bank, settings.closed_gap)
+        return dataclasses.replace(features, bank=bank, entries=entries, openness=openness, fitting=fitting,
+                                   donor=None if donor is None else InteriorDonor.of(bank, donor))
 
     def render(self, batch: FrameBatch, features: MeshWarpState) -> list[np.ndarray]:
         for index, frame, points in zip(batch.indices, batch.frames, batch.landmarks, strict=True):
@@ -535,18 +584,32 @@ def mouth_interior(frame: np.ndarray, mouth: MouthFrame, target: MouthTarget, gr
     left, right = target.inner_upper[0, 0], target.inner_upper[-1, 0]
     across = np.clip((pixel_u - (left + right) / 2) / max((right - left) / 2, 1e-3), -1, 1)
 
-    colour = interior_colour(frame, mouth, target, state)
+    donor = state.donor
+    own: tuple[np.ndarray, np.ndarray] | None = None
+    if donor is None:
+        colour = interior_colour(frame, mouth, target, state)
+    else:
+        # With the person's own open mouth at hand, what it lacks (a wider opening than its own) darkens towards
+        # its own shadow, not towards a painted one.
+        gain = donor_gain(frame, target, mouth, donor, state)
+        colour = donor.shadow * gain
+        own = donor_interior(donor, mouth, target, grid, lines, gain)
     shade = 1.0 - 0.45 * (1 - depth_curve(depth)) * (1 - across**2)
     interior = colour[None, None, :] * shade[..., None]
-    # A hint of tongue low in the mouth; kept dark so the lower lip's edge stays unmistakable.
-    tongue = np.clip((depth - 0.7) / 0.3, 0, 1)[..., None] * 0.3
+    # A hint of tongue low in the mouth; kept dark so the lower lip's edge stays unmistakable. Under the person's
+    # own teeth (which mark the lower lip's edge) the tongue fills the lower half, as in a real open mouth.
+    rises, reach = (0.7, 0.3) if donor is None else (0.45, 0.6)
+    tongue = np.clip((depth - rises) / (1 - rises), 0, 1)[..., None] * reach
     interior = interior + (colour * 1.6 - interior) * tongue
+    if own is not None:
+        interior = interior + (own[0] - interior) * own[1][..., None]
     if np.max(target.source_lower[:, 1] - target.source_upper[:, 1]) * mouth.scale >= 1.0:
         kept, kept_weight = keep_input_interior(frame, mouth, target, grid, lines)
         interior = interior + (kept.astype(np.float32) - interior) * kept_weight[..., None]
-    # The lips' brightness tells how brightly the teeth would be lit.
-    lighting = float(np.clip(colour.mean() / (_INTERIOR_DARKNESS * 140), 0.5, 1.2))
-    interior = add_teeth(interior, depth, across, lower - upper, target.teeth, lighting)
+    if donor is None:
+        # The lips' brightness tells how brightly the teeth would be lit.
+        lighting = float(np.clip(colour.mean() / (_INTERIOR_DARKNESS * 140), 0.5, 1.2))
+        interior = add_teeth(interior, depth, across, lower - upper, target.teeth, lighting)
     return cv2.GaussianBlur(np.clip(interior, 0, 255).astype(np.uint8), (3, 3), 0.8)
 
 
@@ -573,6 +636,90 @@ def keep_input_interior(frame: np.ndarray, mouth: MouthFrame, target: MouthTarge
     return kept, np.clip(-overshoot / 0.06, 0, 1).astype(np.float32)
 
 
+def teeth_split(image: np.ndarray, mouth: MouthFrame, upper: np.ndarray, lower: np.ndarray) -> float:
+    """Where an open mouth's upper part ends (share of its opening, from the top): across the middle of the
+    mouth, the darkest row between brighter ones, the line where upper and lower teeth meet or the dark between
+    them. Above it the upper teeth hang from the upper lip, below it the lower teeth and tongue ride on the jaw."""
+    across = np.linspace(0.3, 0.7, 9)
+    down = np.linspace(0.0, 1.0, 41)
+    u = upper[0, 0] + across * (upper[-1, 0] - upper[0, 0])
+    top, bottom = np.interp(u, upper[:, 0], upper[:, 1]), np.interp(u, lower[:, 0], lower[:, 1])
+    v = top[None, :] + down[:, None] * (bottom - top)[None, :]
+    sample = mouth.pixels(np.stack([np.broadcast_to(u, v.shape), v], axis=-1)).astype(np.float32)
+    grey = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
+    profile = np.median(cv2.remap(grey, sample[..., 0], sample[..., 1], cv2.INTER_LINEAR,
+                                  borderMode=cv2.BORDER_REPLICATE).astype(np.float32), axis=1)
+    profile = np.convolve(profile, np.ones(3) / 3, mode="same")
+    # A dark row between brighter ones above and below it (not the lips' own shaded edges); none (upper teeth
+    # resting on the lower lip, as in a smile): everything but the lower lip's edge is upper teeth.
+    valley = np.minimum(np.maximum.accumulate(profile), np.maximum.accumulate(profile[::-1])[::-1]) - profile
+    valley[(down < 0.2) | (down > 0.85)] = -1
+    best = int(np.argmax(valley))
+    return float(down[best]) if valley[best] >= 0.15 * float(profile.max()) else 0.85
+
+
+def donor_interior(donor: InteriorDonor, mouth: MouthFrame, target: MouthTarget, grid: np.ndarray,
+                   lines: tuple[np.ndarray, np.ndarray], gain: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The donor's interior at `grid` (float32 BGR, colour-matched by `gain`), and where it applies.
+
+    Placed as a real mouth opens: across, corner to corner; down, its upper part (upper teeth) hangs from the
+    upper lip and its lower part (lower teeth, tongue) rises from the lower lip, each at its own size in the
+    face's units (teeth are not stretched with the opening), split at its darkest row (teeth_split). Where the
+    opening is wider than the donor's own, the gap between the two parts is left to the shadow beneath (weight
+    falling to 0 over _DONOR_FADE).
+    """
+    pixel_u, pixel_v = grid[..., 0], grid[..., 1]
+    upper, lower = lines
+    left, right = target.inner_upper[0, 0], target.inner_upper[-1, 0]
+    donor_left, donor_right = donor.upper[0, 0], donor.upper[-1, 0]
+    donor_u = donor_left + (pixel_u - left) / max(right - left, 1e-3) * (donor_right - donor_left)
+    donor_upper = np.interp(donor_u, donor.upper[:, 0], donor.upper[:, 1]).astype(np.float32)
+    donor_lower = np.interp(donor_u, donor.lower[:, 0], donor.lower[:, 1]).astype(np.float32)
+    donor_gap = np.maximum(donor_lower - donor_upper, 0)
+    # Mouth-local units are half the mouth's width: the same depth in the face is this many of the donor's.
+    to_donor = np.float32((mouth.scale / mouth.face) / (donor.mouth.scale / donor.mouth.face))
+    from_top, from_bottom = (pixel_v - upper) * to_donor, (lower - pixel_v) * to_donor
+    upper_reach, lower_reach = donor.split * donor_gap, (1 - donor.split) * donor_gap
+    from_upper = from_top / np.maximum(upper_reach, 1e-3) <= from_bottom / np.maximum(lower_reach, 1e-3)
+    donor_v = np.where(from_upper, donor_upper + np.minimum(from_top, upper_reach),
+                       donor_lower - np.minimum(from_bottom, lower_reach))
+    sample = donor.mouth.pixels(np.stack([donor_u, donor_v], axis=-1)).astype(np.float32)
+    own = cv2.remap(donor.image, sample[..., 0], sample[..., 1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    beyond = np.where(from_upper, from_top - upper_reach, from_bottom - lower_reach)
+    weight = np.clip(1 - beyond / _DONOR_FADE, 0, 1).astype(np.float32)
+    return own.astype(np.float32) * gain.astype(np.float32), weight
+
+
+def donor_gain(frame: np.ndarray, target: MouthTarget, mouth: MouthFrame, donor: InteriorDonor,
+               state: MeshWarpState) -> np.ndarray:
+    """Per-channel gain that makes the donor's skin beside the mouth the colour of this frame's (the interior is
+    lit as the face around it is); averaged over time so the interior does not flicker."""
+    measured = skin_colour(frame, mouth, target.anchors[[_ANCHORS.index(point) for point in _SKIN]])
+    gain = np.clip(measured / np.maximum(donor.skin, 1.0), 0.6, 1.6).astype(np.float32)
+    state.donor_gain = gain if state.donor_gain is None else 0.9 * state.donor_gain + 0.1 * gain
+    return state.donor_gain
+
+
+def skin_colour(image: np.ndarray, mouth: MouthFrame, spots: np.ndarray) -> np.ndarray:
+    """Median colour (BGR) of small patches (3 % of the face wide) around `spots` (mouth-local)."""
+    radius = max(1, round(0.03 * mouth.face))
+    height, width = image.shape[:2]
+    patches = []
+    for x, y in np.round(mouth.pixels(spots)).astype(int):
+        x, y = min(max(x, 0), width - 1), min(max(y, 0), height - 1)
+        patches.append(image[max(y - radius, 0):y + radius + 1, max(x - radius, 0):x + radius + 1].reshape(-1, 3))
+    return np.median(np.concatenate(patches).astype(np.float32), axis=0)
+
+
+def lip_colour(frame: np.ndarray, mouth: MouthFrame, inner_upper: np.ndarray, inner_lower: np.ndarray) -> np.ndarray:
+    """Median colour (BGR) of the lips along their inner contour (mouth-local), a little outside it: the lip
+    itself, not the opening."""
+    spots = np.round(mouth.pixels(np.concatenate([inner_upper - np.array([0.0, 0.12]),
+                                                  inner_lower + np.array([0.0, 0.12])]))).astype(int)
+    spots = np.clip(spots, 0, [frame.shape[1] - 1, frame.shape[0] - 1])
+    return np.median(frame[spots[:, 1], spots[:, 0]].astype(np.float32), axis=0)
+
+
 def depth_curve(depth: np.ndarray) -> np.ndarray:
     """1 at the lips, 0 in the middle of the opening: light falls off into the mouth."""
     return np.abs(2 * depth - 1) ** 1.5
@@ -583,12 +730,7 @@ def interior_colour(frame: np.ndarray, mouth: MouthFrame, target: MouthTarget, s
 
     Averaged over time, so the synthesised interior does not flicker.
     """
-    # Sample a little outside the inner contour: the lip itself, not the opening.
-    upper = target.source_upper - np.array([0.0, 0.12])
-    lower = target.source_lower + np.array([0.0, 0.12])
-    spots = np.round(mouth.pixels(np.concatenate([upper, lower]))).astype(int)
-    spots = np.clip(spots, 0, [frame.shape[1] - 1, frame.shape[0] - 1])
-    colour = np.median(frame[spots[:, 1], spots[:, 0]].astype(np.float32), axis=0) * _INTERIOR_DARKNESS
+    colour = lip_colour(frame, mouth, target.source_upper, target.source_lower) * _INTERIOR_DARKNESS
     state.interior = colour if state.interior is None else 0.9 * state.interior + 0.1 * colour
     return state.interior
 

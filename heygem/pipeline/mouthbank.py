@@ -228,6 +228,20 @@ def select_entries(bank: MouthBank, wanted: WantedMouth, settings: BankSettings)
     return path
 
 
+def interior_donor(bank: MouthBank, closed_gap: float) -> int | None:
+    """The entry that shows most of the person's mouth interior, upper teeth first (opening times teeth share,
+    a dark interior counting a little), facing the camera as usual: where the warp opens a mouth wider than the
+    footage frame shown, the revealed interior is taken from it. None when no open entry shows anything but lips
+    between them (a closed-mouth photo or video: the face mesh reads a small gap even on closed lips)."""
+    if len(bank) == 0:
+        return None
+    facing = np.abs(bank.turn - np.median(bank.turn)) <= 0.03
+    inside = (bank.gap > 2 * closed_gap) & (bank.teeth + bank.dark >= 0.1)
+    score = bank.gap * (bank.teeth + 0.25 * bank.dark) * facing * inside
+    best = int(np.argmax(score))
+    return best if score[best] > 0 else None
+
+
 def stitch(frame: np.ndarray, points: np.ndarray, bank: MouthBank, entry: int,
            feather_share: float = 0.035) -> np.ndarray | None:
     """Blends bank `entry` into `frame` (in place); returns the landmarks as they now are (the entry's mouth,
