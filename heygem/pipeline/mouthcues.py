@@ -37,6 +37,18 @@ _VOWEL_GAIN_BASE, _VOWEL_GAIN_RANGE = 0.8, 0.3
 # 1.04-1.08, the phones alone by 0.66-0.82, F2 plus half the phones' shape by 1.19-1.31, in shape units).
 _PHONE_SHAPE_WEIGHT = 0.5
 _LABIODENTAL_OPENNESS = 0.08  # f, v: the lower lip tucks under the upper teeth, nearly closed
+# Stop releases: a burst is the level above 1.5 kHz rising this much within 10 ms, right after a closure: the
+# level above 400 Hz (what an open mouth radiates; a voice bar lies below) this far under the loudest of the
+# 250 ms before it.
+_BURST_RISE_DB, _CLOSURE_DIP_DB = 14.0, 20.0
+# Where a burst comes from: a labial one (b, p) has a falling spectrum, weak above 3 kHz; an alveolar one (t, d)
+# a rising one (Stevens and Blumstein's templates). Measured as the level at 3-8 kHz over that at 0.4-1.5 kHz
+# ("tilt"): Festival's voice, b/p -9.5..+3 dB, t/d +6..+25; speech_en_1.wav's male voice, p -13.5..-5, t/d
+# -4.3..-2.6. A burst the recogniser heard as t or d counts as a b when its tilt is at least this far under the
+# median of the clip's own bursts heard as t or d, and falling.
+_LABIAL_UNDER_ALVEOLAR_DB, _LABIAL_TILT_DB = 6.0, -2.0
+_ALVEOLARS = frozenset({"D", "T", "DH", "TH"})
+_BILABIALS = frozenset({"M", "B", "P"})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -93,6 +105,56 @@ def frame_loudness_db(audio: np.ndarray) -> np.ndarray:
     return 10 * np.log10(power[:, _SPEECH_BAND].sum(axis=1) / _WINDOW + 1e-12)
 
 
+def band_level_db(power: np.ndarray, low_hz: float, high_hz: float) -> np.ndarray:
+    """Level (dB) of each analysis frame's `power` spectrum between two frequencies."""
+    return 10 * np.log10(power[:, (low_hz <= _FREQS) & (high_hz > _FREQS)].sum(axis=1) / _WINDOW + 1e-12)
+
+
+@dataclasses.dataclass(frozen=True)
+class StopRelease:
+    """A stop consonant heard in the sound alone: the mouth shut (near silence above 400 Hz), then a burst."""
+
+    closure_start: float  # seconds
+    burst: float  # seconds
+    tilt_db: float  # level at 3-8 kHz over that at 0.4-1.5 kHz, at the burst
+
+
+def stop_releases(audio: np.ndarray) -> list[StopRelease]:
+    """Every closure followed by a burst in the 16 kHz mono `audio` (see _BURST_RISE_DB): language-independent."""
+    power = np.abs(np.fft.rfft(analysis_frames(audio), axis=1)) ** 2
+    middle, top = band_level_db(power, 400, 1500), band_level_db(power, 1500, 8000)
+    high, oral = band_level_db(power, 3000, 8000), band_level_db(power, 400, 8000)
+    hop_s = _HOP / SAMPLE_RATE
+    releases, index = [], 3
+    while index < top.size:
+        before = oral[max(index - 25, 0):index - 2]
+        closed_before = before.max() - oral[index - 2:index].max() >= _CLOSURE_DIP_DB
+        if closed_before and top[index] - top[index - 1] >= _BURST_RISE_DB:
+            start = index - 2  # back to where the level above 400 Hz first fell well under the sound before
+            while start > max(index - 15, 1) and oral[start - 1] <= before.max() - _CLOSURE_DIP_DB / 2:
+                start -= 1
+            releases.append(StopRelease(start * hop_s, index * hop_s, float(high[index] - middle[index])))
+            index += 5  # the burst's own frication is no new release
+        else:
+            index += 1
+    return releases
+
+
+def labial_stops(recognised: list[lips.Phone], audio: np.ndarray) -> list[lips.Phone]:
+    """B phones for the bursts the recogniser heard as t or d (or th) whose spectrum says lips (_LABIAL_TILT_DB):
+    its most frequent miss is a short b heard as d. Spanning the closure, so the lips meet for all of it."""
+    def heard(release: StopRelease) -> set[str]:
+        return {phone.label for phone in recognised if phone.start - 0.03 <= release.burst <= phone.end + 0.01}
+
+    alveolar = [release for release in stop_releases(audio)
+                if heard(release) & _ALVEOLARS and not heard(release) & _BILABIALS]
+    if not alveolar:
+        return []
+    limit = min(float(np.median([release.tilt_db for release in alveolar])) - _LABIAL_UNDER_ALVEOLAR_DB,
+                _LABIAL_TILT_DB)
+    return [lips.Phone("B", release.closure_start, release.burst) for release in alveolar if release.tilt_db <= limit]
+
+
 def target_openness(audio: np.ndarray, settings: CueSettings) -> tuple[np.ndarray, np.ndarray]:
     """Unsmoothed openness and shape per 10 ms analysis frame."""
     power = np.abs(np.fft.rfft(analysis_frames(audio), axis=1)) ** 2
@@ -128,6 +190,7 @@ def mouth_cues(audio: np.ndarray, fps: float, frame_count: int, settings: CueSet
     """The mouth for each of `frame_count` video frames of the 16 kHz mono `audio` (module docstring)."""
     openness, shape = acoustic_cues(audio, fps, frame_count, settings)
     recognised = lips.recognise_phones(audio)
+    recognised = recognised + labial_stops(recognised, audio)
     anticipation_s = settings.lead_ms / 1000.0
     if settings.speech_language == "en":
         framed = lips.frame_phones(recognised, fps, frame_count, anticipation_s)
