@@ -40,8 +40,9 @@ _MOVES_WITH_MOUTH = sorted({*lm.OUTER_UPPER, *lm.OUTER_LOWER, *lm.INNER_UPPER, *
                             379, 365, 397})
 
 
-# Where lips must meet, the cost of an entry whose lips do not: more than two cuts at the default jump cost (3.0).
-_OPEN_LIPS_COST = 8.0
+# Where lips must meet, the cost of an entry whose lips do not: more than two cuts (there and back) between a
+# wide-open and a closed mouth at the default jump cost (3.0 each, plus their distance, about 4).
+_OPEN_LIPS_COST = 16.0
 
 
 @dataclasses.dataclass(frozen=True)
