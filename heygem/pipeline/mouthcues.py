@@ -8,6 +8,8 @@ Two sources, combined in `mouth_cues`:
 - phones (heygem.pipeline.phones): for English speech the recognised phones sharpen the shape (rounded, spread),
   scale the openness by vowel height, and mark the frames where the lips must touch (m, b, p) or the lower lip
   meets the upper teeth (f, v). For other languages only what transfers is taken: closures the sound confirms.
+- stop bursts (`labial_stops`, any language): a closure followed by a burst whose spectrum falls, as a release of
+  the lips does, closes the lips where the recogniser heard a t or d (its most frequent miss on a short b).
 """
 
 from __future__ import annotations
@@ -80,6 +82,11 @@ def analysis_frames(audio: np.ndarray) -> np.ndarray:
     return padded[index] * np.hanning(_WINDOW).astype(np.float32)
 
 
+def power_spectrum(audio: np.ndarray) -> np.ndarray:
+    """Power spectrum of each analysis frame (analysis_frames): computed once per speech, shared by the cues."""
+    return np.abs(np.fft.rfft(analysis_frames(audio), axis=1)) ** 2
+
+
 def band_centroid(power: np.ndarray, band: np.ndarray) -> np.ndarray:
     weights = power[:, band]
     return (weights * _FREQS[band]).sum(axis=1) / np.maximum(weights.sum(axis=1), 1e-12)
@@ -119,9 +126,8 @@ class StopRelease:
     tilt_db: float  # level at 3-8 kHz over that at 0.4-1.5 kHz, at the burst
 
 
-def stop_releases(audio: np.ndarray) -> list[StopRelease]:
-    """Every closure followed by a burst in the 16 kHz mono `audio` (see _BURST_RISE_DB): language-independent."""
-    power = np.abs(np.fft.rfft(analysis_frames(audio), axis=1)) ** 2
+def stop_releases(power: np.ndarray) -> list[StopRelease]:
+    """Every closure followed by a burst in a speech's `power_spectrum` (see _BURST_RISE_DB): language-independent."""
     middle, top = band_level_db(power, 400, 1500), band_level_db(power, 1500, 8000)
     high, oral = band_level_db(power, 3000, 8000), band_level_db(power, 400, 8000)
     hop_s = _HOP / SAMPLE_RATE
@@ -140,13 +146,13 @@ def stop_releases(audio: np.ndarray) -> list[StopRelease]:
     return releases
 
 
-def labial_stops(recognised: list[lips.Phone], audio: np.ndarray) -> list[lips.Phone]:
+def labial_stops(recognised: list[lips.Phone], power: np.ndarray) -> list[lips.Phone]:
     """B phones for the bursts the recogniser heard as t or d (or th) whose spectrum says lips (_LABIAL_TILT_DB):
     its most frequent miss is a short b heard as d. Spanning the closure, so the lips meet for all of it."""
     def heard(release: StopRelease) -> set[str]:
         return {phone.label for phone in recognised if phone.start - 0.03 <= release.burst <= phone.end + 0.01}
 
-    alveolar = [release for release in stop_releases(audio)
+    alveolar = [release for release in stop_releases(power)
                 if heard(release) & _ALVEOLARS and not heard(release) & _BILABIALS]
     if not alveolar:
         return []
@@ -155,9 +161,8 @@ def labial_stops(recognised: list[lips.Phone], audio: np.ndarray) -> list[lips.P
     return [lips.Phone("B", release.closure_start, release.burst) for release in alveolar if release.tilt_db <= limit]
 
 
-def target_openness(audio: np.ndarray, settings: CueSettings) -> tuple[np.ndarray, np.ndarray]:
-    """Unsmoothed openness and shape per 10 ms analysis frame."""
-    power = np.abs(np.fft.rfft(analysis_frames(audio), axis=1)) ** 2
+def target_openness(power: np.ndarray, settings: CueSettings) -> tuple[np.ndarray, np.ndarray]:
+    """Unsmoothed openness and shape per 10 ms analysis frame, from the speech's `power_spectrum`."""
     level_db = 10 * np.log10(power[:, _SPEECH_BAND].sum(axis=1) / _WINDOW + 1e-12)
     noise_floor = np.percentile(level_db, 10)
     speech_level = np.percentile(level_db, 97)
@@ -188,9 +193,10 @@ def attack_release(values: np.ndarray, attack_ms: float, release_ms: float, step
 
 def mouth_cues(audio: np.ndarray, fps: float, frame_count: int, settings: CueSettings) -> MouthCues:
     """The mouth for each of `frame_count` video frames of the 16 kHz mono `audio` (module docstring)."""
-    openness, shape = acoustic_cues(audio, fps, frame_count, settings)
+    power = power_spectrum(audio)
+    openness, shape = acoustic_cues(power, fps, frame_count, settings)
     recognised = lips.recognise_phones(audio)
-    recognised = recognised + labial_stops(recognised, audio)
+    recognised = recognised + labial_stops(recognised, power)
     anticipation_s = settings.lead_ms / 1000.0
     if settings.speech_language == "en":
         framed = lips.frame_phones(recognised, fps, frame_count, anticipation_s)
@@ -214,10 +220,10 @@ def mouth_cues(audio: np.ndarray, fps: float, frame_count: int, settings: CueSet
                      closed=framed.closed.copy(), labiodental=labiodental.copy())
 
 
-def acoustic_cues(audio: np.ndarray, fps: float, frame_count: int,
+def acoustic_cues(power: np.ndarray, fps: float, frame_count: int,
                   settings: CueSettings) -> tuple[np.ndarray, np.ndarray]:
-    """Openness and shape per video frame from loudness and formants alone."""
-    openness, shape = target_openness(audio, settings)
+    """Openness and shape per video frame from loudness and formants alone (`power`: power_spectrum)."""
+    openness, shape = target_openness(power, settings)
     step_ms = 1000.0 * _HOP / SAMPLE_RATE
     openness = attack_release(openness, settings.attack_ms, settings.release_ms, step_ms)
     shape = attack_release(shape + 1.0, settings.attack_ms, settings.attack_ms, step_ms) - 1.0
