@@ -84,7 +84,10 @@ def test_closures_count_when_the_gap_falls_to_a_quarter_of_the_open_vowels() -> 
     gaps[20:22] = 0.04  # the P only narrows
     gaps[30] = 0.02  # the B: 0.2 x the open vowels
     figures = closure_figures(gaps, phones, fps)
-    assert figures == {"open_vowel_gap": 0.1, "closures": 3, "closures_met": pytest.approx(2 / 3, abs=0.001)}
+    assert figures == {"open_vowel_gap": 0.1, "closures": 3, "closures_met": pytest.approx(2 / 3, abs=0.001),
+                       "vowels": 4, "vowels_closed": 0}
+    gaps[36] = 0.02  # the middle of the last "ah" (1.43 s) shut: a false closure
+    assert closure_figures(gaps, phones, fps)["vowels_closed"] == 1
 
 
 def test_oo_narrower_than_ee_reads_below_one() -> None:

@@ -91,6 +91,23 @@ def test_a_width_beyond_the_footage_does_not_cost_the_opening() -> None:
     assert bank.gap[chosen[0]] == pytest.approx(0.08)
 
 
+def test_lips_that_must_meet_cut_to_a_closed_footage_mouth_rather_than_stay_on_a_nearly_closed_one() -> None:
+    # Footage: talking, its mouth nearly closing (gap 0.014, just above the closed threshold) between syllables,
+    # and truly closed (0.005) only at its end. An open mouth pressed shut by the warp still reads as parted lips
+    # (0.013-0.017 of the face width on the talking clip), so a closure must show one of the closed frames.
+    gaps = np.array([0.06, 0.04, 0.014, 0.04, 0.06] * 8 + [0.005, 0.005])
+    bank = geometry_bank(gaps, np.full(len(gaps), 0.4))
+    own = np.arange(40)
+    wanted_gap = gaps[:40].copy()
+    wanted_gap[[12, 27]] = 0.0  # an m over the footage's near-closures
+    wanted = WantedMouth(gap=wanted_gap.astype(np.float32), width=np.full(40, 0.4, np.float32),
+                         closed=wanted_gap == 0, turn=np.zeros(40), own=own)
+    path = mouthbank.select_entries(bank, wanted, BankSettings(max_entries=400, jump_cost=3.0, closed_gap=0.012))
+    assert np.all(bank.gap[path[[12, 27]]] < 0.012), bank.gap[path[[12, 27]]]
+    # Elsewhere the footage plays on (or runs into its closed frames just before a closure): four cuts in all.
+    assert cuts(path) <= 4 and np.mean(path == own) > 0.85
+
+
 def test_lips_that_must_meet_are_shown_as_filmed_only_where_they_meet_in_the_footage() -> None:
     # Footage with closed (gap 0.005), half-open and open mouths; the wanted mouths are those, and a closure
     # over a slightly parted footage mouth (gap 0.015: within the tolerance of an open match).

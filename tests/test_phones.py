@@ -16,7 +16,7 @@ from heygem.options import TaskOptions
 from heygem.pipeline import phones as lips
 from heygem.pipeline.evaluate import correlation_by_offset, speech_level
 from heygem.pipeline.media import read_audio
-from heygem.pipeline.mouthcues import CueSettings, mouth_cues
+from heygem.pipeline.mouthcues import CueSettings, labial_stops, mouth_cues, power_spectrum, stop_releases
 from tests.conftest import shared_media
 
 FPS = 25.0
@@ -87,6 +87,54 @@ def test_a_shape_held_for_one_frame_does_not_flicker() -> None:
     assert np.max(np.abs(np.diff(shape))) < 1.0
     # A closure is never smoothed away, however short.
     assert lips.frame_phones(sequence(("AA", 0.3), ("P", 0.02), ("AA", 0.3)), FPS, 25, 0.0).closed.any()
+
+
+RATE = 16000
+
+
+def vowel(seconds: float) -> np.ndarray:
+    """A vowel-like sound: 120 Hz harmonics under two formants (700 and 1200 Hz)."""
+    time = np.arange(int(seconds * RATE)) / RATE
+    harmonics = np.arange(1, 33) * 120.0
+    gain = 1 / (1 + ((harmonics - 700) / 150) ** 2) + 0.5 / (1 + ((harmonics - 1200) / 200) ** 2) + 0.02
+    return 1.2 * (gain[:, None] * np.sin(2 * np.pi * harmonics[:, None] * time)).sum(axis=0) / gain.sum()
+
+
+def burst(lips_closed: bool, rng: np.random.Generator) -> np.ndarray:
+    """12 ms of noise as a stop's release: falling spectrum from the lips (b, p), rising from the tongue tip (t, d)."""
+    noise = rng.normal(0, 1, int(0.012 * RATE))
+    shaped = np.convolve(noise, np.ones(8) / 8, mode="same") if lips_closed else np.diff(noise, n=2, prepend=[0, 0]) / 4
+    return 0.3 * shaped
+
+
+def quiet(seconds: float, rng: np.random.Generator) -> np.ndarray:
+    return rng.normal(0, 1e-4, int(seconds * RATE))
+
+
+def test_a_burst_from_the_lips_after_a_closure_closes_the_lips_where_the_recogniser_heard_a_d() -> None:
+    rng = np.random.default_rng(3)
+    # vowel, 60 ms closure (0.50-0.56 s), a labial burst, vowel, 60 ms closure (0.87-0.93 s), an alveolar burst, vowel
+    audio = np.concatenate([quiet(0.2, rng), vowel(0.3), quiet(0.06, rng), burst(True, rng), vowel(0.3),
+                            quiet(0.06, rng), burst(False, rng), vowel(0.3), quiet(0.2, rng)]).astype(np.float32)
+    releases = stop_releases(power_spectrum(audio))
+    assert [round(release.burst, 2) for release in releases] == [0.55, 0.92]
+    assert releases[0].tilt_db < -5 < 5 < releases[1].tilt_db
+    # The recogniser heard both as d (its most frequent miss on a short b): only the labial one becomes a b.
+    heard = [lips.Phone("AA", 0.2, 0.5), lips.Phone("D", 0.5, 0.6), lips.Phone("AA", 0.6, 0.87),
+             lips.Phone("D", 0.87, 0.96), lips.Phone("AA", 0.96, 1.26)]
+    added = labial_stops(heard, power_spectrum(audio))
+    assert [(phone.label, round(phone.start, 2), round(phone.end, 2)) for phone in added] == [("B", 0.51, 0.55)]
+    closed = np.flatnonzero(lips.frame_phones(heard + added, FPS, 40, 0.0).closed)
+    assert closed.tolist() == [13], "one closed frame inside the first closure (0.50-0.56 s), none at the t"
+    assert not lips.frame_phones(heard, FPS, 40, 0.0).closed.any()
+
+
+def test_a_sustained_vowel_has_no_stop_release_whatever_the_recogniser_heard() -> None:
+    rng = np.random.default_rng(4)
+    audio = np.concatenate([quiet(0.2, rng), vowel(1.0), quiet(0.2, rng)]).astype(np.float32)
+    assert stop_releases(power_spectrum(audio)) == []
+    heard = [lips.Phone("AA", 0.2, 0.6), lips.Phone("D", 0.6, 0.65), lips.Phone("AA", 0.65, 1.2)]
+    assert labial_stops(heard, power_spectrum(audio)) == []
 
 
 def test_speech_language_is_one_option_with_one_refusal() -> None:

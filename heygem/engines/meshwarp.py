@@ -218,10 +218,12 @@ def fits_as_it_is(bank: MouthBank, entries: np.ndarray, wanted: WantedMouth, set
     """Per output frame: the chosen footage mouth is this close to the wanted one, so it is shown as it is (the
     warp would only blur it). Where the lips must meet, only a footage mouth whose lips meet fits. (Pressing
     such a mouth further with the warp pulls the chin over what the frame's own open mouth left below the
-    stitched one: a pale patch under the lower lip.)"""
+    stitched one: a pale patch under the lower lip.) A footage mouth whose lips meet fits wherever they must
+    meet, whatever its width: pressed further, a seam shows between its lips."""
     gap, width = bank.gap[entries], bank.width[entries]
-    return ((np.abs(gap - wanted.gap) <= 0.15 * open_gap(bank, settings))
-            & (np.abs(width / wanted.width - 1) <= 0.04) & (~wanted.closed | (gap < settings.bank_closed_gap)))
+    closed = gap < settings.bank_closed_gap
+    return (wanted.closed & closed) | ((np.abs(gap - wanted.gap) <= 0.15 * open_gap(bank, settings))
+                                       & (np.abs(width / wanted.width - 1) <= 0.04) & (~wanted.closed | closed))
 
 
 def open_gap(bank: MouthBank, settings: MeshWarpConfig) -> float:

@@ -40,6 +40,11 @@ _MOVES_WITH_MOUTH = sorted({*lm.OUTER_UPPER, *lm.OUTER_LOWER, *lm.INNER_UPPER, *
                             379, 365, 397})
 
 
+# Where lips must meet, the cost of an entry whose lips do not: more than two cuts (there and back) between a
+# wide-open and a closed mouth at the default jump cost (3.0 each, plus their distance, about 4).
+_OPEN_LIPS_COST = 16.0
+
+
 @dataclasses.dataclass(frozen=True)
 class BankSettings:
     max_entries: int  # the bank keeps at most this many frames, spread evenly over the video
@@ -193,9 +198,12 @@ def selection_costs(bank: MouthBank, wanted: WantedMouth, closed_gap: float) -> 
     cost += ((reachable[:, None] - bank.width[None, :]) / width_unit) ** 2
     # A mouth seen from another angle does not fit the face it is stitched into.
     cost += np.nan_to_num((wanted.turn[:, None] - bank.turn[None, :]) / 0.03) ** 2
-    # Lips meet only when they meet in the footage: anything left open shows between them.
+    # Lips meet only when they meet in the footage: anything left open shows between them, and an open mouth
+    # the warp presses shut still reads as parted lips (0.013-0.017 of the face width on a face mesh, against
+    # 0.004-0.010 for the person's own closed mouth). So any open entry costs more than two cuts (to one of the
+    # footage's closed mouths and back), and the more open, the more.
     opened_by = np.maximum(bank.gap[None, :] - closed_gap, 0) / (0.3 * closed_gap)
-    cost += np.where(wanted.closed[:, None], opened_by, 0.0) ** 2
+    cost += np.where(wanted.closed[:, None], opened_by**2 + _OPEN_LIPS_COST * (bank.gap[None, :] >= closed_gap), 0.0)
     # The frame's own mouth needs no stitching at all; prefer it where it fits.
     own = wanted.own >= 0
     cost[np.flatnonzero(own), wanted.own[own]] -= 0.5

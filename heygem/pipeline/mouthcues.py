@@ -8,6 +8,8 @@ Two sources, combined in `mouth_cues`:
 - phones (heygem.pipeline.phones): for English speech the recognised phones sharpen the shape (rounded, spread),
   scale the openness by vowel height, and mark the frames where the lips must touch (m, b, p) or the lower lip
   meets the upper teeth (f, v). For other languages only what transfers is taken: closures the sound confirms.
+- stop bursts (`labial_stops`, any language): a closure followed by a burst whose spectrum falls, as a release of
+  the lips does, closes the lips where the recogniser heard a t or d (its most frequent miss on a short b).
 """
 
 from __future__ import annotations
@@ -37,6 +39,18 @@ _VOWEL_GAIN_BASE, _VOWEL_GAIN_RANGE = 0.8, 0.3
 # 1.04-1.08, the phones alone by 0.66-0.82, F2 plus half the phones' shape by 1.19-1.31, in shape units).
 _PHONE_SHAPE_WEIGHT = 0.5
 _LABIODENTAL_OPENNESS = 0.08  # f, v: the lower lip tucks under the upper teeth, nearly closed
+# Stop releases: a burst is the level above 1.5 kHz rising this much within 10 ms, right after a closure: the
+# level above 400 Hz (what an open mouth radiates; a voice bar lies below) this far under the loudest of the
+# 250 ms before it.
+_BURST_RISE_DB, _CLOSURE_DIP_DB = 14.0, 20.0
+# Where a burst comes from: a labial one (b, p) has a falling spectrum, weak above 3 kHz; an alveolar one (t, d)
+# a rising one (Stevens and Blumstein's templates). Measured as the level at 3-8 kHz over that at 0.4-1.5 kHz
+# ("tilt"): Festival's voice, b/p -9.5..+3 dB, t/d +6..+25; speech_en_1.wav's male voice, p -13.5..-5, t/d
+# -4.3..-2.6. A burst the recogniser heard as t or d counts as a b when its tilt is at least this far under the
+# median of the clip's own bursts heard as t or d, and falling.
+_LABIAL_UNDER_ALVEOLAR_DB, _LABIAL_TILT_DB = 6.0, -2.0
+_ALVEOLARS = frozenset({"D", "T", "DH", "TH"})
+_BILABIALS = frozenset({"M", "B", "P"})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,6 +82,11 @@ def analysis_frames(audio: np.ndarray) -> np.ndarray:
     return padded[index] * np.hanning(_WINDOW).astype(np.float32)
 
 
+def power_spectrum(audio: np.ndarray) -> np.ndarray:
+    """Power spectrum of each analysis frame (analysis_frames): computed once per speech, shared by the cues."""
+    return np.abs(np.fft.rfft(analysis_frames(audio), axis=1)) ** 2
+
+
 def band_centroid(power: np.ndarray, band: np.ndarray) -> np.ndarray:
     weights = power[:, band]
     return (weights * _FREQS[band]).sum(axis=1) / np.maximum(weights.sum(axis=1), 1e-12)
@@ -93,9 +112,57 @@ def frame_loudness_db(audio: np.ndarray) -> np.ndarray:
     return 10 * np.log10(power[:, _SPEECH_BAND].sum(axis=1) / _WINDOW + 1e-12)
 
 
-def target_openness(audio: np.ndarray, settings: CueSettings) -> tuple[np.ndarray, np.ndarray]:
-    """Unsmoothed openness and shape per 10 ms analysis frame."""
-    power = np.abs(np.fft.rfft(analysis_frames(audio), axis=1)) ** 2
+def band_level_db(power: np.ndarray, low_hz: float, high_hz: float) -> np.ndarray:
+    """Level (dB) of each analysis frame's `power` spectrum between two frequencies."""
+    return 10 * np.log10(power[:, (low_hz <= _FREQS) & (high_hz > _FREQS)].sum(axis=1) / _WINDOW + 1e-12)
+
+
+@dataclasses.dataclass(frozen=True)
+class StopRelease:
+    """A stop consonant heard in the sound alone: the mouth shut (near silence above 400 Hz), then a burst."""
+
+    closure_start: float  # seconds
+    burst: float  # seconds
+    tilt_db: float  # level at 3-8 kHz over that at 0.4-1.5 kHz, at the burst
+
+
+def stop_releases(power: np.ndarray) -> list[StopRelease]:
+    """Every closure followed by a burst in a speech's `power_spectrum` (see _BURST_RISE_DB): language-independent."""
+    middle, top = band_level_db(power, 400, 1500), band_level_db(power, 1500, 8000)
+    high, oral = band_level_db(power, 3000, 8000), band_level_db(power, 400, 8000)
+    hop_s = _HOP / SAMPLE_RATE
+    releases, index = [], 3
+    while index < top.size:
+        before = oral[max(index - 25, 0):index - 2]
+        closed_before = before.max() - oral[index - 2:index].max() >= _CLOSURE_DIP_DB
+        if closed_before and top[index] - top[index - 1] >= _BURST_RISE_DB:
+            start = index - 2  # back to where the level above 400 Hz first fell well under the sound before
+            while start > max(index - 15, 1) and oral[start - 1] <= before.max() - _CLOSURE_DIP_DB / 2:
+                start -= 1
+            releases.append(StopRelease(start * hop_s, index * hop_s, float(high[index] - middle[index])))
+            index += 5  # the burst's own frication is no new release
+        else:
+            index += 1
+    return releases
+
+
+def labial_stops(recognised: list[lips.Phone], power: np.ndarray) -> list[lips.Phone]:
+    """B phones for the bursts the recogniser heard as t or d (or th) whose spectrum says lips (_LABIAL_TILT_DB):
+    its most frequent miss is a short b heard as d. Spanning the closure, so the lips meet for all of it."""
+    def heard(release: StopRelease) -> set[str]:
+        return {phone.label for phone in recognised if phone.start - 0.03 <= release.burst <= phone.end + 0.01}
+
+    alveolar = [release for release in stop_releases(power)
+                if heard(release) & _ALVEOLARS and not heard(release) & _BILABIALS]
+    if not alveolar:
+        return []
+    limit = min(float(np.median([release.tilt_db for release in alveolar])) - _LABIAL_UNDER_ALVEOLAR_DB,
+                _LABIAL_TILT_DB)
+    return [lips.Phone("B", release.closure_start, release.burst) for release in alveolar if release.tilt_db <= limit]
+
+
+def target_openness(power: np.ndarray, settings: CueSettings) -> tuple[np.ndarray, np.ndarray]:
+    """Unsmoothed openness and shape per 10 ms analysis frame, from the speech's `power_spectrum`."""
     level_db = 10 * np.log10(power[:, _SPEECH_BAND].sum(axis=1) / _WINDOW + 1e-12)
     noise_floor = np.percentile(level_db, 10)
     speech_level = np.percentile(level_db, 97)
@@ -126,8 +193,10 @@ def attack_release(values: np.ndarray, attack_ms: float, release_ms: float, step
 
 def mouth_cues(audio: np.ndarray, fps: float, frame_count: int, settings: CueSettings) -> MouthCues:
     """The mouth for each of `frame_count` video frames of the 16 kHz mono `audio` (module docstring)."""
-    openness, shape = acoustic_cues(audio, fps, frame_count, settings)
+    power = power_spectrum(audio)
+    openness, shape = acoustic_cues(power, fps, frame_count, settings)
     recognised = lips.recognise_phones(audio)
+    recognised = recognised + labial_stops(recognised, power)
     anticipation_s = settings.lead_ms / 1000.0
     if settings.speech_language == "en":
         framed = lips.frame_phones(recognised, fps, frame_count, anticipation_s)
@@ -151,10 +220,10 @@ def mouth_cues(audio: np.ndarray, fps: float, frame_count: int, settings: CueSet
                      closed=framed.closed.copy(), labiodental=labiodental.copy())
 
 
-def acoustic_cues(audio: np.ndarray, fps: float, frame_count: int,
+def acoustic_cues(power: np.ndarray, fps: float, frame_count: int,
                   settings: CueSettings) -> tuple[np.ndarray, np.ndarray]:
-    """Openness and shape per video frame from loudness and formants alone."""
-    openness, shape = target_openness(audio, settings)
+    """Openness and shape per video frame from loudness and formants alone (`power`: power_spectrum)."""
+    openness, shape = target_openness(power, settings)
     step_ms = 1000.0 * _HOP / SAMPLE_RATE
     openness = attack_release(openness, settings.attack_ms, settings.release_ms, step_ms)
     shape = attack_release(shape + 1.0, settings.attack_ms, settings.attack_ms, step_ms) - 1.0
