@@ -16,7 +16,8 @@ from heygem.options import TaskOptions
 from heygem.pipeline import engine as engine_contract
 from heygem.pipeline import phone_decoder, phones, tracking
 from heygem.pipeline.engine import Job
-from heygem.pipeline.media import SAMPLE_RATE, VideoReader
+from heygem.pipeline.analysis import FrameTail
+from heygem.pipeline.media import SAMPLE_RATE, VideoReader, probe_video
 from tests.conftest import ConfigFactory
 from tests.media import QuietReporter, astronaut_video, frames_of, speech_wav
 
@@ -41,14 +42,14 @@ class Recorder(QuietReporter):
 def count_decoded(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """Counts the frames every VideoReader decodes from now on (analysis and rendering alike)."""
     decoded: list[int] = []
-    real = VideoReader.frames
+    real = VideoReader.compact_frames
 
     def counted(self: VideoReader, start: int = 0, stop: int | None = None) -> Iterator[tuple[int, np.ndarray]]:
         for item in real(self, start, stop):
             decoded.append(item[0])
             yield item
 
-    monkeypatch.setattr(VideoReader, "frames", counted)
+    monkeypatch.setattr(VideoReader, "compact_frames", counted)
     return decoded
 
 
@@ -117,3 +118,18 @@ def test_a_failing_speech_analysis_is_named_as_such(
         render(make_config(), video, audio, tmp_path / "broken.mp4", reporter)
     # The speech failed while the video was analysed: the task's failure names the speech, not the video.
     assert reporter.stages == ["reading inputs", "analysing audio", "analysing video", "analysing audio"]
+
+
+def test_the_frame_tail_holds_twice_the_frames_as_decoded_planes_and_gives_back_those_decoding_gives(
+        inputs: tuple[Path, Path]) -> None:
+    video, _ = inputs
+    reader = VideoReader(probe_video(video), (SIDE, SIDE))
+    tail = FrameTail(max_bytes=5 * SIDE * SIDE * 3)  # five BGR frames' worth
+    for grid_index, compact in reader.compact_frames():
+        tail.add(grid_index, compact)
+    assert len(tail) == 10 and tail.start() == 15
+    for grid_index, frame in reader.frames(15, 25):
+        kept_index, kept = tail.take()
+        assert kept_index == grid_index and kept.shape == frame.shape and np.array_equal(kept, frame)
+    assert len(tail) == 0 and tail.nbytes == 0
+

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 from loguru import logger
 
-from heygem.pipeline.media import VideoInfo, VideoReader
+from heygem.pipeline.media import VideoInfo, VideoReader, to_bgr
 from heygem.pipeline.mouthbank import BankBuilder, BankSettings, MouthBank
 from heygem.pipeline.tracking import FaceTracker, TrackerSettings
 
@@ -46,7 +46,8 @@ class VideoAnalysis:
 
 class FrameTail:
     """The last frames an analysis decoded, at most `max_bytes` of them, handed on to rendering so that it need not
-    decode them again.
+    decode them again. They are held as decoded (VideoReader.compact_frames: I420 where it can, half the bytes of
+    BGR), so the same memory keeps twice as many.
 
     The tail, not the head: rendering decodes from the first frame on, and starting its decoder after a kept head
     would decode again from the keyframe before it, often the video's first frame.
@@ -60,8 +61,13 @@ class FrameTail:
     def __len__(self) -> int:
         return len(self._frames)
 
+    @property
+    def nbytes(self) -> int:
+        return self._bytes
+
     def add(self, grid_index: int, frame: np.ndarray) -> None:
-        """Keeps `frame` (the frames come in grid order), dropping the oldest ones beyond max_bytes."""
+        """Keeps `frame` (as compact_frames yields it; the frames come in grid order), dropping the oldest ones
+        beyond max_bytes."""
         if frame.nbytes > self.max_bytes:
             return
         self._frames.append((grid_index, frame))
@@ -74,10 +80,10 @@ class FrameTail:
         return self._frames[0][0] if self._frames else None
 
     def take(self) -> tuple[int, np.ndarray]:
-        """The first frame kept, no longer held here."""
+        """The first frame kept, as BGR, no longer held here."""
         grid_index, frame = self._frames.popleft()
         self._bytes -= frame.nbytes
-        return grid_index, frame
+        return grid_index, to_bgr(frame)
 
     def clear(self) -> None:
         self._frames.clear()
@@ -94,10 +100,10 @@ def analyse_video(video: VideoInfo, size: tuple[int, int], tracker: TrackerSetti
     face_tracker = FaceTracker(video.fps, tracker)
     builder = BankBuilder(bank, video.frame_count)
     landmarks: list[np.ndarray | None] = []
-    frames: queue.Queue[tuple[int, np.ndarray] | BaseException | None] = queue.Queue(maxsize=8)
+    frames: queue.Queue[tuple[int, np.ndarray, np.ndarray] | BaseException | None] = queue.Queue(maxsize=8)
     stop = threading.Event()
 
-    def offer(item: tuple[int, np.ndarray] | BaseException | None) -> None:
+    def offer(item: tuple[int, np.ndarray, np.ndarray] | BaseException | None) -> None:
         while not stop.is_set():
             try:
                 frames.put(item, timeout=0.1)
@@ -107,8 +113,8 @@ def analyse_video(video: VideoInfo, size: tuple[int, int], tracker: TrackerSetti
 
     def decode() -> None:
         try:
-            for item in VideoReader(video, size).frames():
-                offer(item)
+            for grid_index, compact in VideoReader(video, size).compact_frames():
+                offer((grid_index, compact, to_bgr(compact)))
             offer(None)
         except BaseException as exc:  # handed to the tracking thread, which raises it
             offer(exc)
@@ -119,12 +125,12 @@ def analyse_video(video: VideoInfo, size: tuple[int, int], tracker: TrackerSetti
         while (item := frames.get()) is not None:
             if isinstance(item, BaseException):
                 raise item
-            grid_index, frame = item
+            grid_index, compact, frame = item
             points = face_tracker.track(frame)
             landmarks.append(points)
             builder.add(grid_index, frame, points)
             if tail is not None:
-                tail.add(grid_index, frame)
+                tail.add(grid_index, compact)
     finally:
         stop.set()
         face_tracker.close()
