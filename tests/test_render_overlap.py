@@ -15,8 +15,8 @@ from heygem.engines.meshwarp import MeshWarpEngine
 from heygem.options import TaskOptions
 from heygem.pipeline import engine as engine_contract
 from heygem.pipeline import phone_decoder, phones, tracking
-from heygem.pipeline.engine import Job
 from heygem.pipeline.analysis import FrameTail
+from heygem.pipeline.engine import Job
 from heygem.pipeline.media import SAMPLE_RATE, VideoReader, probe_video
 from tests.conftest import ConfigFactory
 from tests.media import QuietReporter, astronaut_video, frames_of, speech_wav
