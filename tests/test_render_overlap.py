@@ -3,11 +3,13 @@ once on a first render, no tracking on a second one; and the same result as the 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 import pytest
 
@@ -20,6 +22,7 @@ from heygem.pipeline.engine import Job
 from heygem.pipeline.media import SAMPLE_RATE, VideoReader, probe_video
 from tests.conftest import ConfigFactory
 from tests.media import QuietReporter, astronaut_video, frames_of, speech_wav
+from tests.test_mouthbank import geometry_bank
 
 SIDE = 256
 
@@ -133,3 +136,18 @@ def test_the_frame_tail_holds_twice_the_frames_as_decoded_planes_and_gives_back_
         assert kept_index == grid_index and kept.shape == frame.shape and np.array_equal(kept, frame)
     assert len(tail) == 0 and tail.nbytes == 0
 
+
+
+def test_a_footage_mouth_shown_on_consecutive_frames_is_decoded_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    images = [np.full((6, 8, 3), value, np.uint8) for value in (40, 200)]
+    bank = dataclasses.replace(geometry_bank(np.zeros(2), np.full(2, 0.4)),
+                               patches=[cv2.imencode(".png", image)[1].tobytes() for image in images])
+    decoded: list[int] = []
+    real = cv2.imdecode
+    monkeypatch.setattr(cv2, "imdecode", lambda *args: decoded.append(1) or real(*args))
+    entries = (0, 0, 0, 1, 1, 0)
+    shown = [bank.patch(entry) for entry in entries]
+    assert len(decoded) == 3
+    assert all(np.array_equal(patch, images[entry]) for patch, entry in zip(shown, entries, strict=True))
+    with pytest.raises(ValueError, match="read-only"):
+        shown[0][0, 0] = 0  # what stitching reads is never changed for the next frame
