@@ -144,7 +144,12 @@ def test_a_footage_mouth_shown_on_consecutive_frames_is_decoded_once(monkeypatch
                                patches=[cv2.imencode(".png", image)[1].tobytes() for image in images])
     decoded: list[int] = []
     real = cv2.imdecode
-    monkeypatch.setattr(cv2, "imdecode", lambda *args: decoded.append(1) or real(*args))
+
+    def counted(*args: Any) -> np.ndarray:
+        decoded.append(1)
+        return real(*args)
+
+    monkeypatch.setattr(cv2, "imdecode", counted)
     entries = (0, 0, 0, 1, 1, 0)
     shown = [bank.patch(entry) for entry in entries]
     assert len(decoded) == 3
