@@ -137,6 +137,17 @@ def test_the_frame_tail_holds_twice_the_frames_as_decoded_planes_and_gives_back_
     assert len(tail) == 0 and tail.nbytes == 0
 
 
+def test_the_frame_tail_restarts_when_the_frames_change_layout() -> None:
+    tail = FrameTail(max_bytes=1000)
+    planes = np.zeros((6, 4), np.uint8)  # I420 of a 4x4 frame
+    tail.add(0, planes)
+    tail.add(1, planes + 1)
+    tail.add(2, np.full((4, 4, 3), 9, np.uint8))  # BGR from here on (a stream that changes its pixel format)
+    assert len(tail) == 1 and tail.start() == 2
+    grid_index, frame = tail.take()
+    assert grid_index == 2 and frame.shape == (4, 4, 3) and (frame == 9).all()
+
+
 
 def test_a_footage_mouth_shown_on_consecutive_frames_is_decoded_once(monkeypatch: pytest.MonkeyPatch) -> None:
     images = [np.full((6, 8, 3), value, np.uint8) for value in (40, 200)]

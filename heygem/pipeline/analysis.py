@@ -47,7 +47,8 @@ class VideoAnalysis:
 class FrameTail:
     """The last frames an analysis decoded, at most `max_bytes` of them, handed on to rendering so that it need not
     decode them again. They are held as decoded (VideoReader.compact_frames: I420 where it can, half the bytes of
-    BGR), so the same memory keeps twice as many.
+    BGR), so the same memory keeps twice as many, in one block allocated with the first frame: a frame copied in
+    leaves no long-lived piece of its own between the job's short-lived ones, which the allocator would keep.
 
     The tail, not the head: rendering decodes from the first frame on, and starting its decoder after a kept head
     would decode again from the keyframe before it, often the video's first frame.
@@ -55,39 +56,50 @@ class FrameTail:
 
     def __init__(self, max_bytes: int) -> None:
         self.max_bytes = max_bytes
-        self._frames: collections.deque[tuple[int, np.ndarray]] = collections.deque()
-        self._bytes = 0
+        self._slots: np.ndarray | None = None  # (capacity, *frame shape): a ring of frames
+        self._indices: collections.deque[int] = collections.deque()  # grid index of each frame kept, oldest first
+        self._oldest = 0  # the slot of the oldest frame kept
 
     def __len__(self) -> int:
-        return len(self._frames)
+        return len(self._indices)
 
     @property
     def nbytes(self) -> int:
-        return self._bytes
+        return 0 if self._slots is None else len(self._indices) * self._slots[0].nbytes
 
     def add(self, grid_index: int, frame: np.ndarray) -> None:
-        """Keeps `frame` (as compact_frames yields it; the frames come in grid order), dropping the oldest ones
-        beyond max_bytes."""
-        if frame.nbytes > self.max_bytes:
-            return
-        self._frames.append((grid_index, frame))
-        self._bytes += frame.nbytes
-        while self._bytes > self.max_bytes:
-            self._bytes -= self._frames.popleft()[1].nbytes
+        """Keeps a copy of `frame` (as compact_frames yields it; the frames come in grid order), dropping the oldest
+        ones beyond max_bytes."""
+        if self._slots is not None and (self._slots.shape[1:], self._slots.dtype) != (frame.shape, frame.dtype):
+            self.clear()  # another layout (a stream that changes format): the frames before it are not kept
+        if self._slots is None:
+            capacity = self.max_bytes // max(frame.nbytes, 1)
+            if capacity == 0:
+                return
+            self._slots = np.empty((capacity, *frame.shape), frame.dtype)
+        capacity = len(self._slots)
+        if len(self._indices) == capacity:
+            self._indices.popleft()
+            self._oldest = (self._oldest + 1) % capacity
+        self._slots[(self._oldest + len(self._indices)) % capacity] = frame
+        self._indices.append(grid_index)
 
     def start(self) -> int | None:
         """The grid index of the first frame kept (the rest up to the video's end follow); None: none kept."""
-        return self._frames[0][0] if self._frames else None
+        return self._indices[0] if self._indices else None
 
     def take(self) -> tuple[int, np.ndarray]:
-        """The first frame kept, as BGR, no longer held here."""
-        grid_index, frame = self._frames.popleft()
-        self._bytes -= frame.nbytes
-        return grid_index, to_bgr(frame)
+        """The first frame kept, as a BGR frame of its own, no longer held here."""
+        assert self._slots is not None
+        grid_index = self._indices.popleft()
+        kept = self._slots[self._oldest]
+        self._oldest = (self._oldest + 1) % len(self._slots)
+        return grid_index, to_bgr(kept) if kept.ndim == 2 else kept.copy()
 
     def clear(self) -> None:
-        self._frames.clear()
-        self._bytes = 0
+        self._slots = None
+        self._indices.clear()
+        self._oldest = 0
 
 
 def analyse_video(video: VideoInfo, size: tuple[int, int], tracker: TrackerSettings, bank: BankSettings,
