@@ -164,6 +164,9 @@ def measure_speed(rounds: int, engine: str, folder: Path) -> dict[str, Any]:
             "second_render_over_ffmpeg_median_of_ratios": round(statistics.median(second_ratios), 2),
             "cpu_s_medians": {name: round(statistics.median(column), 2) for name, column in
                               zip(("ffmpeg", "first_render", "second_render"), zip(*cpu, strict=True), strict=True)},
+            # CPU time over the transcode's, per round: the floor of the wall ratios on two busy cores.
+            "cpu_over_ffmpeg_medians": {name: round(statistics.median(row[column] / row[0] for row in cpu), 2)
+                                        for column, name in ((1, "first_render"), (2, "second_render"))},
             "peak_memory_mb_median": round(statistics.median(peaks) / 2**20),
             "peak_memory_mb_max": round(max(peaks) / 2**20),
             "all_generate_s": [round(value, 2) for value in ours], "all_ffmpeg_s": [round(value, 2) for value in plain]}
@@ -215,6 +218,9 @@ def main() -> None:
     cpu = speed["cpu_s_medians"]
     print(f"| CPU seconds, process tree: ffmpeg / first render / second render | {cpu['ffmpeg']} / "
           f"{cpu['first_render']} / {cpu['second_render']} |")
+    cpu_ratios = speed["cpu_over_ffmpeg_medians"]
+    print(f"| CPU / plain ffmpeg's CPU: first render / second render | {cpu_ratios['first_render']} / "
+          f"{cpu_ratios['second_render']} |")
     print(f"| peak memory (Python + ffmpeg) | {speed['peak_memory_mb_median']} MB "
           f"(max {speed['peak_memory_mb_max']}) |")
     for row in report.get("memory", []):

@@ -3,11 +3,13 @@ once on a first render, no tracking on a second one; and the same result as the 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 import pytest
 
@@ -15,10 +17,12 @@ from heygem.engines.meshwarp import MeshWarpEngine
 from heygem.options import TaskOptions
 from heygem.pipeline import engine as engine_contract
 from heygem.pipeline import phone_decoder, phones, tracking
+from heygem.pipeline.analysis import FrameTail
 from heygem.pipeline.engine import Job
-from heygem.pipeline.media import SAMPLE_RATE, VideoReader
+from heygem.pipeline.media import SAMPLE_RATE, VideoReader, probe_video
 from tests.conftest import ConfigFactory
 from tests.media import QuietReporter, astronaut_video, frames_of, speech_wav
+from tests.test_mouthbank import geometry_bank
 
 SIDE = 256
 
@@ -41,14 +45,14 @@ class Recorder(QuietReporter):
 def count_decoded(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """Counts the frames every VideoReader decodes from now on (analysis and rendering alike)."""
     decoded: list[int] = []
-    real = VideoReader.frames
+    real = VideoReader.compact_frames
 
     def counted(self: VideoReader, start: int = 0, stop: int | None = None) -> Iterator[tuple[int, np.ndarray]]:
         for item in real(self, start, stop):
             decoded.append(item[0])
             yield item
 
-    monkeypatch.setattr(VideoReader, "frames", counted)
+    monkeypatch.setattr(VideoReader, "compact_frames", counted)
     return decoded
 
 
@@ -117,3 +121,49 @@ def test_a_failing_speech_analysis_is_named_as_such(
         render(make_config(), video, audio, tmp_path / "broken.mp4", reporter)
     # The speech failed while the video was analysed: the task's failure names the speech, not the video.
     assert reporter.stages == ["reading inputs", "analysing audio", "analysing video", "analysing audio"]
+
+
+def test_the_frame_tail_holds_twice_the_frames_as_decoded_planes_and_gives_back_those_decoding_gives(
+        inputs: tuple[Path, Path]) -> None:
+    video, _ = inputs
+    reader = VideoReader(probe_video(video), (SIDE, SIDE))
+    tail = FrameTail(max_bytes=5 * SIDE * SIDE * 3)  # five BGR frames' worth
+    for grid_index, compact in reader.compact_frames():
+        tail.add(grid_index, compact)
+    assert len(tail) == 10 and tail.start() == 15
+    for grid_index, frame in reader.frames(15, 25):
+        kept_index, kept = tail.take()
+        assert kept_index == grid_index and kept.shape == frame.shape and np.array_equal(kept, frame)
+    assert len(tail) == 0 and tail.nbytes == 0
+
+
+def test_the_frame_tail_restarts_when_the_frames_change_layout() -> None:
+    tail = FrameTail(max_bytes=1000)
+    planes = np.zeros((6, 4), np.uint8)  # I420 of a 4x4 frame
+    tail.add(0, planes)
+    tail.add(1, planes + 1)
+    tail.add(2, np.full((4, 4, 3), 9, np.uint8))  # BGR from here on (a stream that changes its pixel format)
+    assert len(tail) == 1 and tail.start() == 2
+    grid_index, frame = tail.take()
+    assert grid_index == 2 and frame.shape == (4, 4, 3) and (frame == 9).all()
+
+
+
+def test_a_footage_mouth_shown_on_consecutive_frames_is_decoded_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    images = [np.full((6, 8, 3), value, np.uint8) for value in (40, 200)]
+    bank = dataclasses.replace(geometry_bank(np.zeros(2), np.full(2, 0.4)),
+                               patches=[cv2.imencode(".png", image)[1].tobytes() for image in images])
+    decoded: list[int] = []
+    real = cv2.imdecode
+
+    def counted(*args: Any) -> np.ndarray:
+        decoded.append(1)
+        return real(*args)
+
+    monkeypatch.setattr(cv2, "imdecode", counted)
+    entries = (0, 0, 0, 1, 1, 0)
+    shown = [bank.patch(entry) for entry in entries]
+    assert len(decoded) == 3
+    assert all(np.array_equal(patch, images[entry]) for patch, entry in zip(shown, entries, strict=True))
+    with pytest.raises(ValueError, match="read-only"):
+        shown[0][0, 0] = 0  # what stitching reads is never changed for the next frame

@@ -17,6 +17,7 @@ import dataclasses
 import fcntl
 import hashlib
 import json
+import mmap
 import os
 import queue
 import tempfile
@@ -27,7 +28,7 @@ from pathlib import Path
 import numpy as np
 from loguru import logger
 
-from heygem.pipeline.media import VideoInfo, VideoReader
+from heygem.pipeline.media import VideoInfo, VideoReader, to_bgr
 from heygem.pipeline.mouthbank import BankBuilder, BankSettings, MouthBank
 from heygem.pipeline.tracking import FaceTracker, TrackerSettings
 
@@ -46,7 +47,9 @@ class VideoAnalysis:
 
 class FrameTail:
     """The last frames an analysis decoded, at most `max_bytes` of them, handed on to rendering so that it need not
-    decode them again.
+    decode them again. They are held as decoded (VideoReader.compact_frames: I420 where it can, half the bytes of
+    BGR), so the same memory keeps twice as many, in one block allocated with the first frame: a frame copied in
+    leaves no long-lived piece of its own between the job's short-lived ones, which the allocator would keep.
 
     The tail, not the head: rendering decodes from the first frame on, and starting its decoder after a kept head
     would decode again from the keyframe before it, often the video's first frame.
@@ -54,34 +57,53 @@ class FrameTail:
 
     def __init__(self, max_bytes: int) -> None:
         self.max_bytes = max_bytes
-        self._frames: collections.deque[tuple[int, np.ndarray]] = collections.deque()
-        self._bytes = 0
+        self._slots: np.ndarray | None = None  # (capacity, *frame shape): a ring of frames
+        self._indices: collections.deque[int] = collections.deque()  # grid index of each frame kept, oldest first
+        self._oldest = 0  # the slot of the oldest frame kept
 
     def __len__(self) -> int:
-        return len(self._frames)
+        return len(self._indices)
+
+    @property
+    def nbytes(self) -> int:
+        return 0 if self._slots is None else len(self._indices) * self._slots[0].nbytes
 
     def add(self, grid_index: int, frame: np.ndarray) -> None:
-        """Keeps `frame` (the frames come in grid order), dropping the oldest ones beyond max_bytes."""
-        if frame.nbytes > self.max_bytes:
-            return
-        self._frames.append((grid_index, frame))
-        self._bytes += frame.nbytes
-        while self._bytes > self.max_bytes:
-            self._bytes -= self._frames.popleft()[1].nbytes
+        """Keeps a copy of `frame` (as compact_frames yields it; the frames come in grid order), dropping the oldest
+        ones beyond max_bytes."""
+        if self._slots is not None and (self._slots.shape[1:], self._slots.dtype) != (frame.shape, frame.dtype):
+            self.clear()  # another layout (a stream that changes format): the frames before it are not kept
+        if self._slots is None:
+            capacity = self.max_bytes // max(frame.nbytes, 1)
+            if capacity == 0:
+                return
+            # Anonymous memory without the transparent huge pages numpy asks for on large arrays: compacting memory
+            # for them cost up to 0.4 s of system time per first render here, more than faulting in small pages.
+            block = mmap.mmap(-1, capacity * frame.nbytes)
+            self._slots = np.frombuffer(block, frame.dtype).reshape(capacity, *frame.shape)
+        capacity = len(self._slots)
+        if len(self._indices) == capacity:
+            self._indices.popleft()
+            self._oldest = (self._oldest + 1) % capacity
+        self._slots[(self._oldest + len(self._indices)) % capacity] = frame
+        self._indices.append(grid_index)
 
     def start(self) -> int | None:
         """The grid index of the first frame kept (the rest up to the video's end follow); None: none kept."""
-        return self._frames[0][0] if self._frames else None
+        return self._indices[0] if self._indices else None
 
     def take(self) -> tuple[int, np.ndarray]:
-        """The first frame kept, no longer held here."""
-        grid_index, frame = self._frames.popleft()
-        self._bytes -= frame.nbytes
-        return grid_index, frame
+        """The first frame kept, as a BGR frame of its own, no longer held here."""
+        assert self._slots is not None
+        grid_index = self._indices.popleft()
+        kept = self._slots[self._oldest]
+        self._oldest = (self._oldest + 1) % len(self._slots)
+        return grid_index, to_bgr(kept) if kept.ndim == 2 else kept.copy()
 
     def clear(self) -> None:
-        self._frames.clear()
-        self._bytes = 0
+        self._slots = None
+        self._indices.clear()
+        self._oldest = 0
 
 
 def analyse_video(video: VideoInfo, size: tuple[int, int], tracker: TrackerSettings, bank: BankSettings,
@@ -94,10 +116,10 @@ def analyse_video(video: VideoInfo, size: tuple[int, int], tracker: TrackerSetti
     face_tracker = FaceTracker(video.fps, tracker)
     builder = BankBuilder(bank, video.frame_count)
     landmarks: list[np.ndarray | None] = []
-    frames: queue.Queue[tuple[int, np.ndarray] | BaseException | None] = queue.Queue(maxsize=8)
+    frames: queue.Queue[tuple[int, np.ndarray, np.ndarray] | BaseException | None] = queue.Queue(maxsize=8)
     stop = threading.Event()
 
-    def offer(item: tuple[int, np.ndarray] | BaseException | None) -> None:
+    def offer(item: tuple[int, np.ndarray, np.ndarray] | BaseException | None) -> None:
         while not stop.is_set():
             try:
                 frames.put(item, timeout=0.1)
@@ -107,8 +129,8 @@ def analyse_video(video: VideoInfo, size: tuple[int, int], tracker: TrackerSetti
 
     def decode() -> None:
         try:
-            for item in VideoReader(video, size).frames():
-                offer(item)
+            for grid_index, compact in VideoReader(video, size).compact_frames():
+                offer((grid_index, compact, to_bgr(compact)))
             offer(None)
         except BaseException as exc:  # handed to the tracking thread, which raises it
             offer(exc)
@@ -119,12 +141,12 @@ def analyse_video(video: VideoInfo, size: tuple[int, int], tracker: TrackerSetti
         while (item := frames.get()) is not None:
             if isinstance(item, BaseException):
                 raise item
-            grid_index, frame = item
+            grid_index, compact, frame = item
             points = face_tracker.track(frame)
             landmarks.append(points)
             builder.add(grid_index, frame, points)
             if tail is not None:
-                tail.add(grid_index, frame)
+                tail.add(grid_index, compact)
     finally:
         stop.set()
         face_tracker.close()

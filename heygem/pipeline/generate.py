@@ -168,7 +168,7 @@ def _generate(job: Job, engine: LipSyncEngine, reporter: Reporter) -> dict[str, 
             analysis = AnalysisCache(job.config.paths.analysis_dir, media.analysis_cache_mb).analysis(
                 video, size, tracker_settings(media), bank_settings, tail)
         # Frames decoded ahead while the speech is still analysed: the buffer's share the tail does not hold.
-        ahead = max(0, buffer_bytes // (3 * size[0] * size[1]) - len(tail))
+        ahead = max(0, buffer_bytes - tail.nbytes) // (3 * size[0] * size[1])
         feed = FrameFeed(video, size, segments, media, None if analysis is None else analysis.landmarks, tail,
                          engine.frames_per_render() + ahead)
         try:

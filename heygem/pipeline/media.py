@@ -235,6 +235,13 @@ class VideoReader:
         self._sources = grid_sources(info)
 
     def frames(self, start: int = 0, stop: int | None = None) -> Iterator[tuple[int, np.ndarray]]:
+        for grid_index, image in self.compact_frames(start, stop):
+            yield grid_index, to_bgr(image)
+
+    def compact_frames(self, start: int = 0, stop: int | None = None) -> Iterator[tuple[int, np.ndarray]]:
+        """The same frames, each as its decoded I420 planes (an (h * 3/2, w) uint8 array, half the bytes of BGR)
+        where the video decodes as yuv420p at the output size and upright (most videos), else as BGR; `to_bgr`
+        turns either into the BGR frame `frames` yields. For holding many decoded frames in little memory."""
         stop = self.info.frame_count if stop is None else stop
         if start >= stop:
             return
@@ -261,7 +268,7 @@ class VideoReader:
                     image = None
                     while grid_index < stop and self._sources[grid_index] == stored_index:
                         # A frame shown twice (variable frame rate) is a copy: engines draw on frames in place.
-                        image = self._upright(frame) if image is None else image.copy()
+                        image = self._compact(frame) if image is None else image.copy()
                         yield grid_index, image
                         grid_index += 1
                     if stored_index >= last_stored:
@@ -278,19 +285,27 @@ class VideoReader:
         # Timestamps can collide after rounding; frames still arrive in presentation order.
         return max(index, previous + 1) if previous >= 0 else max(index, 0)
 
-    def _upright(self, frame: av.VideoFrame) -> np.ndarray:
+    def _compact(self, frame: av.VideoFrame) -> np.ndarray:
+        """The frame upright at the output size: its I420 planes where it decodes as yuv420p at that size and needs
+        no turn, else BGR."""
         rotation = self.info.rotation
         stored_w, stored_h = self.size if rotation in (0, 180) else self.size[::-1]
-        if (frame.width, frame.height) == (stored_w, stored_h) and frame.format.name == "yuv420p":
-            # OpenCV's SIMD conversion is about twice as fast as swscale's for this step.
-            image = cv2.cvtColor(frame.to_ndarray(), cv2.COLOR_YUV2BGR_I420)
-        elif (frame.width, frame.height) == (stored_w, stored_h):
-            image = frame.to_ndarray(format="bgr24")
-        else:
+        if (frame.width, frame.height) != (stored_w, stored_h):
             image = frame.to_ndarray(format="bgr24", width=stored_w, height=stored_h, interpolation="AREA")
-        if rotation:
-            image = np.ascontiguousarray(np.rot90(image, k=rotation // 90))
-        return image
+        elif frame.format.name == "yuv420p":
+            image = frame.to_ndarray()
+            if rotation == 0:
+                return image
+            image = to_bgr(image)
+        else:
+            image = frame.to_ndarray(format="bgr24")
+        return image if rotation == 0 else np.ascontiguousarray(np.rot90(image, k=rotation // 90))
+
+
+def to_bgr(image: np.ndarray) -> np.ndarray:
+    """A frame from VideoReader.compact_frames as BGR: I420 planes converted, BGR as it is."""
+    # OpenCV's SIMD conversion is about twice as fast as swscale's for this step.
+    return cv2.cvtColor(image, cv2.COLOR_YUV2BGR_I420) if image.ndim == 2 else image
 
 
 class VideoWriter:

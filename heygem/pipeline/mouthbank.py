@@ -66,12 +66,19 @@ class MouthBank:
     reference: np.ndarray  # (len(STABLE_POINTS), 2) float32: stable points of the reference coordinates
     origin: np.ndarray  # (2,) float32: reference coordinates of the patches' top-left pixel
     patches: list[bytes]  # JPEG of each entry's lower face in reference coordinates
+    # The last patch decoded: consecutive output frames often show the same entry (112 of 188 on the speed bench).
+    _decoded: tuple[int, np.ndarray] | None = dataclasses.field(default=None, repr=False, compare=False)
 
     def __len__(self) -> int:
         return len(self.frames)
 
     def patch(self, entry: int) -> np.ndarray:
-        return cv2.imdecode(np.frombuffer(self.patches[entry], np.uint8), cv2.IMREAD_COLOR)
+        """The entry's lower face (BGR, read-only)."""
+        if self._decoded is None or self._decoded[0] != entry:
+            image = cv2.imdecode(np.frombuffer(self.patches[entry], np.uint8), cv2.IMREAD_COLOR)
+            image.flags.writeable = False
+            self._decoded = (entry, image)
+        return self._decoded[1]
 
 
 def stable_affine(source: np.ndarray, destination: np.ndarray) -> np.ndarray:
