@@ -50,8 +50,9 @@ _TEETH_TUCK = 0.14  # how far above the measured inner upper lip its real edge i
 _MAX_OPENNESS = 1.3  # the widest mouth any cue and intensity may ask for (1 = max_open_ratio)
 _INTERIOR_DARKNESS = 0.4  # mouth interior colour as a fraction of the lip colour
 # Of a donor mouth whose inside is all teeth (a smile), the colour that stands in for its shadow and tongue,
-# as a fraction of its lip colour per channel (BGR): a mouth's inside is lip tissue, less lit and redder.
-_DONOR_SHADOW = np.array([0.4, 0.45, 0.65], np.float32)
+# as a fraction of its lip colour per channel (BGR): a mouth's inside is lip tissue, less lit and redder. Any
+# lighter and the lower half of an opening reads as more lower lip: the mouth looks (and the face mesh reads) shut.
+_DONOR_SHADOW = np.array([0.22, 0.24, 0.38], np.float32)
 _DONOR_FADE = 0.08  # where a donor's own interior runs out, it fades to its shadow over this many half-widths
 _LUMA = np.array([0.114, 0.587, 0.299], np.float32)  # BGR weights of luma
 # Cheeks beside the nose and the mouth (anchors: the warp never moves them): the skin whose colour tells how a
