@@ -16,8 +16,14 @@ from heygem.options import TaskOptions
 from heygem.pipeline import phones as lips
 from heygem.pipeline.evaluate import correlation_by_offset, speech_level
 from heygem.pipeline.media import read_audio
-from heygem.pipeline.mouthcues import (CueSettings, final_murmurs, labial_stops, mouth_cues, power_spectrum,
-                                      stop_releases)
+from heygem.pipeline.mouthcues import (
+    CueSettings,
+    final_murmurs,
+    labial_stops,
+    mouth_cues,
+    power_spectrum,
+    stop_releases,
+)
 from tests.conftest import shared_media
 
 FPS = 25.0
