@@ -108,6 +108,20 @@ def test_lips_that_must_meet_cut_to_a_closed_footage_mouth_rather_than_stay_on_a
     assert cuts(path) <= 4 and np.mean(path == own) > 0.85
 
 
+def test_lips_that_must_meet_take_the_most_firmly_closed_footage_mouth() -> None:
+    # Footage: talking, with two closed mouths, one barely (0.010, under the 0.012 threshold) and one firmly shut
+    # (0.004); an m over the talking part cuts to one of them. Stitched over another frame's jaw, a closed mouth
+    # reads a little more parted than filmed (the barely closed ones 0.012-0.016 on the talking clip: parted).
+    gaps = np.array([0.06, 0.04, 0.03, 0.04, 0.06] * 4 + [0.010, 0.004])
+    bank = geometry_bank(gaps, np.full(len(gaps), 0.4))
+    wanted_gap = gaps[:20].copy()
+    wanted_gap[[7, 8]] = 0.0
+    wanted = WantedMouth(gap=wanted_gap.astype(np.float32), width=np.full(20, 0.4, np.float32),
+                         closed=wanted_gap == 0, turn=np.zeros(20), own=np.arange(20))
+    path = mouthbank.select_entries(bank, wanted, BankSettings(max_entries=400, jump_cost=3.0, closed_gap=0.012))
+    assert bank.gap[path[[7, 8]]].tolist() == pytest.approx([0.004, 0.004]), bank.gap[path[[7, 8]]]
+
+
 def test_lips_that_must_meet_are_shown_as_filmed_only_where_they_meet_in_the_footage() -> None:
     # Footage with closed (gap 0.005), half-open and open mouths; the wanted mouths are those, and a closure
     # over a slightly parted footage mouth (gap 0.015: within the tolerance of an open match).

@@ -16,7 +16,14 @@ from heygem.options import TaskOptions
 from heygem.pipeline import phones as lips
 from heygem.pipeline.evaluate import correlation_by_offset, speech_level
 from heygem.pipeline.media import read_audio
-from heygem.pipeline.mouthcues import CueSettings, labial_stops, mouth_cues, power_spectrum, stop_releases
+from heygem.pipeline.mouthcues import (
+    CueSettings,
+    final_murmurs,
+    labial_stops,
+    mouth_cues,
+    power_spectrum,
+    stop_releases,
+)
 from tests.conftest import shared_media
 
 FPS = 25.0
@@ -135,6 +142,35 @@ def test_a_sustained_vowel_has_no_stop_release_whatever_the_recogniser_heard() -
     assert stop_releases(power_spectrum(audio)) == []
     heard = [lips.Phone("AA", 0.2, 0.6), lips.Phone("D", 0.6, 0.65), lips.Phone("AA", 0.65, 1.2)]
     assert labial_stops(heard, power_spectrum(audio)) == []
+
+
+def murmur(seconds: float) -> np.ndarray:
+    """A nasal murmur: the voice's 120 Hz harmonics under 400 Hz only, the mouth shut (m, n)."""
+    time = np.arange(int(seconds * RATE)) / RATE
+    return 0.3 * (np.sin(2 * np.pi * 120 * time) + 0.5 * np.sin(2 * np.pi * 240 * time))
+
+
+@pytest.mark.parametrize(("heard", "closes"), [("TH", True), ("N", False)])
+def test_a_murmur_ending_speech_before_a_pause_closes_the_lips_unless_heard_as_n(heard: str, closes: bool) -> None:
+    # "I'm." then a pause: the vowel (0.2-0.5 s), 60 ms of murmur (0.5-0.56 s), then 300 ms of quiet. The
+    # recogniser heard the murmur as th (speech_en_1.wav's "I'm"): the lips meet from the murmur into the pause.
+    rng = np.random.default_rng(5)
+    audio = np.concatenate([quiet(0.2, rng), vowel(0.3), murmur(0.06), quiet(0.3, rng)]).astype(np.float32)
+    phones = [lips.Phone("AE", 0.2, 0.49), lips.Phone(heard, 0.49, 0.57), lips.Phone("SIL", 0.57, 0.86)]
+    added = final_murmurs(phones, power_spectrum(audio), gate_db=8)
+    if not closes:
+        assert added == []
+        return
+    assert [phone.label for phone in added] == ["M"] and added[0].start == pytest.approx(0.5, abs=0.02)
+    closed = np.flatnonzero(lips.frame_phones(phones + added, FPS, 22, 0.0).closed)
+    assert closed[0] == 13 and closed[-1] >= 16, "shut from the murmur (0.5-0.56 s) into the pause"
+
+
+def test_a_vowel_ending_straight_into_a_pause_leaves_the_lips_to_the_pause() -> None:
+    rng = np.random.default_rng(6)
+    audio = np.concatenate([quiet(0.2, rng), vowel(0.36), quiet(0.3, rng)]).astype(np.float32)
+    phones = [lips.Phone("AE", 0.2, 0.49), lips.Phone("TH", 0.49, 0.57), lips.Phone("SIL", 0.57, 0.86)]
+    assert final_murmurs(phones, power_spectrum(audio), gate_db=8) == []
 
 
 def test_speech_language_is_one_option_with_one_refusal() -> None:

@@ -51,6 +51,12 @@ _BURST_RISE_DB, _CLOSURE_DIP_DB = 14.0, 20.0
 _LABIAL_UNDER_ALVEOLAR_DB, _LABIAL_TILT_DB = 6.0, -2.0
 _ALVEOLARS = frozenset({"D", "T", "DH", "TH"})
 _BILABIALS = frozenset({"M", "B", "P"})
+# A nasal murmur ending speech before a pause ("I'm." then a breath): at least 30 ms of sound whose level under
+# 400 Hz is 3 dB or more over that at 0.4-1.5 kHz (the lips or tongue shut, the sound leaving through the nose),
+# right before at least 150 ms under the noise gate. The recogniser often hears a final m so as a weak
+# fricative (speech_en_1.wav: "I'm" as "ae th"); one it heard as n or ng is left an n.
+_MURMUR_LOW_OVER_MID_DB, _MURMUR_MIN_FRAMES, _MURMUR_MAX_FRAMES, _PAUSE_FRAMES = 3.0, 3, 12, 15
+_NASALS, _FRICATIVES = frozenset({"N", "NG"}), frozenset({"TH", "DH", "F", "V", "S", "Z", "HH"})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -161,6 +167,29 @@ def labial_stops(recognised: list[lips.Phone], power: np.ndarray) -> list[lips.P
     return [lips.Phone("B", release.closure_start, release.burst) for release in alveolar if release.tilt_db <= limit]
 
 
+def final_murmurs(recognised: list[lips.Phone], power: np.ndarray, gate_db: float) -> list[lips.Phone]:
+    """M phones for the nasal murmurs that end speech before a pause (_MURMUR_LOW_OVER_MID_DB) where the
+    recogniser heard a fricative there but no nasal or bilabial: the lips meet on the final m, not a frame after
+    it as they close for the pause."""
+    level = 10 * np.log10(power[:, _SPEECH_BAND].sum(axis=1) / _WINDOW + 1e-12)
+    quiet = level < np.percentile(level, 10) + gate_db
+    nasal = (band_level_db(power, 80, 400) - band_level_db(power, 400, 1500) >= _MURMUR_LOW_OVER_MID_DB) & ~quiet
+    hop_s = _HOP / SAMPLE_RATE
+    found = []
+    for pause in np.flatnonzero(quiet[1:] & ~quiet[:-1]) + 1:
+        if pause + _PAUSE_FRAMES > quiet.size or not quiet[pause:pause + _PAUSE_FRAMES].all():
+            continue
+        start = pause
+        while start > 1 and nasal[start - 1] and pause - start < _MURMUR_MAX_FRAMES:
+            start -= 1
+        heard = {phone.label for phone in recognised
+                 if phone.start < pause * hop_s and phone.end > start * hop_s - 0.03}
+        if pause - start >= _MURMUR_MIN_FRAMES and heard & _FRICATIVES and not heard & (_NASALS | _BILABIALS):
+            # Shut from the murmur into the pause: the sound's tail would part them again for a frame.
+            found.append(lips.Phone("M", start * hop_s, (pause + _PAUSE_FRAMES) * hop_s))
+    return found
+
+
 def target_openness(power: np.ndarray, settings: CueSettings) -> tuple[np.ndarray, np.ndarray]:
     """Unsmoothed openness and shape per 10 ms analysis frame, from the speech's `power_spectrum`."""
     level_db = 10 * np.log10(power[:, _SPEECH_BAND].sum(axis=1) / _WINDOW + 1e-12)
@@ -199,6 +228,7 @@ def mouth_cues(audio: np.ndarray, fps: float, frame_count: int, settings: CueSet
     recognised = recognised + labial_stops(recognised, power)
     anticipation_s = settings.lead_ms / 1000.0
     if settings.speech_language == "en":
+        recognised = recognised + final_murmurs(recognised, power, settings.gate_db)
         framed = lips.frame_phones(recognised, fps, frame_count, anticipation_s)
         # Loudness says how much, the vowel how far: an "ee" opens less than an "ah" at the same loudness. The
         # gain averages 1 over the sounding frames, so vowel height moves the opening around without shrinking it.
