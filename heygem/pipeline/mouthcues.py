@@ -44,7 +44,7 @@ _LABIODENTAL_OPENNESS = 0.08  # f, v: the lower lip tucks under the upper teeth,
 # alone opened a loud "oo" about as wide as an "ah" (0.82 x), and the footage mouth that matches such a narrow,
 # wide-open mouth is a dark, toothless hole. Only recognised rounded vowels: rounding from the second formant
 # alone also marks back vowels ("car") and the schwas of a low voice, which must stay open.
-_ROUNDING_CLOSES = 0.45
+_ROUNDING_CLOSES = 0.3
 # Stop releases: a burst is the level above 1.5 kHz rising this much within 10 ms, right after a closure: the
 # level above 400 Hz (what an open mouth radiates; a voice bar lies below) this far under the loudest of the
 # 250 ms before it.
