@@ -6,8 +6,9 @@ Two sources, combined in `mouth_cues`:
   clip's own noise floor and a voicing test keep breaths and background noise from moving the mouth. Mouths
   open fast and close more slowly, and lead the sound slightly.
 - phones (heygem.pipeline.phones): for English speech the recognised phones sharpen the shape (rounded, spread),
-  scale the openness by vowel height (a rounded vowel opens less still), and mark the frames where the lips must touch (m, b, p) or the lower lip
-  meets the upper teeth (f, v). For other languages only what transfers is taken: closures the sound confirms.
+  scale the openness by vowel height (a rounded vowel opens less still), and mark the frames where the lips must
+  touch (m, b, p) or the lower lip meets the upper teeth (f, v). For other languages only what transfers is taken:
+  closures the sound confirms.
 - stop bursts (`labial_stops`, any language): a closure followed by a burst whose spectrum falls, as a release of
   the lips does, closes the lips where the recogniser heard a t or d (its most frequent miss on a short b).
 """
