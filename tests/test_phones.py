@@ -173,6 +173,18 @@ def test_a_vowel_ending_straight_into_a_pause_leaves_the_lips_to_the_pause() -> 
     assert final_murmurs(phones, power_spectrum(audio), gate_db=8) == []
 
 
+def test_a_rounded_vowel_opens_less_than_an_open_vowel_as_loud(monkeypatch: pytest.MonkeyPatch) -> None:
+    # One sound, as loud throughout, heard as "oo" then "ah": "oo" is a small round opening, "ah" a dropped jaw.
+    rng = np.random.default_rng(5)
+    audio = np.concatenate([quiet(0.2, rng), vowel(0.8), quiet(0.2, rng)]).astype(np.float32)
+    heard = [lips.Phone("UW", 0.2, 0.6), lips.Phone("AA", 0.6, 1.0)]
+    monkeypatch.setattr(lips, "recognise_phones", lambda _: heard)
+    cues = mouth_cues(audio, FPS, 30, cue_settings("en"))
+    oo, ah = float(cues.openness[12]), float(cues.openness[22])  # 0.48 s and 0.88 s: inside each vowel
+    assert ah > 0.3 and oo <= 0.7 * ah, (oo, ah)
+    assert cues.shape[12] < cues.shape[22]
+
+
 def test_speech_language_is_one_option_with_one_refusal() -> None:
     assert TaskOptions(speech_language="other").speech_language == "other"
     assert TaskOptions.from_form({"speech_language": "en"}).speech_language == "en"

@@ -6,8 +6,9 @@ Two sources, combined in `mouth_cues`:
   clip's own noise floor and a voicing test keep breaths and background noise from moving the mouth. Mouths
   open fast and close more slowly, and lead the sound slightly.
 - phones (heygem.pipeline.phones): for English speech the recognised phones sharpen the shape (rounded, spread),
-  scale the openness by vowel height, and mark the frames where the lips must touch (m, b, p) or the lower lip
-  meets the upper teeth (f, v). For other languages only what transfers is taken: closures the sound confirms.
+  scale the openness by vowel height (a rounded vowel opens less still), and mark the frames where the lips must
+  touch (m, b, p) or the lower lip meets the upper teeth (f, v). For other languages only what transfers is taken:
+  closures the sound confirms.
 - stop bursts (`labial_stops`, any language): a closure followed by a burst whose spectrum falls, as a release of
   the lips does, closes the lips where the recogniser heard a t or d (its most frequent miss on a short b).
 """
@@ -39,6 +40,12 @@ _VOWEL_GAIN_BASE, _VOWEL_GAIN_RANGE = 0.8, 0.3
 # 1.04-1.08, the phones alone by 0.66-0.82, F2 plus half the phones' shape by 1.19-1.31, in shape units).
 _PHONE_SHAPE_WEIGHT = 0.5
 _LABIODENTAL_OPENNESS = 0.08  # f, v: the lower lip tucks under the upper teeth, nearly closed
+# English: rounded lips ("oo", "o", w) are a small round opening, pushed forward, not a dropped jaw: where the
+# phones hear a rounded vowel the mouth opens this share less than the same loudness opens it elsewhere. Loudness
+# alone opened a loud "oo" about as wide as an "ah" (0.82 x), and the footage mouth that matches such a narrow,
+# wide-open mouth is a dark, toothless hole. Only recognised rounded vowels: rounding from the second formant
+# alone also marks back vowels ("car") and the schwas of a low voice, which must stay open.
+_ROUNDING_CLOSES = 0.3
 # Stop releases: a burst is the level above 1.5 kHz rising this much within 10 ms, right after a closure: the
 # level above 400 Hz (what an open mouth radiates; a voice bar lies below) this far under the loudest of the
 # 250 ms before it.
@@ -236,8 +243,7 @@ def mouth_cues(audio: np.ndarray, fps: float, frame_count: int, settings: CueSet
         sounding = openness > 0
         if sounding.any():
             gain = gain / float(np.mean(gain[sounding]))
-        openness = np.clip(openness * gain, 0.0, 1.0)
-        shape = shape + _PHONE_SHAPE_WEIGHT * framed.shape
+        openness, shape = phone_shaped(np.clip(openness * gain, 0.0, 1.0), shape, framed)
         labiodental = framed.labiodental
     else:
         level_db = frame_loudness_db(audio)
@@ -248,6 +254,16 @@ def mouth_cues(audio: np.ndarray, fps: float, frame_count: int, settings: CueSet
                                                      openness))
     return MouthCues(openness=openness.astype(np.float32), shape=np.clip(shape, -1, 1).astype(np.float32),
                      closed=framed.closed.copy(), labiodental=labiodental.copy())
+
+
+def phone_shaped(openness: np.ndarray, shape: np.ndarray, framed: lips.FramePhones) -> tuple[np.ndarray, np.ndarray]:
+    """English: the acoustic openness and shape per video frame, corrected by the recognised phones' lips.
+
+    The phones' shape is added to the second formant's (_PHONE_SHAPE_WEIGHT). Where the phones hear a rounded
+    vowel, the mouth opens less (_ROUNDING_CLOSES): "oo" is narrower and less open than "ah".
+    """
+    rounded = np.where(framed.lip_class == lips.LipClass.ROUNDED, np.maximum(-framed.shape, 0.0), 0.0)
+    return openness * (1.0 - _ROUNDING_CLOSES * rounded), shape + _PHONE_SHAPE_WEIGHT * framed.shape
 
 
 def acoustic_cues(power: np.ndarray, fps: float, frame_count: int,
