@@ -222,9 +222,8 @@ def fits_as_it_is(bank: MouthBank, entries: np.ndarray, wanted: WantedMouth, set
     stitched one: a pale patch under the lower lip.) A footage mouth whose lips meet fits wherever they must
     meet, whatever its width: pressed further, a seam shows between its lips."""
     gap, width = bank.gap[entries], bank.width[entries]
-    closed = gap < settings.bank_closed_gap
-    return (wanted.closed & closed) | ((np.abs(gap - wanted.gap) <= 0.15 * open_gap(bank, settings))
-                                       & (np.abs(width / wanted.width - 1) <= 0.04) & (~wanted.closed | closed))
+    near = (np.abs(gap - wanted.gap) <= 0.15 * open_gap(bank, settings)) & (np.abs(width / wanted.width - 1) <= 0.04)
+    return np.where(wanted.closed, gap < settings.bank_closed_gap, near)
 
 
 def open_gap(bank: MouthBank, settings: MeshWarpConfig) -> float:

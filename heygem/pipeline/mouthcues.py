@@ -121,7 +121,11 @@ def relative_position(values: np.ndarray, reference: np.ndarray) -> np.ndarray:
 
 def frame_loudness_db(audio: np.ndarray) -> np.ndarray:
     """Speech-band level of each 10 ms analysis frame in dBFS."""
-    power = np.abs(np.fft.rfft(analysis_frames(audio), axis=1)) ** 2
+    return speech_level_db(power_spectrum(audio))
+
+
+def speech_level_db(power: np.ndarray) -> np.ndarray:
+    """Speech-band level (dBFS) of each analysis frame's `power` spectrum."""
     return 10 * np.log10(power[:, _SPEECH_BAND].sum(axis=1) / _WINDOW + 1e-12)
 
 
@@ -178,7 +182,7 @@ def final_murmurs(recognised: list[lips.Phone], power: np.ndarray, gate_db: floa
     """M phones for the nasal murmurs that end speech before a pause (_MURMUR_LOW_OVER_MID_DB) where the
     recogniser heard a fricative there but no nasal or bilabial: the lips meet on the final m, not a frame after
     it as they close for the pause."""
-    level = 10 * np.log10(power[:, _SPEECH_BAND].sum(axis=1) / _WINDOW + 1e-12)
+    level = speech_level_db(power)
     quiet = level < np.percentile(level, 10) + gate_db
     nasal = (band_level_db(power, 80, 400) - band_level_db(power, 400, 1500) >= _MURMUR_LOW_OVER_MID_DB) & ~quiet
     hop_s = _HOP / SAMPLE_RATE
@@ -199,7 +203,7 @@ def final_murmurs(recognised: list[lips.Phone], power: np.ndarray, gate_db: floa
 
 def target_openness(power: np.ndarray, settings: CueSettings) -> tuple[np.ndarray, np.ndarray]:
     """Unsmoothed openness and shape per 10 ms analysis frame, from the speech's `power_spectrum`."""
-    level_db = 10 * np.log10(power[:, _SPEECH_BAND].sum(axis=1) / _WINDOW + 1e-12)
+    level_db = speech_level_db(power)
     noise_floor = np.percentile(level_db, 10)
     speech_level = np.percentile(level_db, 97)
     gate = max(noise_floor + settings.gate_db, speech_level - settings.range_db - settings.gate_db, -70.0)
@@ -246,7 +250,7 @@ def mouth_cues(audio: np.ndarray, fps: float, frame_count: int, settings: CueSet
         openness, shape = phone_shaped(np.clip(openness * gain, 0.0, 1.0), shape, framed)
         labiodental = framed.labiodental
     else:
-        level_db = frame_loudness_db(audio)
+        level_db = speech_level_db(power)
         framed = lips.frame_phones(lips.confirmed_closures(recognised, level_db, settings.closure_dip_db), fps,
                                    frame_count, anticipation_s)
         labiodental = np.zeros(frame_count, bool)
