@@ -177,8 +177,9 @@ def test_the_generate_page_says_the_limits_first_and_no_server_internals(open_pa
 
 def test_a_task_is_shown_as_one_view_with_an_honest_estimate(open_page: Any, media: dict[str, Path],
                                                              server: ServerProcess) -> None:
-    """A long and a short job: their first ETA is within 3x of the time that was really left, the view never shows
-    a finished status beside the live preview nor a running one beside the result, and progress never goes back."""
+    """A long and a short job: the first ETA is within 3x of the time that was really left (the short job may finish
+    rendering before the page can show one), the view never shows a finished status beside the live preview nor a
+    running one beside the result, and progress never goes back."""
     for speech in (media["long_speech"], media["speech"]):
         page = open_page(DESKTOP)
         upload_both(page, speech, media["video"])
@@ -193,9 +194,10 @@ def test_a_task_is_shown_as_one_view_with_an_honest_estimate(open_page: Any, med
         assert percents == sorted(percents), f"progress went back: {percents}"
         done_at = next(entry["t"] for entry in task if "hg-succeeded" in entry["state"])
         first = next((entry for entry in task if entry["eta"]), None)
-        if first is None:  # an estimate needs two looks at rendering under way; a job done sooner goes without
-            rendering_from = next(entry["t"] for entry in task if entry["percent"] and "hg-running" in entry["state"])
-            assert speech is media["speech"] and done_at - rendering_from < 2000, f"no time estimate: {task}"
+        if first is None:  # a render over between two looks, or within two seconds, goes without an estimate
+            rendering = [entry["t"] for entry in task if entry["percent"] and "hg-running" in entry["state"]]
+            assert speech is media["speech"], f"no time estimate on the long job: {task}"
+            assert not rendering or done_at - rendering[0] < 2000, f"no time estimate: {task}"
             continue
         said = seconds_of(first["eta"])
         left = (done_at - first["t"]) / 1000
