@@ -94,7 +94,9 @@ def test_a_multipart_task_runs_and_its_events_follow_it_to_the_end(server: Serve
     progress = [event["data"]["progress"] for event in events]
     assert states[0] in ("queued", "initializing", "running") and states[-1] == "succeeded", states
     assert progress == sorted(progress) and progress[-1] == 100, progress
-    assert len({value for value in progress if 0 < value < 100}) >= 2, f"no progress seen while rendering: {progress}"
+    # The store takes the worker's progress every supervisor.poll_interval_s; fast hardware renders this clip in
+    # about a second, which leaves one figure between 0 and 100 to send. None means the events skipped rendering.
+    assert [value for value in progress if 0 < value < 100], f"no progress seen while rendering: {progress}"
     assert "rendering" in [event["data"]["stage"] for event in events]
     assert "id" not in events[0] and events[-1]["id"] == "end-1"  # only the final event has an id
 

@@ -69,7 +69,7 @@ def media(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     not_a_video.write_text("these are my holiday notes, not a video\n" * 10)
     photo = folder / "portrait_photo.png"
     cv2.imwrite(str(photo), cv2.resize(samples.portrait(), (256, 256)))
-    return {"speech": make_speech(folder / "speech.wav", 6.0), "long_speech": make_speech(folder / "long.wav", 16.0),
+    return {"speech": make_speech(folder / "speech.wav", 6.0), "long_speech": make_speech(folder / "long.wav", 24.0),
             "silence": silent_wav(folder / "silence.wav", 2.0), "video": astronaut_video(folder / "portrait.mp4", 2.0,
                                                                                         size=(256, 256)),
             "not_a_video": not_a_video, "photo": photo}
