@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -167,3 +169,26 @@ def test_a_footage_mouth_shown_on_consecutive_frames_is_decoded_once(monkeypatch
     assert all(np.array_equal(patch, images[entry]) for patch, entry in zip(shown, entries, strict=True))
     with pytest.raises(ValueError, match="read-only"):
         shown[0][0, 0] = 0  # what stitching reads is never changed for the next frame
+
+
+def test_the_command_line_and_the_face_tracker_import_only_what_a_render_uses() -> None:
+    """Start-up is serial time of every CLI render: the task service's modules and the parts of MediaPipe no face
+    tracking uses (other solutions, drawing helpers, the Tasks API with PortAudio) stay unimported, and a later
+    import of one of them still gets the real module."""
+    probe = (
+        "import sys\n"
+        "from heygem.cli import build_parser\n"
+        "build_parser()\n"
+        "from heygem.pipeline.tracking import import_mediapipe\n"
+        "face_detection, face_mesh = import_mediapipe()\n"
+        "loaded = [name for name in sys.modules if name.startswith(('heygem.supervisor', 'mediapipe.tasks', "
+        "'matplotlib', 'sounddevice', 'mediapipe.python.solutions.'))]\n"
+        "import mediapipe.python.solutions.hands as hands\n"
+        "from mediapipe.tasks.python import vision\n"
+        "print(sorted(loaded), face_mesh.FaceMesh.__name__, hands.Hands.__name__, vision.FaceLandmarker.__name__)\n")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True,
+                          cwd=Path(__file__).resolve().parent.parent)
+    assert done.stdout.split("\n")[0] == ("['mediapipe.python.solutions.face_detection', "
+                                          "'mediapipe.python.solutions.face_mesh', "
+                                          "'mediapipe.python.solutions.face_mesh_connections'] "
+                                          "FaceMesh Hands FaceLandmarker")
