@@ -21,9 +21,11 @@ from heygem.pipeline import engine as engine_contract
 from heygem.pipeline import phone_decoder, phones, tracking
 from heygem.pipeline.analysis import FrameTail
 from heygem.pipeline.engine import Job
+from heygem.pipeline.generate import _DONE, FrameFeed, plan_segments
 from heygem.pipeline.media import SAMPLE_RATE, VideoReader, probe_video
 from tests.conftest import ConfigFactory
 from tests.media import QuietReporter, astronaut_video, frames_of, speech_wav
+from tests.supervision import wait_until
 from tests.test_mouthbank import geometry_bank
 
 SIDE = 256
@@ -192,3 +194,22 @@ def test_the_command_line_and_the_face_tracker_import_only_what_a_render_uses() 
                                           "'mediapipe.python.solutions.face_mesh', "
                                           "'mediapipe.python.solutions.face_mesh_connections'] "
                                           "FaceMesh Hands FaceLandmarker")
+
+
+def test_frames_decoded_while_the_speech_is_analysed_are_a_lead_that_is_not_kept_up_once_rendering_starts(
+        inputs: tuple[Path, Path], make_config: ConfigFactory) -> None:
+    video, _ = inputs
+    info = probe_video(video)
+    feed = FrameFeed(info, (SIDE, SIDE), plan_segments(info.frame_count, info.frame_count, "pingpong"),
+                     make_config().media, None, FrameTail(0), ahead=20)
+    try:
+        wait_until(lambda: feed.frames.full(), 30, "the producer to decode its lead of 20 frames")
+        feed.keep_ahead(3)
+        waiting = []
+        while (item := feed.frames.get()) is not _DONE:
+            assert not isinstance(item, BaseException), item
+            waiting.append(feed.frames.qsize())
+    finally:
+        feed.close()
+    # The lead drains as frames are rendered; past it, the producer stays at most 3 frames ahead.
+    assert waiting[:17] == list(range(19, 2, -1)) and max(waiting[17:]) <= 3 and len(waiting) == info.frame_count
