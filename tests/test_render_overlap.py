@@ -248,6 +248,7 @@ def test_speech_recognised_ahead_serves_only_its_own_samples_and_its_failure_rea
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     first, second = (speech_wav(tmp_path / f"{name}.wav", 1.2, bursts, breath=False)
                      for name, bursts in (("first", ((0.2, 0.6),)), ("second", ((0.5, 1.0),))))
+    monkeypatch.setattr(phones, "_AHEAD", [])  # none left by other tests' renders that failed before their speech
     decodes = count_phone_decodes(monkeypatch)
     phones.recognise_file_ahead(first, 60, 4096)
     phones.recognise_file_ahead(tmp_path / "missing.wav", 60, 4096)  # left to the job, which reports it
@@ -264,3 +265,6 @@ def test_speech_recognised_ahead_serves_only_its_own_samples_and_its_failure_rea
     with pytest.raises(RuntimeError, match="ran out of memory"):
         phones.recognise_phones(read_audio(first, 60))
     assert not phones._AHEAD
+    for _ in range(6):  # renders that failed before their speech was analysed leave theirs, a few at most
+        phones.recognise_file_ahead(tmp_path / "missing.wav", 60, 4096)
+    assert len(phones._AHEAD) == 4

@@ -126,6 +126,7 @@ class _Ahead:
 
 _AHEAD: list[_Ahead] = []
 _AHEAD_LOCK = threading.Lock()
+_AHEAD_KEPT = 4
 
 
 def recognise_file_ahead(path: Path, max_duration_s: float, max_side: int) -> None:
@@ -138,6 +139,8 @@ def recognise_file_ahead(path: Path, max_duration_s: float, max_side: int) -> No
     """
     ahead = _Ahead(Future(), Future())
     with _AHEAD_LOCK:
+        # Each CLI render takes its own; one that failed before its speech was analysed leaves its recognition here.
+        del _AHEAD[:-_AHEAD_KEPT + 1]
         _AHEAD.append(ahead)
 
     def recognise() -> None:
