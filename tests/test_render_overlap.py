@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import subprocess
+import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -13,15 +16,18 @@ import cv2
 import numpy as np
 import pytest
 
+from heygem.cli.generate import generate_video
 from heygem.engines.meshwarp import MeshWarpEngine
 from heygem.options import TaskOptions
 from heygem.pipeline import engine as engine_contract
 from heygem.pipeline import phone_decoder, phones, tracking
 from heygem.pipeline.analysis import FrameTail
 from heygem.pipeline.engine import Job
-from heygem.pipeline.media import SAMPLE_RATE, VideoReader, probe_video
+from heygem.pipeline.generate import _DONE, FrameFeed, plan_segments
+from heygem.pipeline.media import SAMPLE_RATE, VideoReader, probe_video, read_audio
 from tests.conftest import ConfigFactory
 from tests.media import QuietReporter, astronaut_video, frames_of, speech_wav
+from tests.supervision import wait_until
 from tests.test_mouthbank import geometry_bank
 
 SIDE = 256
@@ -167,3 +173,98 @@ def test_a_footage_mouth_shown_on_consecutive_frames_is_decoded_once(monkeypatch
     assert all(np.array_equal(patch, images[entry]) for patch, entry in zip(shown, entries, strict=True))
     with pytest.raises(ValueError, match="read-only"):
         shown[0][0, 0] = 0  # what stitching reads is never changed for the next frame
+
+
+def test_the_command_line_and_the_face_tracker_import_only_what_a_render_uses() -> None:
+    """Start-up is serial time of every CLI render: the task service's modules and the parts of MediaPipe no face
+    tracking uses (other solutions, drawing helpers, the Tasks API with PortAudio) stay unimported, and a later
+    import of one of them still gets the real module."""
+    probe = (
+        "import sys\n"
+        "from heygem.cli import build_parser\n"
+        "build_parser()\n"
+        "from heygem.pipeline.tracking import import_mediapipe\n"
+        "face_detection, face_mesh = import_mediapipe()\n"
+        "loaded = [name for name in sys.modules if name.startswith(('heygem.supervisor', 'mediapipe.tasks', "
+        "'matplotlib', 'sounddevice', 'mediapipe.python.solutions.'))]\n"
+        "import mediapipe.python.solutions.hands as hands\n"
+        "from mediapipe.tasks.python import vision\n"
+        "print(sorted(loaded), face_mesh.FaceMesh.__name__, hands.Hands.__name__, vision.FaceLandmarker.__name__)\n")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True,
+                          cwd=Path(__file__).resolve().parent.parent)
+    assert done.stdout.split("\n")[0] == ("['mediapipe.python.solutions.face_detection', "
+                                          "'mediapipe.python.solutions.face_mesh', "
+                                          "'mediapipe.python.solutions.face_mesh_connections'] "
+                                          "FaceMesh Hands FaceLandmarker")
+
+
+def test_frames_decoded_while_the_speech_is_analysed_are_a_lead_that_is_not_kept_up_once_rendering_starts(
+        inputs: tuple[Path, Path], make_config: ConfigFactory) -> None:
+    video, _ = inputs
+    info = probe_video(video)
+    feed = FrameFeed(info, (SIDE, SIDE), plan_segments(info.frame_count, info.frame_count, "pingpong"),
+                     make_config().media, None, FrameTail(0), ahead=20)
+    try:
+        wait_until(lambda: feed.frames.full(), 30, "the producer to decode its lead of 20 frames")
+        feed.keep_ahead(3)
+        waiting = []
+        while (item := feed.frames.get()) is not _DONE:
+            assert not isinstance(item, BaseException), item
+            waiting.append(feed.frames.qsize())
+    finally:
+        feed.close()
+    # The lead drains as frames are rendered; past it, the producer stays at most 3 frames ahead.
+    assert waiting[:17] == list(range(19, 2, -1)) and max(waiting[17:]) <= 3 and len(waiting) == info.frame_count
+
+
+def count_phone_decodes(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The name of the thread of every phone decoding (child process) from now on."""
+    threads: list[str] = []
+    real = phones._decode
+
+    def counted(*args: Any) -> list[phones.Phone]:
+        threads.append(threading.current_thread().name)
+        return real(*args)
+
+    monkeypatch.setattr(phones, "_decode", counted)
+    return threads
+
+
+def test_a_cli_render_recognises_the_phones_once_ahead_of_the_engine_and_they_are_the_jobs_own(
+        inputs: tuple[Path, Path], tmp_path: Path, make_config: ConfigFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    video, audio = inputs
+    config = make_config()
+    decodes = count_phone_decodes(monkeypatch)
+    found: list[list[phones.Phone]] = []
+    real = phones.recognise_phones
+    monkeypatch.setattr(phones, "recognise_phones", lambda samples: found.append(real(samples)) or found[-1])
+    generate_video(config, audio, video, tmp_path / "cli.mp4", None, TaskOptions())
+    assert decodes == ["phones-ahead"] and len(found) == 1
+    # What the job got is what decoding its own samples gives.
+    assert found[0] == phones._decode(*phones._decoder_input(read_audio(audio, config.media.max_audio_duration_s)))
+
+
+def test_speech_recognised_ahead_serves_only_its_own_samples_and_its_failure_reaches_the_job(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    first, second = (speech_wav(tmp_path / f"{name}.wav", 1.2, bursts, breath=False)
+                     for name, bursts in (("first", ((0.2, 0.6),)), ("second", ((0.5, 1.0),))))
+    monkeypatch.setattr(phones, "_AHEAD", [])  # none left by other tests' renders that failed before their speech
+    decodes = count_phone_decodes(monkeypatch)
+    phones.recognise_file_ahead(first, 60, 4096)
+    phones.recognise_file_ahead(tmp_path / "missing.wav", 60, 4096)  # left to the job, which reports it
+    own = phones.recognise_phones(read_audio(second, 60))  # other samples: decoded for themselves
+    assert decodes.count("phones-ahead") <= 1 and decodes.count("MainThread") == 1
+    assert phones.recognise_phones(read_audio(first, 60)) != own
+    assert decodes.count("phones-ahead") == 1 and decodes.count("MainThread") == 1 and not phones._AHEAD
+
+    def broken(*args: Any) -> list[phones.Phone]:
+        raise RuntimeError("phone recognition failed: the decoder ran out of memory")
+
+    monkeypatch.setattr(phones, "_decode", broken)
+    phones.recognise_file_ahead(first, 60, 4096)
+    with pytest.raises(RuntimeError, match="ran out of memory"):
+        phones.recognise_phones(read_audio(first, 60))
+    assert not phones._AHEAD
+    for _ in range(6):  # renders that failed before their speech was analysed leave theirs, a few at most
+        phones.recognise_file_ahead(tmp_path / "missing.wav", 60, 4096)
+    assert len(phones._AHEAD) == 4

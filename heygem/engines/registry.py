@@ -14,6 +14,9 @@ ENGINES: dict[str, str] = {
     "wav2lip": "heygem.engines.wav2lip:Wav2LipEngine",
 }
 DEFAULT_ENGINE = "meshwarp"
+# Engines whose speech analysis recognises phones (heygem.pipeline.phones): a CLI render starts that before it
+# imports the engine (phones.recognise_file_ahead).
+RECOGNISE_PHONES = frozenset({"meshwarp"})
 
 
 def resolve_engine(name: str) -> type[Engine]:

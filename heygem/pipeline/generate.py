@@ -175,6 +175,9 @@ def _generate(job: Job, engine: LipSyncEngine, reporter: Reporter) -> dict[str, 
             if not speech.done() or speech.exception() is not None:
                 reporter.stage("analysing audio")  # what the job waits for, and what a failure names
             features = speech.result()
+            # Rendering starts now and takes frames as fast as the producer decodes them: the frames decoded while
+            # waiting are enough of a lead, and more would only keep memory busy (fresh pages cost system time).
+            feed.keep_ahead(engine.frames_per_render())
             if analysis is not None:
                 features = engine.attach_video(features, analysis, shown_frames(segments))
         except BaseException:
@@ -298,6 +301,11 @@ class FrameFeed:
         self._thread = threading.Thread(target=_produce, name="decode-track", daemon=True,
                                         args=(video, size, segments, media, self.frames, self._stop, landmarks, tail))
         self._thread.start()
+
+    def keep_ahead(self, frames: int) -> None:
+        """From now on, at most `frames` more wait in the queue (those already there stay)."""
+        with self.frames.mutex:
+            self.frames.maxsize = max(1, frames)
 
     def close(self) -> None:
         self._stop.set()

@@ -20,18 +20,22 @@ transfers to speech in other languages.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import enum
+import hashlib
 import json
 import subprocess
 import sys
+import threading
 from collections.abc import Sequence
+from concurrent.futures import Future
 from pathlib import Path
 
 import numpy as np
 
 from heygem.pipeline import phone_decoder
-from heygem.pipeline.media import SAMPLE_RATE
+from heygem.pipeline.media import SAMPLE_RATE, read_audio
 
 _PHONE_FRAME_S = phone_decoder.PHONE_FRAME_S
 _PIECE_S, _CUT_SEARCH_S = 30.0, 5.0  # long speech is decoded in pieces of at most 30 s, cut in their last 5 s
@@ -103,10 +107,88 @@ def recognise_phones(audio: np.ndarray) -> list[Phone]:
     Long speech is decoded in pieces of at most `_PIECE_S`, cut at the quietest moment of each piece's last
     `_CUT_SEARCH_S`: the decoder's memory grows with an utterance's length, and a cut in a pause loses nothing.
     The decoder runs in a child process (heygem.pipeline.phone_decoder), so this thread waits without holding
-    the GIL and the job's other threads go on meanwhile.
+    the GIL and the job's other threads go on meanwhile. Where `recognise_file_ahead` started on the same samples,
+    this waits for its phones instead of decoding again.
     """
+    pcm, ranges = _decoder_input(audio)
+    ahead = _take_ahead(_digest(pcm, ranges))
+    return _decode(pcm, ranges) if ahead is None else ahead.phones.result()
+
+
+@dataclasses.dataclass(frozen=True)
+class _Ahead:
+    """A recognition started ahead of the job (recognise_file_ahead): the digest of the samples it read, then
+    their phones."""
+
+    samples: Future[str]
+    phones: Future[list[Phone]]
+
+
+_AHEAD: list[_Ahead] = []
+_AHEAD_LOCK = threading.Lock()
+_AHEAD_KEPT = 4
+
+
+def recognise_file_ahead(path: Path, max_duration_s: float, max_side: int) -> None:
+    """Starts recognising the phones of the speech file `path` in a thread, read as the job reads it
+    (media.read_audio with the same limits): recognise_phones of the same samples then takes those phones.
+
+    A CLI render starts this before it imports the engine and the pipeline, which is half a second on one core: the
+    decoder works on the other one meanwhile. A file that cannot be read is left to the job, which reads it itself
+    and says what is wrong; samples that differ from the job's are not used.
+    """
+    ahead = _Ahead(Future(), Future())
+    with _AHEAD_LOCK:
+        # Each CLI render takes its own; one that failed before its speech was analysed leaves its recognition here.
+        del _AHEAD[:-_AHEAD_KEPT + 1]
+        _AHEAD.append(ahead)
+
+    def recognise() -> None:
+        try:
+            pcm, ranges = _decoder_input(read_audio(path, max_duration_s, max_side))
+            ahead.samples.set_result(_digest(pcm, ranges))
+        except BaseException as exc:  # the job reads the file again and reports it
+            ahead.samples.set_exception(exc)
+            return
+        try:
+            ahead.phones.set_result(_decode(pcm, ranges))
+        except BaseException as exc:  # re-raised by recognise_phones, as its own decoding would raise it
+            ahead.phones.set_exception(exc)
+
+    threading.Thread(target=recognise, name="phones-ahead", daemon=True).start()
+
+
+def _take_ahead(digest: str) -> _Ahead | None:
+    """The recognition started ahead on the samples with this digest (no longer kept), if any; recognitions whose
+    file could not be read are dropped too."""
+    with _AHEAD_LOCK:
+        started = list(_AHEAD)
+    for ahead in started:
+        read = None
+        with contextlib.suppress(Exception):
+            read = ahead.samples.result()
+        if read is None or read == digest:
+            with _AHEAD_LOCK, contextlib.suppress(ValueError):
+                _AHEAD.remove(ahead)
+            if read == digest:
+                return ahead
+    return None
+
+
+def _decoder_input(audio: np.ndarray) -> tuple[np.ndarray, list[tuple[int, int]]]:
+    """The decoder's input: `audio` as 16-bit samples, and the sample ranges decoded one by one."""
     pcm = (np.clip(audio, -1.0, 1.0) * 32767).astype("<i2")
-    ranges = [(start, stop) for start, stop in pieces(audio) if stop - start >= SAMPLE_RATE // 10]
+    return pcm, [(start, stop) for start, stop in pieces(audio) if stop - start >= SAMPLE_RATE // 10]
+
+
+def _digest(pcm: np.ndarray, ranges: list[tuple[int, int]]) -> str:
+    digest = hashlib.sha256(json.dumps(ranges).encode())
+    digest.update(pcm.data)
+    return digest.hexdigest()
+
+
+def _decode(pcm: np.ndarray, ranges: list[tuple[int, int]]) -> list[Phone]:
+    """The phones of each range of `pcm`, decoded in the child process."""
     header = json.dumps({"ranges": ranges}).encode() + b"\n"
     # -P: the decoder's own folder (heygem/pipeline) must not shadow the modules pocketsphinx imports.
     done = subprocess.run([sys.executable, "-P", str(Path(phone_decoder.__file__))], input=header + pcm.tobytes(),

@@ -39,7 +39,10 @@ INNER_LOWER = (78, 95, 88, 178, 87, 14, 317, 402, 318, 324, 308)
 JAW = (234, 93, 132, 58, 172, 136, 150, 149, 176, 148, 152, 377, 400, 378, 379, 365, 397, 288, 361, 323, 454)
 LANDMARK_COUNT = 468
 
-_DRAWING_MODULES = ("mediapipe.python.solutions.drawing_utils", "mediapipe.python.solutions.drawing_styles")
+# What importing MediaPipe's face solutions runs and they do not use (see import_mediapipe).
+_UNUSED_MODULES = (*(f"mediapipe.python.solutions.{name}" for name in (
+    "drawing_utils", "drawing_styles", "hands", "hands_connections", "holistic", "objectron", "pose",
+    "selfie_segmentation")), "mediapipe.tasks", "mediapipe.tasks.python")
 _IMPORT_LOCK = threading.Lock()
 # The full-range detector sees the frame at this longest side; it resizes to 192 px internally anyway.
 _DETECT_SIDE = 640
@@ -57,25 +60,26 @@ class TrackerSettings:
 
 
 def import_mediapipe() -> tuple[ModuleType, ModuleType]:
-    """MediaPipe's face detection and face mesh modules, imported without their drawing helpers.
+    """MediaPipe's face detection and face mesh modules, imported without the rest of the package.
 
-    mediapipe.python.solutions imports its drawing helpers, which import matplotlib: 0.3 s of start-up for
-    nothing used here. Placeholders stand in for them during the import and are removed afterwards, so a
-    later import of the helpers loads the real modules.
+    `mediapipe` imports every solution, their drawing helpers (which import matplotlib: 0.3 s) and the Tasks API
+    (which loads PortAudio for its audio tasks): about 0.15 s of CPU of a first render's start-up on top, for
+    nothing used here. Placeholders stand in for those modules during the import and are removed afterwards, so
+    a later import of any of them loads the real module.
     """
     with _IMPORT_LOCK:
         placeholders = [] if "mediapipe.python.solutions" in sys.modules else [
-            name for name in _DRAWING_MODULES if name not in sys.modules]
+            name for name in _UNUSED_MODULES if name not in sys.modules]
         for name in placeholders:
             sys.modules[name] = ModuleType(name)
         try:
-            from mediapipe.python import solutions
             from mediapipe.python.solutions import face_detection, face_mesh
         finally:
-            for name in placeholders:
+            for name in reversed(placeholders):  # a package's placeholder after its children's
                 sys.modules.pop(name, None)
-                with contextlib.suppress(AttributeError):
-                    delattr(solutions, name.rsplit(".", 1)[1])
+                parent, _, child = name.rpartition(".")
+                with contextlib.suppress(AttributeError, KeyError):
+                    delattr(sys.modules[parent], child)
     return face_detection, face_mesh
 
 
