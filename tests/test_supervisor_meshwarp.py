@@ -25,6 +25,7 @@ def test_a_meshwarp_task_succeeds_with_its_report(start_supervisor, speech_file:
     assert Path(record.result_path).stat().st_size > 0
     log = (supervisor.config.paths.logs_dir / "tasks" / f"{code}.log").read_text()
     assert "stage rendering begins" in log and "finishing ended after" in log
+    assert "phones come from the recognition started before the engine was loaded" in log  # on the other core
     # Another task over the same video, in another worker, finds the video's analysis (tracking, mouth bank).
     assert record.report["video_analysis"] == "computed"
     again = supervisor.wait(supervisor.submit(TaskRequest(speech_file, astronaut_file, engine="meshwarp")), 120)

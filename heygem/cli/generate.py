@@ -103,10 +103,9 @@ def generate_video(config: Config, audio: Path, video: Path, out: Path, engine_n
     """Runs one job in this process with a console reporter; returns the engine's report."""
     from loguru import logger
 
-    from heygem.engines.registry import DEFAULT_ENGINE, RECOGNISE_PHONES, resolve_engine
+    from heygem.engines.registry import DEFAULT_ENGINE, recognise_phones_ahead, resolve_engine
     from heygem.errors import EngineUnavailableError
     from heygem.pipeline.engine import Job
-    from heygem.pipeline.phones import recognise_file_ahead
 
     logger.remove()
     logger.add(sys.stderr, level="WARNING")
@@ -114,9 +113,7 @@ def generate_video(config: Config, audio: Path, video: Path, out: Path, engine_n
         require_regular_file(path, f"{kind} file", str(path))
     if out.suffix.lower() != ".mp4":
         raise InputError(f"the output must be an .mp4 file, got {out.name}")
-    if (engine_name or DEFAULT_ENGINE) in RECOGNISE_PHONES:
-        # The phones are recognised on the other core while this one imports the engine and analyses the video.
-        recognise_file_ahead(audio.resolve(), config.media.max_audio_duration_s, config.media.max_input_side)
+    recognise_phones_ahead(engine_name or DEFAULT_ENGINE, audio.resolve(), config)
     engine_cls = resolve_engine(engine_name or DEFAULT_ENGINE)
     options = engine_cls.accept_options(options).resolve(config.option_defaults)
     availability = engine_cls.availability(config)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+from pathlib import Path
 
 from heygem.config import Config
 from heygem.errors import EngineUnavailableError, InputError
@@ -14,9 +15,17 @@ ENGINES: dict[str, str] = {
     "wav2lip": "heygem.engines.wav2lip:Wav2LipEngine",
 }
 DEFAULT_ENGINE = "meshwarp"
-# Engines whose speech analysis recognises phones (heygem.pipeline.phones): a CLI render starts that before it
-# imports the engine (phones.recognise_file_ahead).
+# Engines whose speech analysis recognises phones (heygem.pipeline.phones), whatever the speech's language.
 RECOGNISE_PHONES = frozenset({"meshwarp"})
+
+
+def recognise_phones_ahead(engine_name: str, audio: Path, config: Config) -> None:
+    """Starts recognising the phones of `audio` on the other core where `engine_name` will read them: a render
+    (CLI or worker) calls this before it imports the engine, which takes half a second on one core."""
+    if engine_name in RECOGNISE_PHONES:
+        from heygem.pipeline.phones import recognise_file_ahead
+
+        recognise_file_ahead(audio, config.media.max_audio_duration_s, config.media.max_input_side)
 
 
 def resolve_engine(name: str) -> type[Engine]:

@@ -33,6 +33,7 @@ from concurrent.futures import Future
 from pathlib import Path
 
 import numpy as np
+from loguru import logger
 
 from heygem.pipeline import phone_decoder
 from heygem.pipeline.media import SAMPLE_RATE, read_audio
@@ -112,7 +113,10 @@ def recognise_phones(audio: np.ndarray) -> list[Phone]:
     """
     pcm, ranges = _decoder_input(audio)
     ahead = _take_ahead(_digest(pcm, ranges))
-    return _decode(pcm, ranges) if ahead is None else ahead.phones.result()
+    if ahead is None:
+        return _decode(pcm, ranges)
+    logger.info("the speech's phones come from the recognition started before the engine was loaded")
+    return ahead.phones.result()
 
 
 @dataclasses.dataclass(frozen=True)

@@ -57,7 +57,7 @@ def run_worker(spec: WorkerSpec) -> None:
     from loguru import logger
 
     from heygem.config import Config
-    from heygem.engines.registry import resolve_engine
+    from heygem.engines.registry import recognise_phones_ahead, resolve_engine
     from heygem.logs import setup_worker_logging
     from heygem.pipeline.engine import Job
     from heygem.supervisor.protocol import WorkerReporter, write_outcome
@@ -70,6 +70,7 @@ def run_worker(spec: WorkerSpec) -> None:
                 spec.gpu_index, Path(__file__).resolve().parents[1])
     reporter = WorkerReporter(spec.code, Path(spec.address_file), config.supervisor.heartbeat_interval_s)
     try:
+        recognise_phones_ahead(spec.engine, Path(spec.audio_path), config)
         engine = resolve_engine(spec.engine)(config)
         engine.load(reporter)
         reporter.begin_run()
