@@ -70,6 +70,8 @@ class MouthBank:
     patches: list[bytes]  # JPEG of each entry's lower face in reference coordinates
     # The last patch decoded: consecutive output frames often show the same entry (112 of 188 on the speed bench).
     _decoded: tuple[int, np.ndarray] | None = dataclasses.field(default=None, repr=False, compare=False)
+    # The least-squares solver of `stable_affine` from `reference`, which every stitched frame maps from.
+    _from_reference: np.ndarray | None = dataclasses.field(default=None, repr=False, compare=False)
 
     def __len__(self) -> int:
         return len(self.frames)
@@ -82,12 +84,23 @@ class MouthBank:
             self._decoded = (entry, image)
         return self._decoded[1]
 
+    def to_frame(self, points: np.ndarray) -> np.ndarray:
+        """The 2x3 affine matrix mapping reference coordinates onto a frame whose landmarks are `points`: the
+        same least-squares fit as `stable_affine`, its solver computed once per bank."""
+        if self._from_reference is None:
+            self._from_reference = np.linalg.pinv(affine_rows(self.reference))
+        return (self._from_reference @ points[list(STABLE_POINTS)].astype(np.float64)).T
+
 
 def stable_affine(source: np.ndarray, destination: np.ndarray) -> np.ndarray:
     """The 2x3 affine matrix mapping `source` stable points onto `destination`, least squares."""
-    rows = np.concatenate([source.astype(np.float64), np.ones((len(source), 1))], axis=1)
-    solution, *_ = np.linalg.lstsq(rows, destination.astype(np.float64), rcond=None)
+    solution, *_ = np.linalg.lstsq(affine_rows(source), destination.astype(np.float64), rcond=None)
     return solution.T.astype(np.float64)
+
+
+def affine_rows(source: np.ndarray) -> np.ndarray:
+    """The least-squares system of an affine fit from `source` points: one row (x, y, 1) per point."""
+    return np.concatenate([source.astype(np.float64), np.ones((len(source), 1))], axis=1)
 
 
 def apply_affine(matrix: np.ndarray, points: np.ndarray) -> np.ndarray:
@@ -267,7 +280,7 @@ def stitch(frame: np.ndarray, points: np.ndarray, bank: MouthBank, entry: int,
            feather_share: float = 0.035) -> np.ndarray | None:
     """Blends bank `entry` into `frame` (in place); returns the landmarks as they now are (the entry's mouth,
     lips and jaw mapped onto the frame, everything else the frame's own), or None when nothing was stitched."""
-    to_frame = stable_affine(bank.reference, points[list(STABLE_POINTS)])
+    to_frame = bank.to_frame(points)
     entry_points = apply_affine(to_frame, bank.landmarks[entry])
     face = max(lm.face_size(points), 1.0)
     outline = np.concatenate([entry_points[list(_LOWER_FACE)], points[list(_LOWER_FACE)]])
@@ -295,8 +308,7 @@ def stitch(frame: np.ndarray, points: np.ndarray, bank: MouthBank, entry: int,
     full = (x1 - x0, y1 - y0)
     gain = colour_gain(coarse.down(pasted), coarse.down(region), alpha, lips, radius / step)
     if gain is not None:
-        corrected = pasted.astype(np.float32) * cv2.resize(gain, full, interpolation=cv2.INTER_LINEAR)
-        pasted = np.clip(corrected + 0.5, 0, 255).astype(np.uint8)
+        pasted = cv2.multiply(pasted, cv2.resize(gain, full, interpolation=cv2.INTER_LINEAR), dtype=cv2.CV_8U)
     region[:] = compositing.blend(region, pasted, cv2.resize(alpha, full, interpolation=cv2.INTER_LINEAR))
     merged = points.copy()
     merged[_MOVES_WITH_MOUTH] = entry_points[_MOVES_WITH_MOUTH]
@@ -344,6 +356,7 @@ def colour_gain(pasted: np.ndarray, region: np.ndarray, alpha: np.ndarray, lips:
     skin = weight[..., None].astype(np.float32)
     have = cv2.GaussianBlur(pasted.astype(np.float32) * skin, (size, size), 1.5 * radius)
     wanted = cv2.GaussianBlur(region.astype(np.float32) * skin, (size, size), 1.5 * radius)
-    mean_gain = region[weight > 0].mean(axis=0) / np.maximum(pasted[weight > 0].mean(axis=0), 1.0)
-    gain = np.where(weights > 0.05, wanted / np.maximum(have, 1.0), mean_gain.astype(np.float32))
-    return np.clip(gain, 0.75, 1.33).astype(np.float32)
+    mean_gain = np.array(cv2.mean(region, weight)[:3]) / np.maximum(cv2.mean(pasted, weight)[:3], 1.0)
+    gain = wanted / np.maximum(have, 1.0)
+    np.copyto(gain, mean_gain.astype(np.float32), where=weights <= 0.05)
+    return np.clip(gain, 0.75, 1.33, out=gain)
