@@ -104,6 +104,13 @@ class MouthFrame:
     def pixels(self, local: np.ndarray) -> np.ndarray:
         return self.centre + (local[..., :1] * self.axis_u + local[..., 1:] * self.axis_v) * self.scale
 
+    def pixel_maps(self, u: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """`pixels` of mouth-local `u`, `v` arrays as cv2.remap's float32 x and y maps: for whole pixel grids,
+        where float64 would double the work (remap itself resolves a 32nd of a pixel)."""
+        axis_u, axis_v = (np.float32(self.scale) * axis.astype(np.float32) for axis in (self.axis_u, self.axis_v))
+        centre = self.centre.astype(np.float32)
+        return (u * axis_u[0] + v * axis_v[0] + centre[0]), (u * axis_u[1] + v * axis_v[1] + centre[1])
+
 
 @dataclasses.dataclass(frozen=True)
 class MouthTarget:
@@ -517,14 +524,11 @@ class CoarseGrid:
         return np.stack(np.meshgrid(xs, ys), axis=-1)
 
     def upsample(self, values: np.ndarray, box: Box) -> np.ndarray:
-        """Bilinear values at every pixel of `box` (inside self.box), computed for that box only."""
+        """Bilinear values at every pixel of `box` (inside self.box): resized over the whole grid box, then cut
+        (cv2.resize over the whole box costs a third of an affine warp of the part)."""
         x0, y0, x1, y1 = self.box
-        scale_x, scale_y = self.columns / (x1 - x0), self.rows / (y1 - y0)
-        to_grid = np.array([[scale_x, 0, (box[0] - x0 + 0.5) * scale_x - 0.5],
-                            [0, scale_y, (box[1] - y0 + 0.5) * scale_y - 0.5]], np.float32)
-        size = (box[2] - box[0], box[3] - box[1])
-        return cv2.warpAffine(values, to_grid, size, flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
-                              borderMode=cv2.BORDER_REPLICATE)
+        whole = cv2.resize(values, (x1 - x0, y1 - y0), interpolation=cv2.INTER_LINEAR)
+        return whole[box[1] - y0:box[3] - y0, box[0] - x0:box[2] - x0]
 
 
 def paint_opening(frame: np.ndarray, warped: np.ndarray, mouth: MouthFrame, target: MouthTarget,
@@ -632,8 +636,7 @@ def keep_input_interior(frame: np.ndarray, mouth: MouthFrame, target: MouthTarge
     upper_reach, lower_reach = _UPPER_INTERIOR_SHARE * source_gap, (1 - _UPPER_INTERIOR_SHARE) * source_gap
     from_upper = from_top / np.maximum(upper_reach, 1e-3) <= from_bottom / np.maximum(lower_reach, 1e-3)
     source_v = np.where(from_upper, source_upper + from_top, source_lower - from_bottom)
-    sample = mouth.pixels(np.stack([pixel_u, source_v], axis=-1)).astype(np.float32)
-    kept = cv2.remap(frame, sample[..., 0], sample[..., 1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    kept = cv2.remap(frame, *mouth.pixel_maps(pixel_u, source_v), cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
     overshoot = np.where(from_upper, from_top - upper_reach, from_bottom - lower_reach)
     return kept, np.clip(-overshoot / 0.06, 0, 1).astype(np.float32)
 
@@ -685,8 +688,8 @@ def donor_interior(donor: InteriorDonor, mouth: MouthFrame, target: MouthTarget,
     from_upper = from_top / np.maximum(upper_reach, 1e-3) <= from_bottom / np.maximum(lower_reach, 1e-3)
     donor_v = np.where(from_upper, donor_upper + np.minimum(from_top, upper_reach),
                        donor_lower - np.minimum(from_bottom, lower_reach))
-    sample = donor.mouth.pixels(np.stack([donor_u, donor_v], axis=-1)).astype(np.float32)
-    own = cv2.remap(donor.image, sample[..., 0], sample[..., 1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    own = cv2.remap(donor.image, *donor.mouth.pixel_maps(donor_u, donor_v), cv2.INTER_LINEAR,
+                    borderMode=cv2.BORDER_REPLICATE)
     beyond = np.where(from_upper, from_top - upper_reach, from_bottom - lower_reach)
     weight = np.clip(1 - beyond / _DONOR_FADE, 0, 1).astype(np.float32)
     return own.astype(np.float32) * gain.astype(np.float32), weight
