@@ -33,6 +33,7 @@ STABLE_POINTS = (2, 98, 327, 164, 167, 393, 165, 391, 0, 37, 267, 205, 425, 206,
 # The region a bank entry replaces: lips, the skin around them down the chin, bounded by cheeks and jaw.
 _LOWER_FACE = (*lm.OUTER_UPPER, *lm.OUTER_LOWER, 164, 167, 393, 206, 426, 207, 427, 214, 434, 150, 149, 176, 148,
                152, 377, 400, 378, 379)
+_LOWER_FACE_INDEX = np.array(_LOWER_FACE)
 _CHEEKS = (205, 425, 50, 280)
 # Landmarks a stitched entry brings along: its lips, the skin under them and the jaw.
 _MOVES_WITH_MOUTH = sorted({*lm.OUTER_UPPER, *lm.OUTER_LOWER, *lm.INNER_UPPER, *lm.INNER_LOWER, 18, 200, 199, 175,
@@ -283,7 +284,8 @@ def stitch(frame: np.ndarray, points: np.ndarray, bank: MouthBank, entry: int,
     to_frame = bank.to_frame(points)
     entry_points = apply_affine(to_frame, bank.landmarks[entry])
     face = max(lm.face_size(points), 1.0)
-    outline = np.concatenate([entry_points[list(_LOWER_FACE)], points[list(_LOWER_FACE)]])
+    entry_face, frame_face = entry_points[_LOWER_FACE_INDEX], points[_LOWER_FACE_INDEX]
+    outline = np.concatenate([entry_face, frame_face])
     height, width = frame.shape[:2]
     x0, y0 = np.maximum(np.floor(outline.min(axis=0)).astype(int), 0)
     x1, y1 = np.ceil(outline.max(axis=0)).astype(int) + 1
@@ -302,7 +304,7 @@ def stitch(frame: np.ndarray, points: np.ndarray, bank: MouthBank, entry: int,
                             borderMode=cv2.BORDER_REPLICATE)
     coarse = Coarse(step, (x0, y0), (-(-(y1 - y0) // step), -(-(x1 - x0) // step)))
     # Inside both faces' lower face only: beyond either face's outline lies background, which moves with the head.
-    mask = face_region(coarse.points(points), coarse.shape) * face_region(coarse.points(entry_points), coarse.shape)
+    mask = face_region(coarse.points(frame_face), coarse.shape) * face_region(coarse.points(entry_face), coarse.shape)
     # Shrunk by the feather radius so the soft edge stays inside the face.
     kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * round(radius / step) + 1,) * 2)
     alpha = compositing.feather(cv2.erode(mask, kernel), radius / step)
@@ -332,10 +334,11 @@ class Coarse:
         return cv2.resize(image, self.shape[::-1], interpolation=cv2.INTER_AREA)
 
 
-def face_region(points: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    """1 inside the lower face's outline (cheeks beside the mouth, chin) over an image of `shape`, else 0."""
+def face_region(outline: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """1 inside the lower face's `outline` (its _LOWER_FACE points: cheeks beside the mouth, chin) over an image of
+    `shape`, else 0."""
     mask = np.zeros(shape, np.float32)
-    cv2.fillConvexPoly(mask, cv2.convexHull(np.round(points[list(_LOWER_FACE)]).astype(np.int32)), (1.0,))
+    cv2.fillConvexPoly(mask, cv2.convexHull(np.round(outline).astype(np.int32)), (1.0,))
     return mask
 
 
@@ -355,9 +358,9 @@ def colour_gain(pasted: np.ndarray, region: np.ndarray, alpha: np.ndarray, lips:
         return None
     size = 2 * int(np.ceil(3 * radius)) + 1
     weights = cv2.GaussianBlur(weight.astype(np.float32), (size, size), 1.5 * radius)[..., None]
-    skin = weight[..., None].astype(np.float32)
-    have = cv2.GaussianBlur(pasted.astype(np.float32) * skin, (size, size), 1.5 * radius)
-    wanted = cv2.GaussianBlur(region.astype(np.float32) * skin, (size, size), 1.5 * radius)
+    # Skin only (zero elsewhere), masked by OpenCV: numpy's broadcast of a one-channel mask runs pixel by pixel.
+    have, wanted = (cv2.GaussianBlur(cv2.bitwise_and(image, image, mask=weight).astype(np.float32), (size, size),
+                                     1.5 * radius) for image in (pasted, region))
     mean_gain = np.array(cv2.mean(region, weight)[:3]) / np.maximum(cv2.mean(pasted, weight)[:3], 1.0)
     gain = wanted / np.maximum(have, 1.0)
     np.copyto(gain, mean_gain.astype(np.float32), where=weights <= 0.05)
