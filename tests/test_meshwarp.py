@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import pytest
 
 from heygem.config import MeshWarpConfig, load_config
-from heygem.engines.meshwarp import MeshWarpEngine, MouthFrame, region_of_interest
+from heygem.engines.meshwarp import CoarseGrid, MeshWarpEngine, MouthFrame, region_of_interest
 from heygem.engines.registry import DEFAULT_ENGINE, resolve_engine
 from heygem.options import TaskOptions
 from heygem.pipeline import samples, tracking
@@ -136,6 +137,19 @@ def test_rendering_is_deterministic_and_smooth_over_small_changes(face: tuple[np
     nearby = render(face, settings, 0.52)
     # A 2 % change of openness moves few pixels by much: no flicker from tiny cue changes.
     assert np.mean(np.abs(first.astype(int) - nearby.astype(int)) > 30) < 0.002
+
+
+def test_fields_upsampled_over_the_whole_box_match_those_of_a_part() -> None:
+    # warp_region upsamples its coarse fields over the whole box with one resize and near the lips with an affine
+    # warp of just that part: both must put the grid's samples at the same pixels.
+    grid = CoarseGrid((40, 30, 257, 191), 31, 23)
+    values = np.random.default_rng(0).normal(size=(23, 31, 2)).astype(np.float32)
+    values = cv2.GaussianBlur(values, (5, 5), 1.5)  # smooth, as the displacement fields are
+    part = (90, 70, 180, 140)
+    whole = grid.upsample_whole(values)[part[1] - 30:part[3] - 30, part[0] - 40:part[2] - 40]
+    assert whole.shape == (70, 90, 2)
+    # The affine warp interpolates in 32nds of a cell.
+    assert np.abs(whole - grid.upsample(values, part)).max() < np.abs(values).max() / 16
 
 
 def test_intensity_comes_from_the_task_or_else_the_config() -> None:

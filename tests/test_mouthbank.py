@@ -16,7 +16,7 @@ from heygem.cli.generate import generate_video
 from heygem.config import MeshWarpConfig, load_config
 from heygem.engines import meshwarp
 from heygem.options import TaskOptions
-from heygem.pipeline import analysis, mouthbank, samples, tracking
+from heygem.pipeline import analysis, compositing, mouthbank, samples, tracking
 from heygem.pipeline.analysis import AnalysisCache
 from heygem.pipeline.generate import tracker_settings
 from heygem.pipeline.media import VideoReader, probe_video
@@ -188,6 +188,32 @@ def test_a_stitched_mouth_has_no_seam_and_takes_the_frames_lighting(portrait: tu
     assert gradient(out)[band].mean() <= gradient(frame)[band].mean() * 1.1 + 2
     # Lighting matched: the darker bank frame does not darken the skin around the mouth.
     assert abs(out[band].mean() - frame[band].mean()) < 4
+
+
+def test_a_stitch_leaves_every_pixel_outside_its_mask_as_it_was(portrait: tuple[np.ndarray, np.ndarray]) -> None:
+    # The blend is OpenCV's weighted sum: where the mask is 0 the frame must come back to the last bit (and, where
+    # it is 1, the bank's patch), not a level off from its rounding.
+    frame, points = portrait
+    other = cv2.warpAffine(opened(frame, points, 0.0), np.float32([[1, 0, 5], [0, 1, -3]]), frame.shape[1::-1],
+                           borderMode=cv2.BORDER_REPLICATE)
+    builder = BankBuilder(SETTINGS, 2)
+    builder.add(0, frame, points)
+    builder.add(1, other, tracked(other))
+    bank = builder.bank()
+    # The reference fit of every stitched frame, with its solver computed once per bank.
+    fit = mouthbank.stable_affine(bank.reference, points[list(mouthbank.STABLE_POINTS)])
+    assert np.allclose(bank.to_frame(points), fit, atol=1e-6)
+    out = frame.copy()
+    assert mouthbank.stitch(out, points, bank, 1) is not None
+    face = np.zeros(frame.shape[:2], np.uint8)
+    cv2.fillConvexPoly(face, cv2.convexHull(np.round(points[list(tracking.JAW)]).astype(np.int32)), (1,))
+    outside = cv2.dilate(face, np.ones((15, 15), np.uint8)) == 0
+    assert np.array_equal(out[outside], frame[outside])
+    assert np.any(out != frame)
+    levels = np.arange(256, dtype=np.uint8).reshape(16, 16, 1).repeat(3, axis=2)
+    reversed_levels = np.ascontiguousarray(levels[::-1, ::-1])
+    for alpha, expected in ((0.0, levels), (1.0, reversed_levels)):
+        assert np.array_equal(compositing.blend(levels, reversed_levels, np.full((16, 16), alpha)), expected)
 
 
 def closed_over(portrait: tuple[np.ndarray, np.ndarray], inside: tuple[int, int, int]) -> tuple[np.ndarray, np.ndarray]:

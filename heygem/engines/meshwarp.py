@@ -58,8 +58,6 @@ _LUMA = np.array([0.114, 0.587, 0.299], np.float32)  # BGR weights of luma
 # Cheeks beside the nose and the mouth (anchors: the warp never moves them): the skin whose colour tells how a
 # donor mouth must be lit to sit in the frame. Lips would not do: their shading changes with the mouth's shape.
 _SKIN = (205, 425, 207, 427)
-# cv2.remap's second map, empty as OpenCV documents it when the first holds (x, y) pairs.
-_NO_SECOND_MAP = np.empty(0, np.float32)
 
 
 @dataclasses.dataclass
@@ -103,6 +101,13 @@ class MouthFrame:
 
     def pixels(self, local: np.ndarray) -> np.ndarray:
         return self.centre + (local[..., :1] * self.axis_u + local[..., 1:] * self.axis_v) * self.scale
+
+    def pixel_maps(self, u: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """`pixels` of mouth-local `u`, `v` arrays as cv2.remap's float32 x and y maps: for whole pixel grids,
+        where float64 would double the work (remap itself resolves a 32nd of a pixel)."""
+        axis_u, axis_v = (np.float32(self.scale) * axis.astype(np.float32) for axis in (self.axis_u, self.axis_v))
+        centre = self.centre.astype(np.float32)
+        return (u * axis_u[0] + v * axis_v[0] + centre[0]), (u * axis_u[1] + v * axis_v[1] + centre[1])
 
 
 @dataclasses.dataclass(frozen=True)
@@ -402,13 +407,14 @@ def bounding_box(pixels: np.ndarray, margin: float, limit: Box) -> Box | None:
 
 
 def local_grid(mouth: MouthFrame, box: Box) -> np.ndarray:
-    """Mouth-local coordinates of every pixel in `box`, float32 (h, w, 2)."""
+    """Mouth-local coordinates of every pixel in `box`, float32 (h, w, 2), stored by plane: grid[..., 0] (u) and
+    grid[..., 1] (v) are each contiguous, so the per-pixel arithmetic on them runs at full speed."""
     xs = np.arange(box[0], box[2], dtype=np.float32)[None, :] - np.float32(mouth.centre[0])
     ys = np.arange(box[1], box[3], dtype=np.float32)[:, None] - np.float32(mouth.centre[1])
     inverse = np.float32(1.0 / mouth.scale)
     u = (xs * np.float32(mouth.axis_u[0]) + ys * np.float32(mouth.axis_u[1])) * inverse
     v = (xs * np.float32(mouth.axis_v[0]) + ys * np.float32(mouth.axis_v[1])) * inverse
-    return np.stack([u, v], axis=-1)
+    return np.stack([u, v]).transpose(1, 2, 0)
 
 
 def warp_region(frame: np.ndarray, mouth: MouthFrame, target: MouthTarget, roi: Box, state: MeshWarpState) -> None:
@@ -441,17 +447,22 @@ def warp_region(frame: np.ndarray, mouth: MouthFrame, target: MouthTarget, roi: 
     box = bounding_box(np.concatenate([grid_pixels[moving[:, 0], moving[:, 1]], lip_corners]), step + 1, roi)
     assert box is not None
     bx0, by0, bx1, by1 = box
-    shift = grid.upsample(coarse_shift, box)
+    # The maps are kept by plane (x, y), each a contiguous 2-D array: numpy's arithmetic on interleaved pairs
+    # runs element pair by pair, several times slower.
+    map_x, map_y = (grid.upsample_whole(np.ascontiguousarray(coarse_shift[..., axis]))[by0 - y0:by1 - y0,
+                                                                                      bx0 - x0:bx1 - x0]
+                    for axis in (0, 1))
     lx0, ly0, lx1, ly1 = lip_box
     near_lips = (slice(ly0 - by0, ly1 - by0), slice(lx0 - bx0, lx1 - bx0))
     pixels = local_grid(mouth, lip_box)
-    sharp = split_weight(pixels[..., 0], pixels[..., 1], target)[..., None]
-    upper_near, lower_near = grid.upsample(upper, lip_box), grid.upsample(lower, lip_box)
-    shift[near_lips] = upper_near + (lower_near - upper_near) * sharp
+    sharp = split_weight(pixels[..., 0], pixels[..., 1], target)
+    upper_x, upper_y, lower_x, lower_y = cv2.split(grid.upsample(np.concatenate([upper, lower], axis=-1), lip_box))
+    map_x[near_lips] = upper_x + (lower_x - upper_x) * sharp
+    map_y[near_lips] = upper_y + (lower_y - upper_y) * sharp
 
-    shift[..., 0] += np.arange(bx0, bx1, dtype=np.float32)[None, :]
-    shift[..., 1] += np.arange(by0, by1, dtype=np.float32)[:, None]
-    warped = cv2.remap(frame, shift, _NO_SECOND_MAP, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    map_x += np.arange(bx0, bx1, dtype=np.float32)[None, :]
+    map_y += np.arange(by0, by1, dtype=np.float32)[:, None]
+    warped = cv2.remap(frame, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
     cavity_box = bounding_box(mouth.pixels(np.concatenate([target.inner_upper, target.inner_lower])), 2, box)
     if cavity_box is not None:
         paint_opening(frame, warped, mouth, target, cavity_box, box, state)
@@ -525,6 +536,11 @@ class CoarseGrid:
         size = (box[2] - box[0], box[3] - box[1])
         return cv2.warpAffine(values, to_grid, size, flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
                               borderMode=cv2.BORDER_REPLICATE)
+
+    def upsample_whole(self, values: np.ndarray) -> np.ndarray:
+        """`upsample` over all of self.box: a plain resize, a third of the cost of the warp `upsample` needs."""
+        x0, y0, x1, y1 = self.box
+        return cv2.resize(values, (x1 - x0, y1 - y0), interpolation=cv2.INTER_LINEAR)
 
 
 def paint_opening(frame: np.ndarray, warped: np.ndarray, mouth: MouthFrame, target: MouthTarget,
@@ -632,8 +648,7 @@ def keep_input_interior(frame: np.ndarray, mouth: MouthFrame, target: MouthTarge
     upper_reach, lower_reach = _UPPER_INTERIOR_SHARE * source_gap, (1 - _UPPER_INTERIOR_SHARE) * source_gap
     from_upper = from_top / np.maximum(upper_reach, 1e-3) <= from_bottom / np.maximum(lower_reach, 1e-3)
     source_v = np.where(from_upper, source_upper + from_top, source_lower - from_bottom)
-    sample = mouth.pixels(np.stack([pixel_u, source_v], axis=-1)).astype(np.float32)
-    kept = cv2.remap(frame, sample[..., 0], sample[..., 1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    kept = cv2.remap(frame, *mouth.pixel_maps(pixel_u, source_v), cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
     overshoot = np.where(from_upper, from_top - upper_reach, from_bottom - lower_reach)
     return kept, np.clip(-overshoot / 0.06, 0, 1).astype(np.float32)
 
@@ -685,8 +700,8 @@ def donor_interior(donor: InteriorDonor, mouth: MouthFrame, target: MouthTarget,
     from_upper = from_top / np.maximum(upper_reach, 1e-3) <= from_bottom / np.maximum(lower_reach, 1e-3)
     donor_v = np.where(from_upper, donor_upper + np.minimum(from_top, upper_reach),
                        donor_lower - np.minimum(from_bottom, lower_reach))
-    sample = donor.mouth.pixels(np.stack([donor_u, donor_v], axis=-1)).astype(np.float32)
-    own = cv2.remap(donor.image, sample[..., 0], sample[..., 1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    own = cv2.remap(donor.image, *donor.mouth.pixel_maps(donor_u, donor_v), cv2.INTER_LINEAR,
+                    borderMode=cv2.BORDER_REPLICATE)
     beyond = np.where(from_upper, from_top - upper_reach, from_bottom - lower_reach)
     weight = np.clip(1 - beyond / _DONOR_FADE, 0, 1).astype(np.float32)
     return own.astype(np.float32) * gain.astype(np.float32), weight

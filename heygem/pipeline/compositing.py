@@ -18,10 +18,10 @@ def feather(mask: np.ndarray, radius: float) -> np.ndarray:
 
 
 def blend(base: np.ndarray, overlay: np.ndarray, alpha: np.ndarray) -> np.ndarray:
-    """base*(1-alpha) + overlay*alpha for uint8 BGR images and a float 0..1 alpha of the same height and width."""
-    weight = alpha[..., None] if alpha.ndim == 2 else alpha
-    mixed = base.astype(np.float32) + (overlay.astype(np.float32) - base.astype(np.float32)) * weight
-    return np.clip(mixed + 0.5, 0, 255).astype(np.uint8)
+    """base*(1-alpha) + overlay*alpha for uint8 BGR images and a float 0..1 alpha of the same height and width,
+    rounded to the nearest level: one pass in OpenCV, several times faster than float arithmetic in numpy."""
+    weight = np.ascontiguousarray(alpha.reshape(alpha.shape[:2]), np.float32)
+    return cv2.blendLinear(overlay, base, weight, 1 - weight)
 
 
 def draw_badge(frame: np.ndarray, text: str, corner: str, opacity: float) -> None:

@@ -33,6 +33,7 @@ STABLE_POINTS = (2, 98, 327, 164, 167, 393, 165, 391, 0, 37, 267, 205, 425, 206,
 # The region a bank entry replaces: lips, the skin around them down the chin, bounded by cheeks and jaw.
 _LOWER_FACE = (*lm.OUTER_UPPER, *lm.OUTER_LOWER, 164, 167, 393, 206, 426, 207, 427, 214, 434, 150, 149, 176, 148,
                152, 377, 400, 378, 379)
+_LOWER_FACE_INDEX = np.array(_LOWER_FACE)
 _CHEEKS = (205, 425, 50, 280)
 # Landmarks a stitched entry brings along: its lips, the skin under them and the jaw.
 _MOVES_WITH_MOUTH = sorted({*lm.OUTER_UPPER, *lm.OUTER_LOWER, *lm.INNER_UPPER, *lm.INNER_LOWER, 18, 200, 199, 175,
@@ -70,6 +71,8 @@ class MouthBank:
     patches: list[bytes]  # JPEG of each entry's lower face in reference coordinates
     # The last patch decoded: consecutive output frames often show the same entry (112 of 188 on the speed bench).
     _decoded: tuple[int, np.ndarray] | None = dataclasses.field(default=None, repr=False, compare=False)
+    # The least-squares solver of `stable_affine` from `reference`, which every stitched frame maps from.
+    _from_reference: np.ndarray | None = dataclasses.field(default=None, repr=False, compare=False)
 
     def __len__(self) -> int:
         return len(self.frames)
@@ -82,12 +85,23 @@ class MouthBank:
             self._decoded = (entry, image)
         return self._decoded[1]
 
+    def to_frame(self, points: np.ndarray) -> np.ndarray:
+        """The 2x3 affine matrix mapping reference coordinates onto a frame whose landmarks are `points`: the
+        same least-squares fit as `stable_affine`, its solver computed once per bank."""
+        if self._from_reference is None:
+            self._from_reference = np.linalg.pinv(affine_rows(self.reference))
+        return (self._from_reference @ points[list(STABLE_POINTS)].astype(np.float64)).T
+
 
 def stable_affine(source: np.ndarray, destination: np.ndarray) -> np.ndarray:
     """The 2x3 affine matrix mapping `source` stable points onto `destination`, least squares."""
-    rows = np.concatenate([source.astype(np.float64), np.ones((len(source), 1))], axis=1)
-    solution, *_ = np.linalg.lstsq(rows, destination.astype(np.float64), rcond=None)
+    solution, *_ = np.linalg.lstsq(affine_rows(source), destination.astype(np.float64), rcond=None)
     return solution.T.astype(np.float64)
+
+
+def affine_rows(source: np.ndarray) -> np.ndarray:
+    """The least-squares system of an affine fit from `source` points: one row (x, y, 1) per point."""
+    return np.concatenate([source.astype(np.float64), np.ones((len(source), 1))], axis=1)
 
 
 def apply_affine(matrix: np.ndarray, points: np.ndarray) -> np.ndarray:
@@ -267,13 +281,19 @@ def stitch(frame: np.ndarray, points: np.ndarray, bank: MouthBank, entry: int,
            feather_share: float = 0.035) -> np.ndarray | None:
     """Blends bank `entry` into `frame` (in place); returns the landmarks as they now are (the entry's mouth,
     lips and jaw mapped onto the frame, everything else the frame's own), or None when nothing was stitched."""
-    to_frame = stable_affine(bank.reference, points[list(STABLE_POINTS)])
+    to_frame = bank.to_frame(points)
     entry_points = apply_affine(to_frame, bank.landmarks[entry])
     face = max(lm.face_size(points), 1.0)
-    outline = np.concatenate([entry_points[list(_LOWER_FACE)], points[list(_LOWER_FACE)]])
+    entry_face, frame_face = entry_points[_LOWER_FACE_INDEX], points[_LOWER_FACE_INDEX]
+    outline = np.concatenate([entry_face, frame_face])
     height, width = frame.shape[:2]
     x0, y0 = np.maximum(np.floor(outline.min(axis=0)).astype(int), 0)
-    x1, y1 = np.minimum(np.ceil(outline.max(axis=0)).astype(int) + 1, (width, height))
+    x1, y1 = np.ceil(outline.max(axis=0)).astype(int) + 1
+    # The mask and the colour field are smooth: they are computed on a grid a few pixels apart, then upsampled.
+    radius = feather_share * face
+    step = max(1, round(radius / 3))
+    # Whole cells where the frame allows: the grid's area averages are then plain block means (ten times cheaper).
+    x1, y1 = min(x0 + -(-(x1 - x0) // step) * step, width), min(y0 + -(-(y1 - y0) // step) * step, height)
     if x1 - x0 < 8 or y1 - y0 < 8:
         return None
     # Patch pixel -> reference (+origin) -> frame, then shifted to the region's corner.
@@ -282,12 +302,9 @@ def stitch(frame: np.ndarray, points: np.ndarray, bank: MouthBank, entry: int,
     region = frame[y0:y1, x0:x1]
     pasted = cv2.warpAffine(bank.patch(entry), patch_to_region, (x1 - x0, y1 - y0), flags=cv2.INTER_LINEAR,
                             borderMode=cv2.BORDER_REPLICATE)
-    # The mask and the colour field are smooth: they are computed on a grid a few pixels apart, then upsampled.
-    radius = feather_share * face
-    step = max(1, round(radius / 3))
     coarse = Coarse(step, (x0, y0), (-(-(y1 - y0) // step), -(-(x1 - x0) // step)))
     # Inside both faces' lower face only: beyond either face's outline lies background, which moves with the head.
-    mask = face_region(coarse.points(points), coarse.shape) * face_region(coarse.points(entry_points), coarse.shape)
+    mask = face_region(coarse.points(frame_face), coarse.shape) * face_region(coarse.points(entry_face), coarse.shape)
     # Shrunk by the feather radius so the soft edge stays inside the face.
     kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * round(radius / step) + 1,) * 2)
     alpha = compositing.feather(cv2.erode(mask, kernel), radius / step)
@@ -295,8 +312,7 @@ def stitch(frame: np.ndarray, points: np.ndarray, bank: MouthBank, entry: int,
     full = (x1 - x0, y1 - y0)
     gain = colour_gain(coarse.down(pasted), coarse.down(region), alpha, lips, radius / step)
     if gain is not None:
-        corrected = pasted.astype(np.float32) * cv2.resize(gain, full, interpolation=cv2.INTER_LINEAR)
-        pasted = np.clip(corrected + 0.5, 0, 255).astype(np.uint8)
+        pasted = cv2.multiply(pasted, cv2.resize(gain, full, interpolation=cv2.INTER_LINEAR), dtype=cv2.CV_8U)
     region[:] = compositing.blend(region, pasted, cv2.resize(alpha, full, interpolation=cv2.INTER_LINEAR))
     merged = points.copy()
     merged[_MOVES_WITH_MOUTH] = entry_points[_MOVES_WITH_MOUTH]
@@ -318,10 +334,11 @@ class Coarse:
         return cv2.resize(image, self.shape[::-1], interpolation=cv2.INTER_AREA)
 
 
-def face_region(points: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    """1 inside the lower face's outline (cheeks beside the mouth, chin) over an image of `shape`, else 0."""
+def face_region(outline: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """1 inside the lower face's `outline` (its _LOWER_FACE points: cheeks beside the mouth, chin) over an image of
+    `shape`, else 0."""
     mask = np.zeros(shape, np.float32)
-    cv2.fillConvexPoly(mask, cv2.convexHull(np.round(points[list(_LOWER_FACE)]).astype(np.int32)), (1.0,))
+    cv2.fillConvexPoly(mask, cv2.convexHull(np.round(outline).astype(np.int32)), (1.0,))
     return mask
 
 
@@ -341,9 +358,10 @@ def colour_gain(pasted: np.ndarray, region: np.ndarray, alpha: np.ndarray, lips:
         return None
     size = 2 * int(np.ceil(3 * radius)) + 1
     weights = cv2.GaussianBlur(weight.astype(np.float32), (size, size), 1.5 * radius)[..., None]
-    skin = weight[..., None].astype(np.float32)
-    have = cv2.GaussianBlur(pasted.astype(np.float32) * skin, (size, size), 1.5 * radius)
-    wanted = cv2.GaussianBlur(region.astype(np.float32) * skin, (size, size), 1.5 * radius)
-    mean_gain = region[weight > 0].mean(axis=0) / np.maximum(pasted[weight > 0].mean(axis=0), 1.0)
-    gain = np.where(weights > 0.05, wanted / np.maximum(have, 1.0), mean_gain.astype(np.float32))
-    return np.clip(gain, 0.75, 1.33).astype(np.float32)
+    # Skin only (zero elsewhere), masked by OpenCV: numpy's broadcast of a one-channel mask runs pixel by pixel.
+    have, wanted = (cv2.GaussianBlur(cv2.bitwise_and(image, image, mask=weight).astype(np.float32), (size, size),
+                                     1.5 * radius) for image in (pasted, region))
+    mean_gain = np.array(cv2.mean(region, weight)[:3]) / np.maximum(cv2.mean(pasted, weight)[:3], 1.0)
+    gain = wanted / np.maximum(have, 1.0)
+    np.copyto(gain, mean_gain.astype(np.float32), where=weights <= 0.05)
+    return np.clip(gain, 0.75, 1.33, out=gain)
