@@ -266,10 +266,11 @@ def attached(frames: list[np.ndarray], landmarks: list[np.ndarray]) -> meshwarp.
                                np.zeros(1, np.int64))
 
 
-def painted_open_mouth(frame: np.ndarray, points: np.ndarray, openness: float,
-                       teeth_share: float) -> tuple[np.ndarray, np.ndarray]:
-    """The frame's mouth opened by the warp, the opening painted DONOR_TEETH in its upper `teeth_share` and
-    DONOR_TONGUE below; with its landmarks, the inner lips where the warp put them."""
+def painted_open_mouth(frame: np.ndarray, points: np.ndarray, openness: float, teeth_share: float,
+                       teeth: tuple[int, int, int] = DONOR_TEETH,
+                       tongue: tuple[int, int, int] = DONOR_TONGUE) -> tuple[np.ndarray, np.ndarray]:
+    """The frame's mouth opened by the warp, the opening painted `teeth` in its upper `teeth_share` and `tongue`
+    below; with its landmarks, the inner lips where the warp put them."""
     settings = warp_settings()
     wide = opened(frame, points, openness)
     mouth = meshwarp.MouthFrame.of(points)
@@ -282,9 +283,45 @@ def painted_open_mouth(frame: np.ndarray, points: np.ndarray, openness: float,
     corners = target.inner_upper[[0, -1], 0]
     inside = (grid[..., 1] > upper) & (grid[..., 1] < lower) & (grid[..., 0] > corners[0]) & (grid[..., 0] < corners[1])
     depth = (grid[..., 1] - upper) / np.maximum(lower - upper, 1e-3)
-    wide[inside & (depth < teeth_share)] = DONOR_TEETH
-    wide[inside & (depth >= teeth_share)] = DONOR_TONGUE
+    wide[inside & (depth < teeth_share)] = teeth
+    wide[inside & (depth >= teeth_share)] = tongue
     return wide, wide_points
+
+
+def test_the_interior_comes_from_her_wide_open_mouth_that_shows_most_of_her_teeth(
+        portrait: tuple[np.ndarray, np.ndarray]) -> None:
+    frame, points = portrait
+    # Her teeth as a small face in warm light shows them: lit less than her cheeks (0.85 of their luma).
+    cheeks = np.round(points[[205, 425, 50, 280]]).astype(int)
+    cheek_luma = float(np.median(cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY)[cheeks[:, 1], cheeks[:, 0]]))
+    teeth_luma = 0.85 * cheek_luma
+    shaded_teeth = (round(0.95 * teeth_luma), round(teeth_luma), round(1.02 * teeth_luma))
+    # Her footage: her widest mouth, a dark hole under a thin line of teeth (the head thrown back in a laugh);
+    # a wide talking mouth, upper teeth over the tongue; a smile with closed teeth, all teeth but barely open.
+    footage = [painted_open_mouth(frame, points, 0.7, 0.12, shaded_teeth, (14, 10, 18)),
+               painted_open_mouth(frame, points, 0.6, 0.4, shaded_teeth),
+               painted_open_mouth(frame, points, 0.3, 1.0, shaded_teeth)]
+    builder = BankBuilder(SETTINGS, len(footage))
+    for index, (image, image_points) in enumerate(footage):
+        builder.add(index, image, image_points)
+    bank = builder.bank()
+    assert bank.gap[2] < 0.75 * bank.gap[0] <= bank.gap[1] < bank.gap[0]
+    # Her teeth count as teeth, shaded as they are.
+    assert bank.teeth[1] >= 0.3 and bank.teeth[2] >= 0.8, bank.teeth
+    # The wide talking mouth fills openings: her own teeth, not the dark hole (nor the smile, whose closed teeth
+    # leave nothing for an opening wider than its own but a painted shadow between them).
+    assert mouthbank.interior_donor(bank, SETTINGS.closed_gap) == 1
+
+
+def test_an_open_mouth_is_taken_from_footage_that_shows_her_teeth() -> None:
+    # Footage: two open mouths of the same shape, one showing her teeth, one not (the tongue in the way, the head
+    # turned), and a closed one.
+    bank = dataclasses.replace(geometry_bank(np.array([0.08, 0.08, 0.004]), np.full(3, 0.4)),
+                               teeth=np.array([0.0, 0.6, 0.0], np.float32))
+    wanted = WantedMouth(gap=np.array([0.08, 0.0, 0.08], np.float32), width=np.full(3, 0.4, np.float32),
+                         closed=np.array([False, True, False]), turn=np.zeros(3), own=np.full(3, -1))
+    path = mouthbank.select_entries(bank, wanted, SETTINGS)
+    assert path.tolist() == [1, 2, 1]
 
 
 def coloured(image: np.ndarray, colour: tuple[int, int, int], tolerance: int = 40) -> np.ndarray:

@@ -34,7 +34,7 @@ from heygem.pipeline.tracking import FaceTracker, TrackerSettings
 
 # Bump whenever tracking, the bank's contents or this file format change: older cache entries are then ignored
 # (and evicted in time), never misread.
-ANALYSIS_VERSION = 3
+ANALYSIS_VERSION = 4
 _SUFFIX = ".npz"
 
 

@@ -35,6 +35,10 @@ _LOWER_FACE = (*lm.OUTER_UPPER, *lm.OUTER_LOWER, 164, 167, 393, 206, 426, 207, 4
                152, 377, 400, 378, 379)
 _LOWER_FACE_INDEX = np.array(_LOWER_FACE)
 _CHEEKS = (205, 425, 50, 280)
+# Teeth are lit less than the cheeks (inside the mouth, under the upper lip): a pixel this bright against the
+# cheeks is teeth. As bright as the cheeks themselves missed most teeth of a small face filmed in warm light
+# (0.05 of the open mouth where they fill 0.4 by eye; bench.mouth_quality counts them the same way).
+_TEETH_LIT = 0.75
 # Landmarks a stitched entry brings along: its lips, the skin under them and the jaw.
 _MOVES_WITH_MOUTH = sorted({*lm.OUTER_UPPER, *lm.OUTER_LOWER, *lm.INNER_UPPER, *lm.INNER_LOWER, 18, 200, 199, 175,
                             83, 313, 201, 421, 194, 418, 32, 262, 172, 136, 150, 149, 176, 148, 152, 377, 400, 378,
@@ -46,6 +50,10 @@ _MOVES_WITH_MOUTH = sorted({*lm.OUTER_UPPER, *lm.OUTER_LOWER, *lm.INNER_UPPER, *
 _OPEN_LIPS_COST = 16.0
 # ... and of a closed footage mouth at the closed threshold against one whose lips read fully shut.
 _FIRM_LIPS_COST = 6.0
+# Where the mouth is open, how much a footage mouth all teeth is preferred over one without, in units of shape
+# distance: a tie-break, about the cost of a mouth a sixth of a wide opening more or less open (at 1 and more,
+# a talking mouth with teeth was kept on through a "p" the recogniser missed and warped shut over its teeth).
+_TEETH_PREFERENCE = 0.5
 
 
 @dataclasses.dataclass(frozen=True)
@@ -140,7 +148,7 @@ def interior_appearance(frame: np.ndarray, points: np.ndarray) -> tuple[float, f
     cheeks = np.round(points[list(_CHEEKS)]).astype(int)
     cheeks = np.clip(cheeks, 0, [width - 1, height - 1])
     skin = float(np.median(cv2.cvtColor(frame[cheeks[:, 1], cheeks[:, 0]][None], cv2.COLOR_BGR2GRAY)))
-    return float(np.mean(grey > skin)), float(np.mean(grey < 0.25 * skin))
+    return float(np.mean(grey > _TEETH_LIT * skin)), float(np.mean(grey < 0.25 * skin))
 
 
 class BankBuilder:
@@ -231,6 +239,12 @@ def selection_costs(bank: MouthBank, wanted: WantedMouth, closed_gap: float) -> 
     firmness = _FIRM_LIPS_COST * np.minimum(bank.gap[None, :] / closed_gap, 1) ** 2
     cost += np.where(wanted.closed[:, None], opened_by**2 + _OPEN_LIPS_COST * (bank.gap[None, :] >= closed_gap)
                      + firmness, 0.0)
+    # Teeth belong to an open mouth. Among mouths of about the wanted shape, an open one (from a quarter of a wide
+    # opening, in full from half of one) is the one that shows her teeth: a viewer reads an open mouth by its
+    # teeth, and a teeth-less one from the footage (a turned head, the tongue in the way) looks like a hole. A
+    # nearly closed one is the one that shows none: warped shut, a mouth showing teeth leaves them between the lips.
+    opening = np.clip(wanted.gap / gap_unit - 1, -1, 1) * ~wanted.closed
+    cost -= _TEETH_PREFERENCE * opening[:, None] * bank.teeth[None, :]
     # The frame's own mouth needs no stitching at all; prefer it where it fits.
     own = wanted.own >= 0
     cost[np.flatnonzero(own), wanted.own[own]] -= 0.5
@@ -264,17 +278,23 @@ def select_entries(bank: MouthBank, wanted: WantedMouth, settings: BankSettings)
 
 
 def interior_donor(bank: MouthBank, closed_gap: float) -> int | None:
-    """The entry that shows most of the person's mouth interior, upper teeth first (opening times teeth share,
-    a dark interior counting a little), facing the camera as usual: where the warp opens a mouth wider than the
-    footage frame shown, the revealed interior is taken from it. None when no open entry shows anything but lips
-    between them (a closed-mouth photo or video: the face mesh reads a small gap even on closed lips)."""
+    """The entry whose interior fills what the warp opens beyond the mouth of the frame shown: her own teeth,
+    from the frame that shows them best. Among her open mouths facing the camera as usual and opened at least
+    three quarters as wide as the widest of them (a narrower one has no interior for a wide opening: a painted
+    shadow band then splits its teeth), the one showing the most teeth out of deep shadow (opening times teeth
+    share times the share not near-black). Footage whose open mouths show no teeth: the widest dark interior.
+    None when no open entry shows anything but lips between them (a closed-mouth photo or video: the face mesh
+    reads up to twice closed_gap on closed lips)."""
     if len(bank) == 0:
         return None
     facing = np.abs(bank.turn - np.median(bank.turn)) <= 0.03
-    inside = (bank.gap > 2 * closed_gap) & (bank.teeth + bank.dark >= 0.1)
-    score = bank.gap * (bank.teeth + 0.25 * bank.dark) * facing * inside
-    best = int(np.argmax(score))
-    return best if score[best] > 0 else None
+    candidates = facing & (bank.gap > 3 * closed_gap) & (bank.teeth + bank.dark >= 0.1)
+    if not candidates.any():
+        return None
+    candidates &= bank.gap >= 0.75 * float(bank.gap[candidates].max())
+    teeth = bank.gap * bank.teeth * (1 - bank.dark) * candidates
+    score = teeth if teeth.max() > 0 else bank.gap * bank.dark * candidates
+    return int(np.argmax(score))
 
 
 def stitch(frame: np.ndarray, points: np.ndarray, bank: MouthBank, entry: int,
