@@ -240,7 +240,7 @@ def selection_costs(bank: MouthBank, wanted: WantedMouth, closed_gap: float) -> 
     cost += np.where(wanted.closed[:, None], opened_by**2 + _OPEN_LIPS_COST * (bank.gap[None, :] >= closed_gap)
                      + firmness, 0.0)
     # Teeth belong to an open mouth. Among mouths of about the wanted shape, an open one (from a quarter of a wide
-    # opening, in full from half of one) is the one that shows her teeth: a viewer reads an open mouth by its
+    # opening, in full from half of one) is the one that shows the person's teeth: a viewer reads an open mouth by its
     # teeth, and a teeth-less one from the footage (a turned head, the tongue in the way) looks like a hole. A
     # nearly closed one is the one that shows none: warped shut, a mouth showing teeth leaves them between the lips.
     opening = np.clip(wanted.gap / gap_unit - 1, -1, 1) * ~wanted.closed
@@ -278,8 +278,8 @@ def select_entries(bank: MouthBank, wanted: WantedMouth, settings: BankSettings)
 
 
 def interior_donor(bank: MouthBank, closed_gap: float) -> int | None:
-    """The entry whose interior fills what the warp opens beyond the mouth of the frame shown: her own teeth,
-    from the frame that shows them best. Among her open mouths facing the camera as usual and opened at least
+    """The entry whose interior fills what the warp opens beyond the mouth of the frame shown: the person's own teeth,
+    from the frame that shows them best. Among their open mouths facing the camera as usual and opened at least
     three quarters as wide as the widest of them (a narrower one has no interior for a wide opening: a painted
     shadow band then splits its teeth), the one showing the most teeth out of deep shadow (opening times teeth
     share times the share not near-black). Footage whose open mouths show no teeth: the widest dark interior.
