@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 from fractions import Fraction
 from pathlib import Path
 
@@ -11,7 +12,7 @@ import pytest
 
 from heygem.pipeline import samples
 from heygem.pipeline.generate import Segment, plan_segments
-from heygem.pipeline.media import SAMPLE_RATE, VideoWriter, grid_sources, probe_video, read_audio
+from heygem.pipeline.media import ENCODER_PIPE_BYTES, SAMPLE_RATE, VideoWriter, grid_sources, probe_video, read_audio
 from tests import media
 from tests.media import (
     FPS,
@@ -114,6 +115,17 @@ def test_writer_makes_browser_playable_h264_aac_faststart(speech_file: Path, tmp
         assert (video.codec_context.width, video.codec_context.height) == (320, 240)
     head = out.read_bytes()
     assert head.find(b"moov") < head.find(b"mdat"), "moov atom must come first (+faststart)"
+
+
+def test_writer_pipe_takes_a_720p_frame_in_two_writes(speech_file: Path, tmp_path: Path) -> None:
+    # Linux's default 64 KB pipe passed a 720p frame in 22 writes, each waking the encoder's reader.
+    if int(Path("/proc/sys/fs/pipe-max-size").read_text()) < ENCODER_PIPE_BYTES:
+        pytest.skip("this system's pipes are limited below 1 MB (fs.pipe-max-size)")
+    writer = VideoWriter(tmp_path / "piped.mp4", (64, 64), Fraction(25), speech_file, 1.0, "ultrafast", 30, "64k")
+    try:
+        assert fcntl.fcntl(writer._stdin.fileno(), fcntl.F_GETPIPE_SZ) >= ENCODER_PIPE_BYTES
+    finally:
+        writer.abort()
 
 
 @pytest.mark.parametrize(("video", "output", "mode", "expected"), [
