@@ -3,17 +3,13 @@
 from __future__ import annotations
 
 import fcntl
-import shutil
-import subprocess
 from fractions import Fraction
 from pathlib import Path
-from typing import Any
 
 import av
 import numpy as np
 import pytest
 
-from heygem.pipeline import media as media_module
 from heygem.pipeline import samples
 from heygem.pipeline.generate import Segment, plan_segments
 from heygem.pipeline.media import ENCODER_PIPE_BYTES, SAMPLE_RATE, VideoWriter, grid_sources, probe_video, read_audio
@@ -103,33 +99,6 @@ def test_audio_track_of_a_video_is_read(astronaut_file: Path, speech_file: Path,
     audio = read_audio(with_sound, 600)
     assert audio.size / SAMPLE_RATE == pytest.approx(4.0, abs=1.1)
     assert np.abs(audio).max() > 0.1
-
-
-def test_a_shared_read_of_the_speech_is_not_decoded_again(speech_file: Path, tmp_path: Path,
-                                                         monkeypatch: pytest.MonkeyPatch) -> None:
-    """The phones read the speech ahead of the job (share=True); the job's read of the unchanged file takes a copy of
-    those samples, and a changed file or other limits are read again."""
-    decodes: list[list[str]] = []
-    real_run = subprocess.run
-
-    def counted_run(args: list[str], **kwargs: Any) -> subprocess.CompletedProcess[bytes]:
-        decodes.append(args)
-        return real_run(args, **kwargs)
-
-    monkeypatch.setattr(media_module.subprocess, "run", counted_run)
-    speech = tmp_path / "speech.wav"
-    shutil.copyfile(speech_file, speech)
-    ahead = read_audio(speech, 600, share=True)
-    taken = read_audio(speech, 600)
-    assert len(decodes) == 1 and taken is not ahead and np.array_equal(taken, ahead)
-    assert np.array_equal(read_audio(speech, 600), ahead) and len(decodes) == 2  # taken once only
-
-    read_audio(speech, 600, share=True)
-    assert np.array_equal(read_audio(speech, 300), ahead) and len(decodes) == 4  # other limits
-
-    read_audio(speech, 600, share=True)
-    samples.write_wav(speech, np.zeros(SAMPLE_RATE, np.float32))  # replaced after the shared read
-    assert read_audio(speech, 600).size == SAMPLE_RATE and len(decodes) == 6
 
 
 def test_writer_makes_browser_playable_h264_aac_faststart(speech_file: Path, tmp_path: Path) -> None:

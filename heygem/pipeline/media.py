@@ -11,9 +11,7 @@ import contextlib
 import dataclasses
 import fcntl
 import subprocess
-import threading
 from collections.abc import Iterator
-from concurrent.futures import Future
 from fractions import Fraction
 from pathlib import Path
 from typing import IO
@@ -185,56 +183,8 @@ def probe_audio(path: Path, max_side: int = DECODE_MAX_SIDE) -> AudioInfo:
                          format_name=container.format.name)
 
 
-@dataclasses.dataclass(frozen=True)
-class _SharedRead:
-    """A read_audio(..., share=True) under way or done: what it read (file, limits, the file's identity and
-    modification time when it began) and its samples."""
-
-    key: tuple[Path, float, int]
-    signature: tuple[int, ...]
-    samples: Future[np.ndarray]
-
-
-_SHARED_READ: list[_SharedRead] = []  # the latest shared read, until a read_audio of the same file takes it
-_SHARED_READ_LOCK = threading.Lock()
-
-
-def _signature(path: Path) -> tuple[int, ...]:
-    stat = path.stat()
-    return stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns
-
-
-def read_audio(path: Path, max_duration_s: float, max_side: int = DECODE_MAX_SIDE, share: bool = False) -> np.ndarray:
-    """The first audio stream as 16 kHz mono float32 in [-1, 1]; refuses audio longer than max_duration_s.
-
-    With `share`, the next read_audio of the same file with the same limits, while the file is unchanged, takes a
-    copy of these samples instead of decoding it again (phones.recognise_file_ahead reads the speech before the job
-    does: a probe and an ffmpeg run less, 0.05-0.1 s of CPU).
-    """
-    key = (path, max_duration_s, max_side)
-    mine = None
-    with _SHARED_READ_LOCK:
-        shared = _SHARED_READ.pop() if _SHARED_READ else None
-        if share:
-            with contextlib.suppress(OSError):  # a missing file: _read_audio says so
-                mine = _SharedRead(key, _signature(path), Future())
-                _SHARED_READ.append(mine)
-    if mine is not None:
-        try:
-            samples = _read_audio(path, max_duration_s, max_side)
-        except BaseException as exc:
-            mine.samples.set_exception(exc)
-            raise
-        mine.samples.set_result(samples)
-        return samples
-    if not share and shared is not None and shared.key == key:
-        with contextlib.suppress(Exception):  # a failed or stale read: this one reads the file itself
-            if shared.signature == _signature(path):
-                return shared.samples.result().copy()
-    return _read_audio(path, max_duration_s, max_side)
-
-
-def _read_audio(path: Path, max_duration_s: float, max_side: int) -> np.ndarray:
+def read_audio(path: Path, max_duration_s: float, max_side: int = DECODE_MAX_SIDE) -> np.ndarray:
+    """The first audio stream as 16 kHz mono float32 in [-1, 1]; refuses audio longer than max_duration_s."""
     info = probe_audio(path, max_side)
     if info.duration > max_duration_s + 0.5:
         raise InputError(f"audio is {info.duration:.0f} s long; the maximum is {max_duration_s:.0f} s")

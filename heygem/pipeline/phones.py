@@ -135,8 +135,7 @@ _AHEAD_KEPT = 4
 
 def recognise_file_ahead(path: Path, max_duration_s: float, max_side: int) -> None:
     """Starts recognising the phones of the speech file `path` in a thread, read as the job reads it
-    (media.read_audio with the same limits): recognise_phones of the same samples then takes those phones, and the
-    job's own read_audio of the unchanged file takes the samples.
+    (media.read_audio with the same limits): recognise_phones of the same samples then takes those phones.
 
     A CLI render starts this before it imports the engine and the pipeline, which is half a second on one core: the
     decoder works on the other one meanwhile. A file that cannot be read is left to the job, which reads it itself
@@ -150,7 +149,7 @@ def recognise_file_ahead(path: Path, max_duration_s: float, max_side: int) -> No
 
     def recognise() -> None:
         try:
-            pcm, ranges = _decoder_input(read_audio(path, max_duration_s, max_side, share=True))
+            pcm, ranges = _decoder_input(read_audio(path, max_duration_s, max_side))
             ahead.samples.set_result(_digest(pcm, ranges))
         except BaseException as exc:  # the job reads the file again and reports it
             ahead.samples.set_exception(exc)
