@@ -137,13 +137,14 @@ def recognise_file_ahead(path: Path, max_duration_s: float, max_side: int) -> No
     """Starts recognising the phones of the speech file `path` in a thread, read as the job reads it
     (media.read_audio with the same limits): recognise_phones of the same samples then takes those phones.
 
-    A CLI render starts this before it imports the engine and the pipeline, which is half a second on one core: the
-    decoder works on the other one meanwhile. A file that cannot be read is left to the job, which reads it itself
-    and says what is wrong; samples that differ from the job's are not used.
+    A render (the CLI, a task's worker: engines.registry.recognise_phones_ahead) starts this before it imports the
+    engine and the pipeline, which is half a second on one core: the decoder works on the other one meanwhile. A
+    file that cannot be read is left to the job, which reads it itself and says what is wrong; samples that differ
+    from the job's are not used.
     """
     ahead = _Ahead(Future(), Future())
     with _AHEAD_LOCK:
-        # Each CLI render takes its own; one that failed before its speech was analysed leaves its recognition here.
+        # Each render takes its own; one that failed before its speech was analysed leaves its recognition here.
         del _AHEAD[:-_AHEAD_KEPT + 1]
         _AHEAD.append(ahead)
 
