@@ -112,7 +112,7 @@ def recognise_phones(audio: np.ndarray) -> list[Phone]:
     this waits for its phones instead of decoding again.
     """
     pcm, ranges = _decoder_input(audio)
-    ahead = _take_ahead(_digest(pcm, ranges))
+    ahead = _take_ahead(pcm, ranges)
     if ahead is None:
         return _decode(pcm, ranges)
     logger.info("the speech's phones come from the recognition started before the engine was loaded")
@@ -163,11 +163,14 @@ def recognise_file_ahead(path: Path, max_duration_s: float, max_side: int) -> No
     threading.Thread(target=recognise, name="phones-ahead", daemon=True).start()
 
 
-def _take_ahead(digest: str) -> _Ahead | None:
-    """The recognition started ahead on the samples with this digest (no longer kept), if any; recognitions whose
-    file could not be read are dropped too."""
+def _take_ahead(pcm: np.ndarray, ranges: list[tuple[int, int]]) -> _Ahead | None:
+    """The recognition started ahead on these samples (no longer kept), if any; recognitions whose file could not
+    be read are dropped too. With none started, the samples are not hashed at all."""
     with _AHEAD_LOCK:
         started = list(_AHEAD)
+    if not started:
+        return None
+    digest = _digest(pcm, ranges)
     for ahead in started:
         read = None
         with contextlib.suppress(Exception):
