@@ -444,7 +444,7 @@ def test_the_cache_stays_within_its_size_and_evicts_the_least_recently_used(tmp_
     assert bounded.analysis(videos[0], (256, 256), TRACKER, SETTINGS).cached
     bounded.analysis(videos[2], (256, 256), TRACKER, SETTINGS)
     bounded.analysis(videos[0], (256, 256), TRACKER, SETTINGS)
-    bounded._evict(keep=folder / f"{first_key}.npz")
+    bounded.evict(keep=folder / f"{first_key}.npz")
     left = {path.stem for path in folder.glob("*.npz")}
     assert first_key in left and len(left) <= 2
     assert sum(path.stat().st_size for path in folder.glob("*.npz")) <= bounded.max_bytes

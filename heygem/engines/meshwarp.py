@@ -24,11 +24,9 @@ from heygem.options import TaskOptions
 from heygem.pipeline import compositing, mouthbank
 from heygem.pipeline import tracking as lm
 from heygem.pipeline.analysis import VideoAnalysis
-from heygem.pipeline.engine import FrameBatch, LipSyncEngine
+from heygem.pipeline.engine import Box, FrameBatch, LipSyncEngine
 from heygem.pipeline.mouthbank import BankSettings, MouthBank, WantedMouth
 from heygem.pipeline.mouthcues import CueSettings, MouthCues, mouth_cues
-
-Box = tuple[int, int, int, int]  # x0, y0, x1, y1 in pixels, end exclusive
 
 _OUTER_UPPER_MID = lm.OUTER_UPPER[1:-1]
 _OUTER_LOWER_MID = lm.OUTER_LOWER[1:-1]
@@ -48,6 +46,10 @@ _LIP_PRESS = 0.12  # overlap of closed lips, in mouth half-widths
 _SEAM_REACH, _CREASE_DEPTH = 0.06, 0.25
 _TEETH_TUCK = 0.14  # how far above the measured inner upper lip its real edge is taken to be, when open
 _MAX_OPENNESS = 1.3  # the widest mouth any cue and intensity may ask for (1 = max_open_ratio)
+# The render box (render_box) around every frame's region of interest, in face sizes: room for what the render
+# reads beyond what it moves (remap sources, skin samples, a stitched mouth opened wider than the frame's own).
+_BOX_MARGIN = 0.2
+_BOX_MOST = 0.5  # a render box larger than this share of the frame is no box: whole frames cost no more
 _INTERIOR_DARKNESS = 0.4  # mouth interior colour as a fraction of the lip colour
 # Of a donor mouth whose inside is all teeth (a smile), the colour that stands in for its shadow and tongue,
 # as a fraction of its lip colour per channel (BGR): a mouth's inside is lip tissue, less lit and redder. Any
@@ -204,6 +206,9 @@ class MeshWarpEngine(LipSyncEngine):
         return dataclasses.replace(features, bank=bank, entries=entries, openness=openness, fitting=fitting,
                                    donor=None if donor is None else InteriorDonor.of(bank, donor))
 
+    def render_box(self, landmarks: list[np.ndarray | None], size: tuple[int, int]) -> Box | None:
+        return render_box(landmarks, size)
+
     def render(self, batch: FrameBatch, features: MeshWarpState) -> list[np.ndarray]:
         for index, frame, points in zip(batch.indices, batch.frames, batch.landmarks, strict=True):
             if points is not None:
@@ -218,6 +223,30 @@ class MeshWarpEngine(LipSyncEngine):
                 if features.fitting is None or not features.fitting[index]:
                     render_mouth(frame, points, openness, shape, features, self.settings)
         return batch.frames
+
+
+def render_box(landmarks: list[np.ndarray | None], size: tuple[int, int]) -> Box | None:
+    """Every frame's region_of_interest, grown by _BOX_MARGIN of its face, in one box with even corners; None where
+    no frame has a face, or where the box would be most of the frame (whole frames cost no more then)."""
+    width, height = size
+    corners = []
+    for points in landmarks:
+        if points is None:
+            continue
+        mouth = MouthFrame.of(points)
+        roi = region_of_interest(mouth, mouth.local(points.astype(np.float64)), (height, width))
+        if roi is not None:
+            margin = _BOX_MARGIN * lm.face_size(points)
+            corners.append((roi[0] - margin, roi[1] - margin, roi[2] + margin, roi[3] + margin))
+    if not corners:
+        return None
+    spans = np.array(corners)
+    x0, y0 = (max(0, int(np.floor(value)) // 2 * 2) for value in spans[:, :2].min(axis=0))
+    x1, y1 = (min(limit, -(-int(np.ceil(value)) // 2) * 2) for value, limit in zip(spans[:, 2:].max(axis=0),
+                                                                                   (width, height), strict=True))
+    if (x1 - x0) * (y1 - y0) > _BOX_MOST * width * height:
+        return None
+    return x0, y0, x1, y1
 
 
 def fits_as_it_is(bank: MouthBank, entries: np.ndarray, wanted: WantedMouth, settings: MeshWarpConfig) -> np.ndarray:

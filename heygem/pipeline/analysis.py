@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 from loguru import logger
 
+from heygem.pipeline.crops import CROPS_GLOB
 from heygem.pipeline.media import VideoInfo, VideoReader, to_bgr
 from heygem.pipeline.mouthbank import BankBuilder, BankSettings, MouthBank
 from heygem.pipeline.tracking import FaceTracker, TrackerSettings
@@ -43,6 +44,7 @@ class VideoAnalysis:
     landmarks: list[np.ndarray | None]  # per video grid frame: (468, 2) float32 pixels, None where no face
     bank: MouthBank
     cached: bool = False  # read from the cache rather than computed by this task
+    key: str | None = None  # its key in the cache (analysis_key); None: the cache is off
 
 
 class FrameTail:
@@ -93,12 +95,13 @@ class FrameTail:
         return self._indices[0] if self._indices else None
 
     def take(self) -> tuple[int, np.ndarray]:
-        """The first frame kept, as a BGR frame of its own, no longer held here."""
+        """The first frame kept, as decoded (a copy of its own: `to_bgr` turns it into a BGR frame), no longer held
+        here."""
         assert self._slots is not None
         grid_index = self._indices.popleft()
         kept = self._slots[self._oldest]
         self._oldest = (self._oldest + 1) % len(self._slots)
-        return grid_index, to_bgr(kept) if kept.ndim == 2 else kept.copy()
+        return grid_index, kept.copy()
 
     def clear(self) -> None:
         self._slots = None
@@ -184,10 +187,12 @@ class AnalysisCache:
             found = self._read(path)
             if found is not None:
                 logger.info("video analysis from the cache ({})", path.name)
+                found.key = key
                 return found
             analysis = analyse_video(video, size, tracker, bank, tail)
+            analysis.key = key
             self._write(path, analysis)
-        self._evict(keep=path)
+        self.evict(keep=path)
         return analysis
 
     @contextlib.contextmanager
@@ -224,10 +229,11 @@ class AnalysisCache:
             with contextlib.suppress(OSError, UnboundLocalError):
                 os.unlink(temporary)
 
-    def _evict(self, keep: Path) -> None:
-        """Removes the least recently used analyses until the folder fits max_mb again."""
+    def evict(self, keep: Path) -> None:
+        """Removes the least recently used analyses and frame boxes (heygem.pipeline.crops) until the folder fits
+        max_mb again."""
         entries = []
-        for path in self.folder.glob(f"*{_SUFFIX}"):
+        for path in [*self.folder.glob(f"*{_SUFFIX}"), *self.folder.glob(CROPS_GLOB)]:
             with contextlib.suppress(FileNotFoundError):
                 stat = path.stat()
                 entries.append((stat.st_mtime, stat.st_size, path))
@@ -239,7 +245,8 @@ class AnalysisCache:
                 continue
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
-                path.with_suffix(".lock").unlink(missing_ok=True)
+                if path.suffix == _SUFFIX:
+                    path.with_suffix(".lock").unlink(missing_ok=True)
             total -= size
 
 

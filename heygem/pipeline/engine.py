@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from heygem.pipeline.mouthbank import BankSettings
 
 Device = Literal["cpu", "cuda"]
+Box = tuple[int, int, int, int]  # x0, y0, x1, y1 in pixels, end exclusive
 
 
 @dataclasses.dataclass(frozen=True)
@@ -107,8 +108,9 @@ class FrameBatch:
     """Consecutive output frames handed to an engine's render."""
 
     indices: np.ndarray  # output frame numbers (int), the index into per-frame audio features
-    frames: list[np.ndarray]  # full BGR uint8 frames (H, W, 3); render may change them in place
-    landmarks: list[np.ndarray | None]  # per frame: (468, 2) float32 face-mesh points in pixels, or None
+    # BGR uint8 frames (H, W, 3), whole or only the engine's render_box of them; render may change them in place
+    frames: list[np.ndarray]
+    landmarks: list[np.ndarray | None]  # per frame: (468, 2) float32 face-mesh points in its pixels, or None
 
 
 class LipSyncEngine(Engine):
@@ -134,6 +136,13 @@ class LipSyncEngine(Engine):
     def bank_settings(self) -> BankSettings | None:
         """How to build the video's mouth bank when the engine stitches the person's own mouth; None: it does not,
         and the video is tracked while it renders instead of analysed first."""
+        return None
+
+    def render_box(self, landmarks: list[np.ndarray | None], size: tuple[int, int]) -> Box | None:
+        """The one pixel box of the video's frames that any render over it reads or changes, given the landmarks of
+        all its frames (its analysis) and the frame size (w, h): even corners, inside the frame. Rendering may then
+        be handed that box of each frame alone, the landmarks moved with it (heygem.pipeline.crops). None: it needs
+        whole frames."""
         return None
 
     def attach_video(self, features: Any, analysis: VideoAnalysis, shown: np.ndarray) -> Any:

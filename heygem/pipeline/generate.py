@@ -16,7 +16,9 @@ at most a few batches of frames are held at once.
 
 from __future__ import annotations
 
+import collections
 import contextlib
+import copy
 import dataclasses
 import os
 import queue
@@ -34,18 +36,30 @@ from heygem.config import MediaConfig
 from heygem.errors import InputError
 from heygem.options import TaskOptions
 from heygem.pipeline import compositing
-from heygem.pipeline.analysis import AnalysisCache, FrameTail
+from heygem.pipeline.analysis import AnalysisCache, FrameTail, VideoAnalysis
+from heygem.pipeline.crops import (
+    CropRecorder,
+    CropStore,
+    check_sum,
+    crop_bytes,
+    crop_to_bgr,
+    merged_i420,
+    read_check_sums,
+)
 from heygem.pipeline.engine import FrameBatch, Job, LipSyncEngine, Reporter
 from heygem.pipeline.live import LiveStream
 from heygem.pipeline.media import (
     SAMPLE_RATE,
+    BoxedVideo,
     LiveOutput,
     VideoInfo,
     VideoReader,
     VideoWriter,
+    grid_sources,
     output_size,
     probe_video,
     read_audio,
+    to_bgr,
 )
 from heygem.pipeline.silence import silence_warning
 from heygem.pipeline.tracking import FaceTracker, TrackerSettings
@@ -160,6 +174,7 @@ def _generate(job: Job, engine: LipSyncEngine, reporter: Reporter) -> dict[str, 
     speech = in_background(engine.audio_features, audio, video.fps, frame_count, options)
     buffer_bytes = int(media.frame_buffer_mb * 2**20)
     tail = FrameTail(buffer_bytes)
+    output = Output(job, video, size, duration)
     with working(reporter):
         analysis = None
         bank_settings = engine.bank_settings()
@@ -167,58 +182,182 @@ def _generate(job: Job, engine: LipSyncEngine, reporter: Reporter) -> dict[str, 
             reporter.stage("analysing video")
             analysis = AnalysisCache(job.config.paths.analysis_dir, media.analysis_cache_mb).analysis(
                 video, size, tracker_settings(media), bank_settings, tail)
-        # Frames decoded ahead while the speech is still analysed: the buffer's share the tail does not hold.
-        ahead = max(0, buffer_bytes - tail.nbytes) // (3 * size[0] * size[1])
-        feed = FrameFeed(video, size, segments, media, None if analysis is None else analysis.landmarks, tail,
-                         engine.frames_per_render() + ahead)
+        plan = plan_box(job, engine, video, size, segments, analysis)
+        boxed = None
+        if plan is not None and plan.crops is not None:
+            # Nothing to decode here: the encoder starts on the video now, while the speech is still analysed.
+            tail.clear()
+            assert analysis is not None
+            boxed = BoxedRender(plan, output, segments, analysis.landmarks)
+            feed: FrameFeed | None = None
+        else:
+            # Frames decoded ahead while the speech is still analysed: the buffer's share the tail does not hold.
+            ahead = max(0, buffer_bytes - tail.nbytes) // (3 * size[0] * size[1])
+            recorder = None if plan is None else plan.store.recorder(len(segments[0]), size)
+            feed = FrameFeed(video, size, segments, media, None if analysis is None else analysis.landmarks, tail,
+                             engine.frames_per_render() + ahead, recorder)
         try:
             if not speech.done() or speech.exception() is not None:
                 reporter.stage("analysing audio")  # what the job waits for, and what a failure names
             features = speech.result()
-            # Rendering starts now and takes frames as fast as the producer decodes them: the frames decoded while
-            # waiting are enough of a lead, and more would only keep memory busy (fresh pages cost system time).
-            feed.keep_ahead(engine.frames_per_render())
+            if feed is not None:
+                # Rendering starts now and takes frames as fast as the producer decodes them: the frames decoded
+                # while waiting are enough of a lead, and more would only keep memory busy (fresh pages cost system
+                # time).
+                feed.keep_ahead(engine.frames_per_render())
             if analysis is not None:
                 features = engine.attach_video(features, analysis, shown_frames(segments))
         except BaseException:
-            feed.close()
+            if feed is not None:
+                feed.close()
+            if boxed is not None:
+                boxed.abort()
             raise
     reporter.stage("rendering")
-    job.result_path.parent.mkdir(parents=True, exist_ok=True)
-    job.work_dir.mkdir(parents=True, exist_ok=True)
-    # The file grows in the task's work folder, which nothing serves and which goes with the task (delete,
-    # restart); the finished file is renamed onto the result (both folders lie in data_dir, one file system).
-    temporary = job.work_dir / f"{job.result_path.stem}.partial{job.result_path.suffix}"
-    live = None
-    if job.live_dir is not None:
-        # Like a stream the encoder cannot write (see media.output_args), one without a folder never costs the task.
-        try:
-            job.live_dir.mkdir(parents=True, exist_ok=True)
-            live = LiveOutput(LiveStream(job.live_dir), job.config.live.segment_s)
-        except OSError as exc:
-            logger.warning("{}: no live stream: {} cannot be made ({})", job.code, job.live_dir, exc.strerror or exc)
-    try:
-        writer = VideoWriter(temporary, size, video.rate, job.audio_path, duration, media.encoder_preset,
-                             media.encoder_crf, media.audio_bitrate, live)
-    except BaseException:
-        feed.close()
-        raise
-    try:
-        faceless = _render_all(job, engine, reporter, writer, feed, segments, features, options)
-        reporter.stage("finishing")
-        writer.close()
-    except BaseException:
-        writer.abort()
-        temporary.unlink(missing_ok=True)
-        raise
-    os.replace(temporary, job.result_path)
+    faceless = None
+    if boxed is not None:
+        # The render changes the features' running state: a render again from whole frames starts from the same.
+        faceless = boxed.render(engine, reporter, copy.copy(features))
+        if faceless is None:
+            assert plan is not None and analysis is not None
+            logger.warning("{}: the cached frame boxes did not match the video's frames; rendering again from the "
+                           "video's frames", job.code)
+            plan.store.discard()
+            feed = FrameFeed(video, size, segments, media, analysis.landmarks, tail, engine.frames_per_render(),
+                             plan.store.recorder(len(segments[0]), size))
+    if faceless is None:
+        assert feed is not None
+        faceless = _render_whole(job, engine, reporter, output, feed, segments, features, options)
+    os.replace(output.temporary, job.result_path)
     wall = time.monotonic() - started
     report: dict[str, Any] = {} if analysis is None else {
         "video_analysis": "cached" if analysis.cached else "computed", "mouth_bank_frames": len(analysis.bank)}
+    if plan is not None:
+        x0, y0, x1, y1 = plan.store.box
+        report["render_box"] = {"box": [x0, y0, x1, y1], "frames": "cached" if boxed is not None and
+                                feed is None else "decoded"}
     return report | {"engine": engine.name, "frames": frame_count, "frames_without_face": faceless,
             "duration": round(duration, 3), "fps": round(video.fps, 3), "width": size[0], "height": size[1],
             "video_frames": video.frame_count, "loop_mode": options.loop_mode,
             "wall_s": round(wall, 2), "speed_x": round(duration / max(wall, 1e-6), 2)}
+
+
+class Output:
+    """Where a job's result grows and the encoder that writes it: the file grows in the task's work folder, which
+    nothing serves and which goes with the task (delete, restart); the finished file is renamed onto the result
+    (both folders lie in data_dir, one file system)."""
+
+    def __init__(self, job: Job, video: VideoInfo, size: tuple[int, int], duration: float) -> None:
+        self.job, self.video, self.size, self.duration = job, video, size, duration
+        self.temporary = job.work_dir / f"{job.result_path.stem}.partial{job.result_path.suffix}"
+
+    def writer(self, boxed: BoxedVideo | None = None) -> VideoWriter:
+        job, media = self.job, self.job.config.media
+        job.result_path.parent.mkdir(parents=True, exist_ok=True)
+        job.work_dir.mkdir(parents=True, exist_ok=True)
+        live = None
+        if job.live_dir is not None:
+            # Like a stream the encoder cannot write (see media.output_args), one without a folder never costs the
+            # task.
+            try:
+                job.live_dir.mkdir(parents=True, exist_ok=True)
+                live = LiveOutput(LiveStream(job.live_dir), job.config.live.segment_s)
+            except OSError as exc:
+                logger.warning("{}: no live stream: {} cannot be made ({})", job.code, job.live_dir,
+                               exc.strerror or exc)
+        return VideoWriter(self.temporary, self.size, self.video.rate, job.audio_path, self.duration,
+                           media.encoder_preset, media.encoder_crf, media.audio_bitrate, live, boxed)
+
+    def encode(self, writer: VideoWriter, render: Callable[[], int], reporter: Reporter) -> int:
+        """Runs `render` (which feeds `writer`), then finishes the file; a failure anywhere removes it."""
+        try:
+            faceless = render()
+            reporter.stage("finishing")
+            writer.close()
+        except BaseException:
+            writer.abort()
+            self.temporary.unlink(missing_ok=True)
+            raise
+        return faceless
+
+
+@dataclasses.dataclass(frozen=True)
+class BoxPlan:
+    """A job whose video the render box serves (see plan_box): its cached boxes, if they hold every frame shown."""
+
+    store: CropStore
+    crops: np.ndarray | None
+
+
+def plan_box(job: Job, engine: LipSyncEngine, video: VideoInfo, size: tuple[int, int], segments: list[Segment],
+             analysis: VideoAnalysis | None) -> BoxPlan | None:
+    """Whether the encoder can lay rendered boxes over the video as it decodes it (heygem.pipeline.crops): the
+    engine renders a box, the video's analysis is cached (the boxes are kept beside it), the video is shown as
+    stored (upright, at its own size, one stored frame per output frame), forward from its start, and no badge is
+    drawn over whole frames. None: whole frames are decoded, rendered and encoded."""
+    options = job.options
+    if analysis is None or analysis.key is None or options.ai_label or options.watermark:
+        return None
+    if video.rotation or size != (video.width, video.height) or len(video.frame_times) != video.frame_count:
+        return None
+    if any(segment.reverse or segment.start != 0 for segment in segments):
+        return None
+    if not np.array_equal(grid_sources(video), np.arange(video.frame_count)):
+        return None
+    box = engine.render_box(analysis.landmarks, size)
+    # Boxes of longer videos than a quarter of the analysis cache holds would push the analyses themselves out.
+    if box is None or crop_bytes(box) * len(segments[0]) > job.config.media.analysis_cache_mb * 2**20 / 4:
+        return None
+    store = CropStore(job.config.paths.analysis_dir, analysis.key, box)
+    return BoxPlan(store, store.load(len(segments[0])))
+
+
+class BoxedRender:
+    """A render over cached boxes: the encoder decodes the video and lays each rendered box over its frame."""
+
+    def __init__(self, plan: BoxPlan, output: Output, segments: list[Segment],
+                 landmarks: list[np.ndarray | None]) -> None:
+        assert plan.crops is not None
+        self.plan, self.output, self.landmarks = plan, output, landmarks
+        self.crops: np.ndarray = plan.crops
+        self.shown = shown_frames(segments)
+        self.first_pass = len(segments[0])
+        self.check_path = output.job.work_dir / f"{output.job.result_path.stem}.boxes.crc"
+        output.job.work_dir.mkdir(parents=True, exist_ok=True)
+        self.writer = output.writer(BoxedVideo(output.video, plan.store.box, len(self.shown), len(segments) > 1,
+                                               self.check_path))
+
+    def abort(self) -> None:
+        self.writer.abort()
+        self.output.temporary.unlink(missing_ok=True)
+
+    def render(self, engine: LipSyncEngine, reporter: Reporter, features: Any) -> int | None:
+        """Renders and encodes every output frame; returns how many had no face, or None when the frames the
+        encoder decoded were not those of the cached boxes (the file is then removed)."""
+        box, crops, shown, landmarks = self.plan.store.box, self.crops, self.shown, self.landmarks
+        offset = np.array(box[:2], np.float32)
+
+        # Each box as it was before rendering, to tell which pixels the render changed.
+        before: collections.deque[np.ndarray] = collections.deque()
+
+        def items() -> Iterator[tuple[int, np.ndarray, np.ndarray | None]]:
+            for index, grid_index in enumerate(shown):
+                points = landmarks[grid_index]
+                frame = crop_to_bgr(crops[grid_index], box)
+                before.append(frame.copy())
+                yield index, frame, None if points is None else points - offset
+
+        def write(index: int, frame: np.ndarray) -> None:
+            self.writer.write_planar(merged_i420(crops[shown[index]], before.popleft(), frame, box))
+
+        faceless = self.output.encode(self.writer, lambda: _render_all(
+            engine, reporter, items(), write, len(shown), self.first_pass, features), reporter)
+        decoded = read_check_sums(self.check_path)
+        self.check_path.unlink(missing_ok=True)
+        if decoded != [check_sum(crops[grid_index]) for grid_index in shown]:
+            self.output.temporary.unlink(missing_ok=True)
+            return None
+        return faceless
 
 
 def tracker_settings(media: MediaConfig) -> TrackerSettings:
@@ -233,56 +372,66 @@ def shown_frames(segments: list[Segment]) -> np.ndarray:
     return np.concatenate(parts).astype(np.int64)
 
 
-def _render_all(job: Job, engine: LipSyncEngine, reporter: Reporter, writer: VideoWriter, feed: FrameFeed,
-                segments: list[Segment], features: Any, options: TaskOptions) -> int:
-    """Renders every output frame of the feed into the writer (and closes the feed); returns how many frames had
-    no face."""
-    batch_frames = engine.frames_per_render()
-    total = sum(len(segment) for segment in segments)
-    # Later segments replay the first one's frames: no face there means no face anywhere.
-    first_pass = len(segments[0])
-    faces_in_first_pass = 0
-    faceless = 0
-    done = 0
+def _render_whole(job: Job, engine: LipSyncEngine, reporter: Reporter, output: Output, feed: FrameFeed,
+                  segments: list[Segment], features: Any, options: TaskOptions) -> int:
+    """Renders whole frames decoded by `feed` (and closes it); commits the boxes it recorded on the way."""
     try:
-        for batch in _batches(feed.frames, batch_frames):
-            found = [points is not None for points in batch.landmarks]
-            faceless += found.count(False)
-            faces_in_first_pass += sum(hit for index, hit in zip(batch.indices, found, strict=True)
-                                       if index < first_pass)
-            rendered = engine.render(batch, features) if any(found) else batch.frames
-            for frame in rendered:
-                _draw_overlays(frame, options)
-                writer.write(frame)
-            done += len(rendered)
-            if done >= first_pass and faces_in_first_pass == 0:
-                raise InputError(NO_FACE_MESSAGE)
-            reporter.progress(100.0 * done / total)
+        writer = output.writer()
+
+        def write(_: int, frame: np.ndarray) -> None:
+            _draw_overlays(frame, options)
+            writer.write(frame)
+
+        total = sum(len(segment) for segment in segments)
+        faceless = output.encode(writer, lambda: _render_all(engine, reporter, feed.items(), write, total,
+                                                             len(segments[0]), features), reporter)
     finally:
         feed.close()
+    if feed.recorder is not None:
+        feed.recorder.commit()
+        AnalysisCache(job.config.paths.analysis_dir, job.config.media.analysis_cache_mb).evict(
+            keep=feed.recorder.store.path)
     return faceless
 
 
-def _batches(frames: queue.Queue[Any], size: int) -> Iterator[FrameBatch]:
-    """Groups the producer's (index, frame, landmarks) items; re-raises the producer's failure here.
+def _render_all(engine: LipSyncEngine, reporter: Reporter, items: Iterator[tuple[int, np.ndarray, np.ndarray | None]],
+                write: Callable[[int, np.ndarray], None], total: int, first_pass: int, features: Any) -> int:
+    """Renders every output frame of `items` (index, frame, landmarks) into `write`; returns how many frames had
+    no face. The first `first_pass` frames show each of the video's frames once: later ones replay them, so no face
+    there means no face anywhere."""
+    batch_frames = engine.frames_per_render()
+    faces_in_first_pass = 0
+    faceless = 0
+    done = 0
+    for batch in _batches(items, batch_frames):
+        found = [points is not None for points in batch.landmarks]
+        faceless += found.count(False)
+        faces_in_first_pass += sum(hit for index, hit in zip(batch.indices, found, strict=True) if index < first_pass)
+        rendered = engine.render(batch, features) if any(found) else batch.frames
+        for index, frame in zip(batch.indices, rendered, strict=True):
+            write(int(index), frame)
+        done += len(rendered)
+        if done >= first_pass and faces_in_first_pass == 0:
+            raise InputError(NO_FACE_MESSAGE)
+        reporter.progress(100.0 * done / total)
+    return faceless
+
+
+def _batches(items: Iterator[tuple[int, np.ndarray, np.ndarray | None]], size: int) -> Iterator[FrameBatch]:
+    """Groups (index, frame, landmarks) items.
 
     The first batch is a quarter of the others so the encoder starts early instead of idling meanwhile.
     """
-    items: list[tuple[int, np.ndarray, np.ndarray | None]] = []
+    batch: list[tuple[int, np.ndarray, np.ndarray | None]] = []
     wanted = max(1, size // 4)
-    while True:
-        item = frames.get()
-        if item is _DONE or isinstance(item, BaseException):
-            if items:
-                yield _batch(items)
-            if isinstance(item, BaseException):
-                raise item
-            return
-        items.append(item)
-        if len(items) == wanted:
-            yield _batch(items)
-            items = []
+    for item in items:
+        batch.append(item)
+        if len(batch) == wanted:
+            yield _batch(batch)
+            batch = []
             wanted = size
+    if batch:
+        yield _batch(batch)
 
 
 def _batch(items: list[tuple[int, np.ndarray, np.ndarray | None]]) -> FrameBatch:
@@ -292,15 +441,29 @@ def _batch(items: list[tuple[int, np.ndarray, np.ndarray | None]]) -> FrameBatch
 
 class FrameFeed:
     """The output frames in order, with their landmarks, from a thread that decodes (and, without the video's
-    analysis, tracks) ahead of the renderer: at most `ahead` frames wait in its queue, after the frames of `tail`."""
+    analysis, tracks) ahead of the renderer: at most `ahead` frames wait in its queue, after the frames of `tail`.
+    A `recorder` gets the frames as decoded too (heygem.pipeline.crops)."""
 
     def __init__(self, video: VideoInfo, size: tuple[int, int], segments: list[Segment], media: MediaConfig,
-                 landmarks: list[np.ndarray | None] | None, tail: FrameTail, ahead: int) -> None:
+                 landmarks: list[np.ndarray | None] | None, tail: FrameTail, ahead: int,
+                 recorder: CropRecorder | None = None) -> None:
         self.frames: queue.Queue[Any] = queue.Queue(maxsize=max(1, ahead))
+        self.recorder = recorder
         self._stop = threading.Event()
         self._thread = threading.Thread(target=_produce, name="decode-track", daemon=True,
-                                        args=(video, size, segments, media, self.frames, self._stop, landmarks, tail))
+                                        args=(video, size, segments, media, self.frames, self._stop, landmarks, tail,
+                                              recorder))
         self._thread.start()
+
+    def items(self) -> Iterator[tuple[int, np.ndarray, np.ndarray | None]]:
+        """The producer's (index, frame, landmarks) items; re-raises the producer's failure here."""
+        while True:
+            item = self.frames.get()
+            if item is _DONE:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
 
     def keep_ahead(self, frames: int) -> None:
         """From now on, at most `frames` more wait in the queue (those already there stay)."""
@@ -314,7 +477,7 @@ class FrameFeed:
 
 def _produce(video: VideoInfo, size: tuple[int, int], segments: list[Segment], media: MediaConfig,
              frames: queue.Queue[Any], stop: threading.Event, landmarks: list[np.ndarray | None] | None,
-             tail: FrameTail) -> None:
+             tail: FrameTail, recorder: CropRecorder | None) -> None:
     """Decodes and tracks in output order; a grid frame shown again reuses its landmarks instead of re-tracking,
     and with the video's analysis nothing is tracked at all."""
     tracker: FaceTracker | None = None
@@ -327,7 +490,10 @@ def _produce(video: VideoInfo, size: tuple[int, int], segments: list[Segment], m
         chunk = max(4, media.reverse_buffer_mb * 2**20 // (size[0] * size[1] * 3))
         output_index = 0
         for segment in segments:
-            for grid_index, frame in _segment_frames(reader, segment, chunk, tail):
+            for grid_index, compact in _segment_frames(reader, segment, chunk, tail):
+                if recorder is not None:
+                    recorder.add(grid_index, compact)
+                frame = to_bgr(compact)
                 if grid_index in known:
                     points = known[grid_index]
                 else:
@@ -350,14 +516,15 @@ def _produce(video: VideoInfo, size: tuple[int, int], segments: list[Segment], m
 
 def _segment_frames(reader: VideoReader, segment: Segment, chunk: int,
                     tail: FrameTail) -> Iterator[tuple[int, np.ndarray]]:
-    """A segment's frames; backward ones are decoded chunk by chunk from the end, so memory stays bounded.
+    """A segment's frames as decoded (VideoReader.compact_frames); backward ones are decoded chunk by chunk from
+    the end, so memory stays bounded.
 
     A forward segment that reaches into the `tail` the analysis kept takes those frames from it instead of
     decoding them."""
     if not segment.reverse:
         kept = tail.start()
         decoded_until = segment.stop if kept is None else min(segment.stop, max(segment.start, kept))
-        yield from reader.frames(segment.start, decoded_until)
+        yield from reader.compact_frames(segment.start, decoded_until)
         for _ in range(decoded_until, segment.stop):
             grid_index, frame = tail.take()
             while grid_index < decoded_until:  # kept before the segment's start: not shown here
@@ -367,7 +534,7 @@ def _segment_frames(reader: VideoReader, segment: Segment, chunk: int,
     end = segment.stop
     while end > segment.start:
         begin = max(segment.start, end - chunk)
-        yield from reversed(list(reader.frames(begin, end)))
+        yield from reversed(list(reader.compact_frames(begin, end)))
         end = begin
 
 

@@ -313,23 +313,55 @@ def to_bgr(image: np.ndarray) -> np.ndarray:
     return cv2.cvtColor(image, cv2.COLOR_YUV2BGR_I420) if image.ndim == 2 else image
 
 
+@dataclasses.dataclass(frozen=True)
+class BoxedVideo:
+    """What the encoder lays the piped frames over (heygem.pipeline.crops): `video` as it decodes, its first
+    `frames` frames (played again from its start while more are wanted, with `loops`), each under the piped image
+    of the `box` (x0, y0, x1, y1; even corners). The box of each frame as decoded goes to `check_path` as ffmpeg's
+    framecrc, so the caller can tell the frames under the boxes were those the boxes were rendered from."""
+
+    video: VideoInfo
+    box: tuple[int, int, int, int]
+    frames: int
+    loops: bool
+    check_path: Path
+
+
 class VideoWriter:
     """Pipes frames into ffmpeg (libx264 yuv420p) and muxes the given audio (AAC, +faststart).
 
     Frames are converted to yuv420p here (OpenCV is faster than ffmpeg's converter and the pipe carries half
     the bytes), so the encoder process spends its core on encoding. With `live`, the same packets also go to
-    a live HLS stream (see output_args): one encode, two files.
+    a live HLS stream (see output_args): one encode, two files. With `boxed`, the pipe carries only a box of each
+    frame, as yuv420p planes (`write_planar`), and the encoder decodes the rest from the video itself.
     """
 
     def __init__(self, path: Path, size: tuple[int, int], rate: Fraction, audio_path: Path, duration: float,
-                 preset: str, crf: int, audio_bitrate: str, live: LiveOutput | None = None) -> None:
+                 preset: str, crf: int, audio_bitrate: str, live: LiveOutput | None = None,
+                 boxed: BoxedVideo | None = None) -> None:
         width, height = size
-        args = [ffmpeg_exe(), "-nostdin", "-hide_banner", "-v", "error", "-y",
-                "-thread_queue_size", "64", "-f", "rawvideo", "-pix_fmt", "yuv420p", "-s", f"{width}x{height}",
-                "-r", str(rate), "-i", "-",
-                *ffmpeg_input_args(audio_path, "audio", None, DECODE_MAX_SIDE), "-map", "0:v:0", "-map", "1:a:0",
-                "-c:v", "libx264", "-preset", preset, "-crf", str(crf), "-pix_fmt", "yuv420p",
-                "-c:a", "aac", "-b:a", audio_bitrate, "-t", f"{duration:.4f}", *output_args(path, live)]
+        pipe = ["-thread_queue_size", "64", "-f", "rawvideo", "-pix_fmt", "yuv420p", "-r", str(rate)]
+        if boxed is None:
+            inputs, graph, video_map, checks = [*pipe, "-s", f"{width}x{height}", "-i", "-"], [], "0:v:0", []
+        else:
+            x0, y0, x1, y1 = boxed.box
+            crop = f"{x1 - x0}:{y1 - y0}:{x0}:{y0}"
+            inputs = [*(["-stream_loop", "-1"] if boxed.loops else []),
+                      *ffmpeg_input_args(boxed.video.path, "video", None, boxed.video.max_side),
+                      *pipe, "-s", f"{x1 - x0}x{y1 - y0}", "-i", "-"]
+            # Frame n of the output is frame n of the video and box n of the pipe: both numbered from 0 at the
+            # video's rate, whatever timestamps the file has.
+            graph = ["-filter_complex",
+                     f"[0:v:0]trim=end_frame={boxed.frames},setpts=N/({rate}*TB),split[video][seen];"
+                     f"[seen]crop={crop}[check];[video][1:v]overlay={x0}:{y0}:eof_action=endall[out]"]
+            video_map = "[out]"
+            checks = ["-map", "[check]", "-c:v", "rawvideo", "-f", "framecrc", str(boxed.check_path)]
+        audio_input = 1 if boxed is None else 2
+        args = [ffmpeg_exe(), "-nostdin", "-hide_banner", "-v", "error", "-y", *inputs,
+                *ffmpeg_input_args(audio_path, "audio", None, DECODE_MAX_SIDE), *graph, "-map", video_map,
+                "-map", f"{audio_input}:a:0", "-c:v", "libx264", "-preset", preset, "-crf", str(crf),
+                "-pix_fmt", "yuv420p", "-c:a", "aac", "-b:a", audio_bitrate, "-t", f"{duration:.4f}",
+                *output_args(path, live), *checks]
         self.path = path
         self._size = size
         self._process = subprocess.Popen(args, stdin=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -341,7 +373,10 @@ class VideoWriter:
     def write(self, frame: np.ndarray) -> None:
         if frame.shape[1::-1] != self._size:
             frame = cv2.resize(frame, self._size, interpolation=cv2.INTER_AREA)
-        planar = cv2.cvtColor(frame, cv2.COLOR_BGR2YUV_I420)
+        self.write_planar(cv2.cvtColor(frame, cv2.COLOR_BGR2YUV_I420))
+
+    def write_planar(self, planar: np.ndarray) -> None:
+        """A frame (or, boxed, a box) as contiguous yuv420p planes."""
         try:
             self._stdin.write(planar.data.cast("B"))
         except BrokenPipeError:
