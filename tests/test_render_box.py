@@ -195,7 +195,14 @@ def test_a_store_of_boxes_with_too_few_frames_or_another_layout_is_not_used(tmp_
     for index in range(3):
         recorder.add(index, frame)
     recorder.commit()
-    assert store.load(3) is not None and store.load(4) is None
+    assert store.load(4) is None
+    stored = store.load(3)
+    assert stored is not None and np.array_equal(stored[2], crops.crop_i420(frame, box))
+    with open(store.path, "r+b") as file:  # cut short while a render reads it
+        file.truncate(store.path.stat().st_size - 1)
+    with pytest.raises(crops.StaleCrops):
+        stored[2]
+    stored.close()
     np.save(store.path, np.zeros((3, 5), np.uint8))
     assert store.load(1) is None
     recorder = store.recorder(2, (16, 8))

@@ -19,6 +19,7 @@ import os
 import tempfile
 import zlib
 from pathlib import Path
+from typing import BinaryIO
 
 import cv2
 import numpy as np
@@ -97,31 +98,43 @@ def read_check_sums(path: Path) -> list[int]:
 
 
 class CropStore:
-    """The boxes of one video (its analysis `key`) for one `box`, in `folder`."""
+    """The boxes of one video (its analysis `key`) for one `box`, in `folder`: an .npy file of (frames,
+    crop_bytes) uint8, read and written a box at a time with plain file I/O (a mapping would count the whole file
+    in the render's resident memory)."""
 
     def __init__(self, folder: Path, key: str, box: Box) -> None:
         self.folder = folder
         self.box = box
         self.path = folder / f"{key}.box-{box[0]}-{box[1]}-{box[2]}-{box[3]}.npy"
 
-    def load(self, frames: int) -> np.ndarray | None:
-        """The boxes of grid frames 0..frames-1 and after, as an (n, crop_bytes) read-only array mapped from the
-        file; None when there is no file or it holds fewer frames."""
+    def load(self, frames: int) -> StoredCrops | None:
+        """The boxes of grid frames 0..frames-1 (and any after); None when there is no file or it holds fewer
+        frames."""
         try:
-            crops = np.load(self.path, mmap_mode="r", allow_pickle=False)
+            file = open(self.path, "rb")  # noqa: SIM115 (StoredCrops keeps it open; its user closes it)
         except FileNotFoundError:
             return None
-        except (OSError, ValueError) as exc:
+        except OSError as exc:
             logger.warning("ignoring unreadable cached frame boxes {}: {}", self.path.name, exc)
             return None
-        if crops.ndim != 2 or crops.shape[1] != crop_bytes(self.box) or crops.dtype != np.uint8:
-            logger.warning("ignoring cached frame boxes of another layout: {}", self.path.name)
-            return None
-        if len(crops) < frames:
+        try:
+            # Written by CropRecorder, in format 1.0; any other file is not ours.
+            if np.lib.format.read_magic(file) != (1, 0):
+                raise ValueError("not an .npy file of format 1.0")
+            shape, fortran_order, dtype = np.lib.format.read_array_header_1_0(file)
+            offset = file.tell()
+            if len(shape) != 2 or shape[1] != crop_bytes(self.box) or dtype != np.uint8 or fortran_order:
+                raise ValueError("boxes of another size")
+            if shape[0] < frames or os.fstat(file.fileno()).st_size < offset + shape[0] * shape[1]:
+                file.close()
+                return None
+        except (OSError, ValueError) as exc:
+            logger.warning("ignoring unreadable cached frame boxes {}: {}", self.path.name, exc)
+            file.close()
             return None
         with contextlib.suppress(OSError):
             os.utime(self.path)  # most recently used
-        return crops
+        return StoredCrops(file, offset, shape[0], shape[1])
 
     def recorder(self, frames: int, frame_size: tuple[int, int]) -> CropRecorder:
         return CropRecorder(self, frames, frame_size)
@@ -130,61 +143,91 @@ class CropStore:
         self.path.unlink(missing_ok=True)
 
 
+class StaleCrops(Exception):
+    """The cached boxes cannot be read to the end (the file was cut short); the render goes back to whole frames."""
+
+
+class StoredCrops:
+    """The boxes of a CropStore file, read one at a time (`crops[grid_index]`) from the file as it was opened (a
+    worker that removes or replaces it meanwhile changes nothing here)."""
+
+    def __init__(self, file: BinaryIO, offset: int, frames: int, size: int) -> None:
+        self.file, self.offset, self.frames, self.size = file, offset, frames, size
+
+    def __len__(self) -> int:
+        return self.frames
+
+    def __getitem__(self, grid_index: int) -> np.ndarray:
+        try:
+            data = os.pread(self.file.fileno(), self.size, self.offset + int(grid_index) * self.size)
+        except OSError as exc:
+            raise StaleCrops(str(exc)) from exc
+        if len(data) != self.size:
+            raise StaleCrops(f"cached frame boxes end before frame {grid_index}")
+        return np.frombuffer(data, np.uint8)
+
+    def close(self) -> None:
+        self.file.close()
+
+
 class CropRecorder:
-    """Collects the boxes of grid frames 0..frames-1 as a render decodes them, then stores them (`commit`)
+    """Writes the boxes of grid frames 0..frames-1 as a render decodes them, then stores them (`commit`)
     atomically; a frame that is not I420 of the expected size stops the recording (its video cannot be laid
-    under boxes: see generate.box_plan)."""
+    under boxes: see generate.plan_box)."""
 
     def __init__(self, store: CropStore, frames: int, frame_size: tuple[int, int]) -> None:
         self.store = store
+        self.frames = frames
         self.frame_size = frame_size
         self._temporary: Path | None = None
-        self._crops: np.memmap | None = None
+        self._file: BinaryIO | None = None
         self._next = 0
         try:
             store.folder.mkdir(parents=True, exist_ok=True)
             handle, name = tempfile.mkstemp(dir=store.folder, prefix=".partial-", suffix=".npy")
-            os.close(handle)
             self._temporary = Path(name)
-            self._crops = np.lib.format.open_memmap(name, mode="w+", dtype=np.uint8,
-                                                    shape=(frames, crop_bytes(store.box)))
+            self._file = os.fdopen(handle, "wb")
+            np.lib.format.write_array_header_1_0(self._file, {
+                "descr": np.lib.format.dtype_to_descr(np.dtype(np.uint8)), "fortran_order": False,
+                "shape": (frames, crop_bytes(store.box))})
         except OSError as exc:
             logger.warning("frame boxes not cached: {}", exc)
             self.discard()
 
-    @property
-    def recording(self) -> bool:
-        return self._crops is not None
-
     def add(self, grid_index: int, frame: np.ndarray) -> None:
-        crops = self._crops
-        if crops is None or grid_index != self._next or grid_index >= len(crops):
+        if self._file is None or grid_index != self._next or grid_index >= self.frames:
             return
         width, height = self.frame_size
         if frame.ndim != 2 or frame.shape != (height * 3 // 2, width):
             self.discard()
             return
-        crops[grid_index] = crop_i420(frame, self.store.box)
+        try:
+            self._file.write(crop_i420(frame, self.store.box).data)
+        except OSError as exc:
+            logger.warning("frame boxes not cached: {}", exc)
+            self.discard()
+            return
         self._next += 1
 
     def commit(self) -> None:
         """Stores the boxes when every frame was recorded; otherwise (the render ended early) drops them."""
-        crops, temporary = self._crops, self._temporary
-        if crops is None or temporary is None or self._next < len(crops):
+        if self._file is None or self._temporary is None or self._next < self.frames:
             self.discard()
             return
         try:
-            crops.flush()
-            self._crops = None
-            os.replace(temporary, self.store.path)
+            self._file.close()
+            self._file = None
+            os.replace(self._temporary, self.store.path)
             self._temporary = None
         except OSError as exc:
             logger.warning("frame boxes not cached: {}", exc)
             self.discard()
 
     def discard(self) -> None:
-        self._crops = None
+        if self._file is not None:
+            with contextlib.suppress(OSError):
+                self._file.close()
+            self._file = None
         if self._temporary is not None:
             self._temporary.unlink(missing_ok=True)
             self._temporary = None
-

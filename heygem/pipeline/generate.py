@@ -40,6 +40,8 @@ from heygem.pipeline.analysis import AnalysisCache, FrameTail, VideoAnalysis
 from heygem.pipeline.crops import (
     CropRecorder,
     CropStore,
+    StaleCrops,
+    StoredCrops,
     check_sum,
     crop_bytes,
     crop_to_bgr,
@@ -286,7 +288,7 @@ class BoxPlan:
     """A job whose video the render box serves (see plan_box): its cached boxes, if they hold every frame shown."""
 
     store: CropStore
-    crops: np.ndarray | None
+    crops: StoredCrops | None
 
 
 def plan_box(job: Job, engine: LipSyncEngine, video: VideoInfo, size: tuple[int, int], segments: list[Segment],
@@ -319,7 +321,7 @@ class BoxedRender:
                  landmarks: list[np.ndarray | None]) -> None:
         assert plan.crops is not None
         self.plan, self.output, self.landmarks = plan, output, landmarks
-        self.crops: np.ndarray = plan.crops
+        self.crops: StoredCrops = plan.crops
         self.shown = shown_frames(segments)
         self.first_pass = len(segments[0])
         self.check_path = output.job.work_dir / f"{output.job.result_path.stem}.boxes.crc"
@@ -329,6 +331,7 @@ class BoxedRender:
 
     def abort(self) -> None:
         self.writer.abort()
+        self.crops.close()
         self.output.temporary.unlink(missing_ok=True)
 
     def render(self, engine: LipSyncEngine, reporter: Reporter, features: Any) -> int | None:
@@ -337,24 +340,34 @@ class BoxedRender:
         box, crops, shown, landmarks = self.plan.store.box, self.crops, self.shown, self.landmarks
         offset = np.array(box[:2], np.float32)
 
-        # Each box as it was before rendering, to tell which pixels the render changed.
-        before: collections.deque[np.ndarray] = collections.deque()
+        # Each box as decoded and as it was before rendering (to tell which pixels the render changed), and the sum
+        # ffmpeg's framecrc gives the box of the frame it decodes under it.
+        pending: collections.deque[tuple[np.ndarray, np.ndarray]] = collections.deque()
+        sums: list[int] = []
 
         def items() -> Iterator[tuple[int, np.ndarray, np.ndarray | None]]:
             for index, grid_index in enumerate(shown):
+                crop = crops[grid_index]
+                sums.append(check_sum(crop))
+                frame = crop_to_bgr(crop, box)
+                pending.append((crop, frame.copy()))
                 points = landmarks[grid_index]
-                frame = crop_to_bgr(crops[grid_index], box)
-                before.append(frame.copy())
                 yield index, frame, None if points is None else points - offset
 
-        def write(index: int, frame: np.ndarray) -> None:
-            self.writer.write_planar(merged_i420(crops[shown[index]], before.popleft(), frame, box))
+        def write(_: int, frame: np.ndarray) -> None:
+            crop, before = pending.popleft()
+            self.writer.write_planar(merged_i420(crop, before, frame, box))
 
-        faceless = self.output.encode(self.writer, lambda: _render_all(
-            engine, reporter, items(), write, len(shown), self.first_pass, features), reporter)
+        try:
+            faceless = self.output.encode(self.writer, lambda: _render_all(
+                engine, reporter, items(), write, len(shown), self.first_pass, features), reporter)
+        except StaleCrops:
+            return None
+        finally:
+            crops.close()
         decoded = read_check_sums(self.check_path)
         self.check_path.unlink(missing_ok=True)
-        if decoded != [check_sum(crops[grid_index]) for grid_index in shown]:
+        if decoded != sums:
             self.output.temporary.unlink(missing_ok=True)
             return None
         return faceless
