@@ -12,6 +12,7 @@ import cv2
 import numpy as np
 import pytest
 
+from heygem.cli import main
 from heygem.engines.meshwarp import MeshWarpEngine
 from heygem.options import TaskOptions
 from heygem.pipeline import crops
@@ -212,3 +213,19 @@ def test_a_store_of_boxes_with_too_few_frames_or_another_layout_is_not_used(tmp_
     recorder.add(1, frame)
     recorder.commit()
     assert store.load(1) is None and not list(tmp_path.glob(".partial-*"))
+
+
+@pytest.mark.slow
+def test_the_cli_says_when_a_render_took_the_mouths_box_alone(
+        inputs: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    video, audio = inputs
+    monkeypatch.setenv("HEYGEM_PATHS__DATA_DIR", str(tmp_path / "data"))
+    said = []
+    for name in ("first", "second"):
+        assert main(["generate", "--audio", str(audio), "--video", str(video), "--out",
+                     str(tmp_path / f"{name}.mp4")]) == 0
+        said.append(capsys.readouterr().err.strip().splitlines()[-1])
+    assert said[0].startswith("done: 25 frames, 1.00 s in ") and said[0].endswith(" s (0 without a face)")
+    assert said[1].endswith("(0 without a face, the video's analysis from the cache and only its mouth's box "
+                            "rendered)")

@@ -134,6 +134,8 @@ def run_generate(args: argparse.Namespace) -> int:
     options = TaskOptions(**{name: getattr(args, name) for name in TaskOptions.names()})
     report = generate_video(config, args.audio, args.video, args.out, args.engine, options)
     reused = ", the video's analysis from the cache" if report.get("video_analysis") == "cached" else ""
+    if report.get("render_box", {}).get("frames") == "cached":
+        reused += " and only its mouth's box rendered"
     print(f"done: {report['frames']} frames, {report['duration']:.2f} s in {report['wall_s']:.2f} s "
           f"({report['frames_without_face']} without a face{reused})", file=sys.stderr)
     print(args.out)
