@@ -44,9 +44,9 @@ def recogniser() -> Decoder:
                    lw=PHONE_LM_WEIGHT, pip=0.3, beam=1e-20, pbeam=PHONE_BEAM, dict=None, loglevel="FATAL")
 
 
-def decode(pcm: bytes, ranges: list[tuple[int, int]], output: BinaryIO) -> None:
+def decode(pcm: bytes, ranges: list[tuple[int, int]], output: BinaryIO, decoder: Decoder | None = None) -> None:
     """Writes one JSON line of phones per sample range of `pcm` to `output`."""
-    decoder = recogniser()
+    decoder = decoder or recogniser()
     for start, stop in ranges:
         decoder.start_utt()
         decoder.process_raw(pcm[start * SAMPLE_BYTES:stop * SAMPLE_BYTES], full_utt=True)
@@ -58,10 +58,11 @@ def decode(pcm: bytes, ranges: list[tuple[int, int]], output: BinaryIO) -> None:
 
 
 def main() -> int:
+    decoder = recogniser()  # before the speech comes: a parent may start this child while it reads the speech
     header = json.loads(sys.stdin.buffer.readline())
     pcm = sys.stdin.buffer.read()
     try:
-        decode(pcm, [(int(start), int(stop)) for start, stop in header["ranges"]], sys.stdout.buffer)
+        decode(pcm, [(int(start), int(stop)) for start, stop in header["ranges"]], sys.stdout.buffer, decoder)
     except BrokenPipeError:
         return 1
     return 0

@@ -161,17 +161,19 @@ def recognise_file_ahead(path: Path, max_duration_s: float, max_side: int) -> No
         _AHEAD.append(ahead)
 
     def recognise() -> None:
-        try:
-            audio = read_audio(path, max_duration_s, max_side)
-            audio.flags.writeable = False  # the job's samples: what was recognised is what it renders
-            ahead.samples.set_result(audio)
-        except BaseException as exc:  # the job reads the file again and reports it
-            ahead.samples.set_exception(exc)
-            return
-        try:
-            ahead.phones.set_result(_decode(*_decoder_input(audio)))
-        except BaseException as exc:  # re-raised by recognise_phones, as its own decoding would raise it
-            ahead.phones.set_exception(exc)
+        # The child loads its models while the speech is read; leaving the block ends it (its input closes).
+        with _start_decoder() as decoder:
+            try:
+                audio = read_audio(path, max_duration_s, max_side)
+                audio.flags.writeable = False  # the job's samples: what was recognised is what it renders
+                ahead.samples.set_result(audio)
+            except BaseException as exc:  # the job reads the file again and reports it
+                ahead.samples.set_exception(exc)
+                return
+            try:
+                ahead.phones.set_result(_decode(*_decoder_input(audio), decoder))
+            except BaseException as exc:  # re-raised by recognise_phones, as its own decoding would raise it
+                ahead.phones.set_exception(exc)
 
     threading.Thread(target=recognise, name="phones-ahead", daemon=True).start()
 
@@ -212,17 +214,24 @@ def _decoder_input(audio: np.ndarray) -> tuple[np.ndarray, list[tuple[int, int]]
     return pcm, [(start, stop) for start, stop in pieces(audio) if stop - start >= SAMPLE_RATE // 10]
 
 
-def _decode(pcm: np.ndarray, ranges: list[tuple[int, int]]) -> list[Phone]:
-    """The phones of each range of `pcm`, decoded in the child process."""
-    header = json.dumps({"ranges": ranges}).encode() + b"\n"
+def _start_decoder() -> subprocess.Popen[bytes]:
+    """The decoder's child process; it loads its models at once, then waits for the speech."""
     # -P: the decoder's own folder (heygem/pipeline) must not shadow the modules pocketsphinx imports.
-    done = subprocess.run([sys.executable, "-P", str(Path(phone_decoder.__file__))], input=header + pcm.tobytes(),
-                          capture_output=True, check=False)
-    if done.returncode != 0:
-        raise RuntimeError(f"phone recognition failed: {done.stderr.decode(errors='replace').strip()[-500:]}")
-    lines = done.stdout.splitlines()
+    return subprocess.Popen([sys.executable, "-P", str(Path(phone_decoder.__file__))], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def _decode(pcm: np.ndarray, ranges: list[tuple[int, int]],
+            decoder: subprocess.Popen[bytes] | None = None) -> list[Phone]:
+    """The phones of each range of `pcm`, decoded in the child process (`decoder`, or one started now)."""
+    decoder = decoder or _start_decoder()
+    header = json.dumps({"ranges": ranges}).encode() + b"\n"
+    output, errors = decoder.communicate(header + pcm.tobytes())
+    if decoder.returncode != 0:
+        raise RuntimeError(f"phone recognition failed: {errors.decode(errors='replace').strip()[-500:]}")
     return [Phone(label, start / SAMPLE_RATE + begin, start / SAMPLE_RATE + end)
-            for (start, _), line in zip(ranges, lines, strict=True) for label, begin, end in json.loads(line)]
+            for (start, _), line in zip(ranges, output.splitlines(), strict=True)
+            for label, begin, end in json.loads(line)]
 
 
 def pieces(audio: np.ndarray) -> list[tuple[int, int]]:
