@@ -258,7 +258,7 @@ def test_speech_read_ahead_serves_only_its_own_file_unchanged_and_its_failure_re
     decodes = count_phone_decodes(monkeypatch)
     phones.recognise_file_ahead(first, 60, 4096)
     phones.recognise_file_ahead(missing, 60, 4096)  # left to the job, which reports it
-    with pytest.raises(InputError, match="missing.wav"):
+    with pytest.raises(InputError, match=r"missing\.wav"):
         phones.read_speech(missing, 60, 4096)
     own = phones.recognise_phones(phones.read_speech(second, 60, 4096))  # not read ahead: decoded for itself
     assert decodes.count("phones-ahead") <= 1 and decodes.count("MainThread") == 1
