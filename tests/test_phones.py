@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 import shutil
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from heygem.config import load_config
 from heygem.engines.meshwarp import MeshWarpEngine
 from heygem.errors import InputError
 from heygem.options import TaskOptions
+from heygem.pipeline import phone_decoder
 from heygem.pipeline import phones as lips
 from heygem.pipeline.evaluate import correlation_by_offset, speech_level
 from heygem.pipeline.media import read_audio
@@ -273,3 +275,21 @@ def test_long_speech_is_cut_in_its_pauses() -> None:
     assert ranges[0] == (0, ranges[1][0]) and 27.5 * rate <= ranges[0][1] <= 27.6 * rate
     assert ranges[-1][1] == audio.size and all(stop - start <= 30 * rate for start, stop in ranges)
     assert all(a[1] == b[0] for a, b in itertools.pairwise(ranges))
+
+
+# The phones pocketsphinx recognised, with its authors' wide beams (pbeam 1e-20), in the two real recordings where
+# a narrower phone beam first changes one (docs/benchmarks.md), as "LABEL start end" in 10 ms frames. The lips
+# close on m/b/p at these times: a cheaper setting of the recogniser must find every phone at the same frames.
+RECOGNISED = json.loads((Path(__file__).parent / "data" / "recognised_phones.json").read_text())
+
+
+@pytest.mark.parametrize("name", sorted(RECOGNISED))
+def test_the_recognisers_settings_keep_every_phone_at_its_frames(name: str) -> None:
+    found = lips.recognise_phones(read_audio(shared_media(name), 60))
+    assert " ".join(f"{phone.label} {round(phone.start * 100)} {round(phone.end * 100)}" for phone in found) == \
+        RECOGNISED[name]
+
+
+def test_the_phone_recogniser_reads_no_word_dictionary() -> None:
+    # Phones need no words: the CMU dictionary's 134 000 cost 0.1 s of CPU a render.
+    assert phone_decoder.recogniser().lookup_word("people") is None

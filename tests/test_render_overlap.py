@@ -18,9 +18,10 @@ import pytest
 
 from heygem.cli.generate import generate_video
 from heygem.engines.meshwarp import MeshWarpEngine
+from heygem.errors import InputError
 from heygem.options import TaskOptions
 from heygem.pipeline import engine as engine_contract
-from heygem.pipeline import phone_decoder, phones, tracking
+from heygem.pipeline import media, phone_decoder, phones, tracking
 from heygem.pipeline.analysis import FrameTail
 from heygem.pipeline.engine import Job
 from heygem.pipeline.generate import _DONE, FrameFeed, plan_segments
@@ -230,7 +231,7 @@ def count_phone_decodes(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     return threads
 
 
-def test_a_cli_render_recognises_the_phones_once_ahead_of_the_engine_and_they_are_the_jobs_own(
+def test_a_cli_render_reads_its_speech_once_and_recognises_the_phones_once_ahead_of_the_engine(
         inputs: tuple[Path, Path], tmp_path: Path, make_config: ConfigFactory, monkeypatch: pytest.MonkeyPatch) -> None:
     video, audio = inputs
     config = make_config()
@@ -238,32 +239,50 @@ def test_a_cli_render_recognises_the_phones_once_ahead_of_the_engine_and_they_ar
     found: list[list[phones.Phone]] = []
     real = phones.recognise_phones
     monkeypatch.setattr(phones, "recognise_phones", lambda samples: found.append(real(samples)) or found[-1])
+    probed: list[Path] = []
+    real_probe = media.probe_audio
+    monkeypatch.setattr(media, "probe_audio", lambda path, *args: probed.append(path) or real_probe(path, *args))
     generate_video(config, audio, video, tmp_path / "cli.mp4", None, TaskOptions())
     assert decodes == ["phones-ahead"] and len(found) == 1
+    assert probed == [audio.resolve()]  # one read of the speech (a probe, then ffmpeg), for the phones and the job
     # What the job got is what decoding its own samples gives.
     assert found[0] == phones._decode(*phones._decoder_input(read_audio(audio, config.media.max_audio_duration_s)))
 
 
-def test_speech_recognised_ahead_serves_only_its_own_samples_and_its_failure_reaches_the_job(
+def test_speech_read_ahead_serves_only_its_own_file_unchanged_and_its_failure_reaches_the_job(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     first, second = (speech_wav(tmp_path / f"{name}.wav", 1.2, bursts, breath=False)
                      for name, bursts in (("first", ((0.2, 0.6),)), ("second", ((0.5, 1.0),))))
+    missing = tmp_path / "missing.wav"
     monkeypatch.setattr(phones, "_AHEAD", [])  # none left by other tests' renders that failed before their speech
     decodes = count_phone_decodes(monkeypatch)
     phones.recognise_file_ahead(first, 60, 4096)
-    phones.recognise_file_ahead(tmp_path / "missing.wav", 60, 4096)  # left to the job, which reports it
-    own = phones.recognise_phones(read_audio(second, 60))  # other samples: decoded for themselves
+    phones.recognise_file_ahead(missing, 60, 4096)  # left to the job, which reports it
+    with pytest.raises(InputError, match=r"missing\.wav"):
+        phones.read_speech(missing, 60, 4096)
+    own = phones.recognise_phones(phones.read_speech(second, 60, 4096))  # not read ahead: decoded for itself
     assert decodes.count("phones-ahead") <= 1 and decodes.count("MainThread") == 1
-    assert phones.recognise_phones(read_audio(first, 60)) != own
+    samples = phones.read_speech(first, 60, 4096)
+    assert not samples.flags.writeable  # the samples the phones are recognised from stay those the job renders
+    assert phones.recognise_phones(samples) != own
     assert decodes.count("phones-ahead") == 1 and decodes.count("MainThread") == 1 and not phones._AHEAD
+
+    phones.recognise_file_ahead(first, 60, 4096)
+    ahead = phones._AHEAD[-1].samples.result()
+    assert np.array_equal(ahead, samples)
+    assert phones.read_speech(first, 30, 4096) is not ahead  # other limits: read as they say
+    speech_wav(first, 1.2, ((0.6, 1.0),), breath=False)  # the file rewritten since it was read ahead
+    assert not np.array_equal(phones.read_speech(first, 60, 4096), ahead)
+    assert phones.recognise_phones(read_audio(first, 60)) != phones._AHEAD[-1].phones.result()
 
     def broken(*args: Any) -> list[phones.Phone]:
         raise RuntimeError("phone recognition failed: the decoder ran out of memory")
 
+    monkeypatch.setattr(phones, "_AHEAD", [])
     monkeypatch.setattr(phones, "_decode", broken)
     phones.recognise_file_ahead(first, 60, 4096)
     with pytest.raises(RuntimeError, match="ran out of memory"):
-        phones.recognise_phones(read_audio(first, 60))
+        phones.recognise_phones(phones.read_speech(first, 60, 4096))
     assert not phones._AHEAD
     for _ in range(6):  # renders that failed before their speech was analysed leave theirs, a few at most
         phones.recognise_file_ahead(tmp_path / "missing.wav", 60, 4096)

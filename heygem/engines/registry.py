@@ -20,8 +20,9 @@ RECOGNISE_PHONES = frozenset({"meshwarp"})
 
 
 def recognise_phones_ahead(engine_name: str, audio: Path, config: Config) -> None:
-    """Starts recognising the phones of `audio` on the other core where `engine_name` will read them: a render
-    (CLI or worker) calls this before it imports the engine, which takes half a second on one core."""
+    """Starts reading `audio` and recognising its phones on the other core where `engine_name` will read them (the
+    job then takes both): a render (CLI or worker) calls this before it imports the engine, which takes half a
+    second on one core."""
     if engine_name in RECOGNISE_PHONES:
         from heygem.pipeline.phones import recognise_file_ahead
 

@@ -60,9 +60,9 @@ from heygem.pipeline.media import (
     grid_sources,
     output_size,
     probe_video,
-    read_audio,
     to_bgr,
 )
+from heygem.pipeline.phones import read_speech
 from heygem.pipeline.silence import silence_warning
 from heygem.pipeline.tracking import FaceTracker, TrackerSettings
 
@@ -160,7 +160,7 @@ def _generate(job: Job, engine: LipSyncEngine, reporter: Reporter) -> dict[str, 
     reporter.stage("reading inputs")
     video = probe_video(job.video_path, media.max_input_side)
     size = output_size(video, media.max_frame_side, media.oversize_policy)
-    audio = read_audio(job.audio_path, media.max_audio_duration_s, media.max_input_side)
+    audio = read_speech(job.audio_path, media.max_audio_duration_s, media.max_input_side)
     duration = audio.size / SAMPLE_RATE
     silence = silence_warning(audio)
     if silence:

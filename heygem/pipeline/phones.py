@@ -23,7 +23,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import enum
-import hashlib
 import json
 import subprocess
 import sys
@@ -108,23 +107,36 @@ def recognise_phones(audio: np.ndarray) -> list[Phone]:
     Long speech is decoded in pieces of at most `_PIECE_S`, cut at the quietest moment of each piece's last
     `_CUT_SEARCH_S`: the decoder's memory grows with an utterance's length, and a cut in a pause loses nothing.
     The decoder runs in a child process (heygem.pipeline.phone_decoder), so this thread waits without holding
-    the GIL and the job's other threads go on meanwhile. Where `recognise_file_ahead` started on the same samples,
-    this waits for its phones instead of decoding again.
+    the GIL and the job's other threads go on meanwhile. Where `audio` is the speech `recognise_file_ahead` read
+    (`read_speech` gave it), this waits for the phones already being recognised instead of decoding again.
     """
-    pcm, ranges = _decoder_input(audio)
-    ahead = _take_ahead(pcm, ranges)
+    ahead = _take_ahead(audio)
     if ahead is None:
-        return _decode(pcm, ranges)
+        return _decode(*_decoder_input(audio))
     logger.info("the speech's phones come from the recognition started before the engine was loaded")
     return ahead.phones.result()
 
 
+_FileRead = tuple[Path, float, int, tuple[int, ...]]  # path, max_duration_s, max_side, the file's identity
+
+
+def _file_read(path: Path, max_duration_s: float, max_side: int) -> _FileRead:
+    """How a file is read, and which file it is now: device, inode, size and modification time (in nanoseconds,
+    so a file rewritten since reads as another); a file that cannot be stat'ed is nobody's."""
+    try:
+        status = path.stat()
+    except OSError:
+        return path, max_duration_s, max_side, ()
+    return path, max_duration_s, max_side, (status.st_dev, status.st_ino, status.st_size, status.st_mtime_ns)
+
+
 @dataclasses.dataclass(frozen=True)
 class _Ahead:
-    """A recognition started ahead of the job (recognise_file_ahead): the digest of the samples it read, then
-    their phones."""
+    """A recognition started ahead of the job (recognise_file_ahead): which file it read, how and when it was as
+    read (`_FileRead`), its samples (read-only), then their phones."""
 
-    samples: Future[str]
+    read: _FileRead
+    samples: Future[np.ndarray]
     phones: Future[list[Phone]]
 
 
@@ -134,51 +146,64 @@ _AHEAD_KEPT = 4
 
 
 def recognise_file_ahead(path: Path, max_duration_s: float, max_side: int) -> None:
-    """Starts recognising the phones of the speech file `path` in a thread, read as the job reads it
-    (media.read_audio with the same limits): recognise_phones of the same samples then takes those phones.
+    """Starts reading the speech file `path` (media.read_audio with these limits) and recognising its phones in a
+    thread: the job's `read_speech` of the same, unchanged file then takes those samples, and recognise_phones of
+    them those phones.
 
     A render (the CLI, a task's worker: engines.registry.recognise_phones_ahead) starts this before it imports the
     engine and the pipeline, which is half a second on one core: the decoder works on the other one meanwhile. A
-    file that cannot be read is left to the job, which reads it itself and says what is wrong; samples that differ
-    from the job's are not used.
+    file that cannot be read is left to the job, which reads it itself and says what is wrong.
     """
-    ahead = _Ahead(Future(), Future())
+    ahead = _Ahead(_file_read(path, max_duration_s, max_side), Future(), Future())
     with _AHEAD_LOCK:
         # Each render takes its own; one that failed before its speech was analysed leaves its recognition here.
         del _AHEAD[:-_AHEAD_KEPT + 1]
         _AHEAD.append(ahead)
 
     def recognise() -> None:
-        try:
-            pcm, ranges = _decoder_input(read_audio(path, max_duration_s, max_side))
-            ahead.samples.set_result(_digest(pcm, ranges))
-        except BaseException as exc:  # the job reads the file again and reports it
-            ahead.samples.set_exception(exc)
-            return
-        try:
-            ahead.phones.set_result(_decode(pcm, ranges))
-        except BaseException as exc:  # re-raised by recognise_phones, as its own decoding would raise it
-            ahead.phones.set_exception(exc)
+        # The child loads its models while the speech is read; leaving the block ends it (its input closes).
+        with _start_decoder() as decoder:
+            try:
+                audio = read_audio(path, max_duration_s, max_side)
+                audio.flags.writeable = False  # the job's samples: what was recognised is what it renders
+                ahead.samples.set_result(audio)
+            except BaseException as exc:  # the job reads the file again and reports it
+                ahead.samples.set_exception(exc)
+                return
+            try:
+                ahead.phones.set_result(_decode(*_decoder_input(audio), decoder))
+            except BaseException as exc:  # re-raised by recognise_phones, as its own decoding would raise it
+                ahead.phones.set_exception(exc)
 
     threading.Thread(target=recognise, name="phones-ahead", daemon=True).start()
 
 
-def _take_ahead(pcm: np.ndarray, ranges: list[tuple[int, int]]) -> _Ahead | None:
-    """The recognition started ahead on these samples (no longer kept), if any; recognitions whose file could not
-    be read are dropped too. With none started, the samples are not hashed at all."""
+def read_speech(path: Path, max_duration_s: float, max_side: int) -> np.ndarray:
+    """The job's speech: media.read_audio(path, max_duration_s, max_side), whose samples `recognise_file_ahead`
+    already read where it was started on this file, unchanged since, with these limits (then read-only); else
+    read now. One read of the file (a probe and an ffmpeg run) per render, and one place that keeps samples."""
+    read = _file_read(path, max_duration_s, max_side)
+    with _AHEAD_LOCK:
+        started = [ahead for ahead in _AHEAD if ahead.read == read and read[3]]
+    for ahead in started:
+        with contextlib.suppress(Exception):  # a file the ahead could not read: read here, which says why
+            return ahead.samples.result()
+    return read_audio(path, max_duration_s, max_side)
+
+
+def _take_ahead(audio: np.ndarray) -> _Ahead | None:
+    """The recognition started ahead whose samples are `audio` (no longer kept), if any; recognitions whose file
+    could not be read are dropped too."""
     with _AHEAD_LOCK:
         started = list(_AHEAD)
-    if not started:
-        return None
-    digest = _digest(pcm, ranges)
     for ahead in started:
-        read = None
+        samples = None
         with contextlib.suppress(Exception):
-            read = ahead.samples.result()
-        if read is None or read == digest:
+            samples = ahead.samples.result()
+        if samples is None or samples is audio:
             with _AHEAD_LOCK, contextlib.suppress(ValueError):
                 _AHEAD.remove(ahead)
-            if read == digest:
+            if samples is audio:
                 return ahead
     return None
 
@@ -189,23 +214,24 @@ def _decoder_input(audio: np.ndarray) -> tuple[np.ndarray, list[tuple[int, int]]
     return pcm, [(start, stop) for start, stop in pieces(audio) if stop - start >= SAMPLE_RATE // 10]
 
 
-def _digest(pcm: np.ndarray, ranges: list[tuple[int, int]]) -> str:
-    digest = hashlib.sha256(json.dumps(ranges).encode())
-    digest.update(pcm.data)
-    return digest.hexdigest()
-
-
-def _decode(pcm: np.ndarray, ranges: list[tuple[int, int]]) -> list[Phone]:
-    """The phones of each range of `pcm`, decoded in the child process."""
-    header = json.dumps({"ranges": ranges}).encode() + b"\n"
+def _start_decoder() -> subprocess.Popen[bytes]:
+    """The decoder's child process; it loads its models at once, then waits for the speech."""
     # -P: the decoder's own folder (heygem/pipeline) must not shadow the modules pocketsphinx imports.
-    done = subprocess.run([sys.executable, "-P", str(Path(phone_decoder.__file__))], input=header + pcm.tobytes(),
-                          capture_output=True, check=False)
-    if done.returncode != 0:
-        raise RuntimeError(f"phone recognition failed: {done.stderr.decode(errors='replace').strip()[-500:]}")
-    lines = done.stdout.splitlines()
+    return subprocess.Popen([sys.executable, "-P", str(Path(phone_decoder.__file__))], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def _decode(pcm: np.ndarray, ranges: list[tuple[int, int]],
+            decoder: subprocess.Popen[bytes] | None = None) -> list[Phone]:
+    """The phones of each range of `pcm`, decoded in the child process (`decoder`, or one started now)."""
+    decoder = decoder or _start_decoder()
+    header = json.dumps({"ranges": ranges}).encode() + b"\n"
+    output, errors = decoder.communicate(header + pcm.tobytes())
+    if decoder.returncode != 0:
+        raise RuntimeError(f"phone recognition failed: {errors.decode(errors='replace').strip()[-500:]}")
     return [Phone(label, start / SAMPLE_RATE + begin, start / SAMPLE_RATE + end)
-            for (start, _), line in zip(ranges, lines, strict=True) for label, begin, end in json.loads(line)]
+            for (start, _), line in zip(ranges, output.splitlines(), strict=True)
+            for label, begin, end in json.loads(line)]
 
 
 def pieces(audio: np.ndarray) -> list[tuple[int, int]]:
