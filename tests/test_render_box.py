@@ -4,6 +4,7 @@ the video the encoder decoded, and whole frames wherever a box cannot serve."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 from typing import Any
@@ -15,11 +16,11 @@ import pytest
 from heygem.cli import main
 from heygem.engines.meshwarp import MeshWarpEngine
 from heygem.options import TaskOptions
-from heygem.pipeline import crops
+from heygem.pipeline import crops, generate, media
 from heygem.pipeline.analysis import AnalysisCache
 from heygem.pipeline.engine import FrameBatch, Job
 from heygem.pipeline.live import LiveStream, segment_count
-from heygem.pipeline.media import VideoReader, probe_video
+from heygem.pipeline.media import VideoInfo, VideoReader, probe_video
 from tests.conftest import ConfigFactory
 from tests.media import QuietReporter, astronaut_video, frames_of, psnr, speech_wav
 from tests.test_render_overlap import count_decoded
@@ -145,6 +146,23 @@ def test_boxes_that_are_not_the_videos_own_are_found_and_the_render_is_made_agai
     assert min(psnr(a, b) for a, b in zip(frames_of(tmp_path / "first.mp4"), frames_of(tmp_path / "again.mp4"),
                                           strict=True)) > 40
     assert not list((tmp_path / "again").glob("*.partial*"))
+
+
+@pytest.mark.slow
+def test_an_encoder_that_cannot_read_the_video_itself_sends_the_render_back_to_whole_frames(
+        inputs: tuple[Path, Path], tmp_path: Path, make_config: ConfigFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    video, audio = inputs
+    config = make_config()
+    render(config, video, audio, tmp_path / "first.mp4")
+
+    def elsewhere(video: VideoInfo, *args: Any) -> media.BoxedVideo:
+        return media.BoxedVideo(dataclasses.replace(video, path=tmp_path / "gone.mp4"), *args)
+
+    monkeypatch.setattr(generate, "BoxedVideo", elsewhere)
+    again = render(config, video, audio, tmp_path / "again.mp4")
+    assert again["render_box"]["frames"] == "decoded"
+    assert min(psnr(a, b) for a, b in zip(frames_of(tmp_path / "first.mp4"), frames_of(tmp_path / "again.mp4"),
+                                          strict=True)) > 40
 
 
 @pytest.mark.slow

@@ -63,8 +63,10 @@ def merged_i420(original: np.ndarray, before: np.ndarray, rendered: np.ndarray, 
     """The rendered box (BGR) as flat I420, every pixel the renderer left as it was (as `before`, the `original`
     planes in BGR) kept exactly as decoded: the colour conversion there and back would move some by a level."""
     width, height = box_size(box)
-    blue, green, red = cv2.split(cv2.absdiff(before, rendered))
-    changed = cv2.max(cv2.max(blue, green), red)  # nonzero where any channel changed
+    # Nonzero where any channel changed: each changed channel at 255 weighs at least 29 in the grey (a tenth of
+    # the time cv2.split and two cv2.max take).
+    _, moved = cv2.threshold(cv2.absdiff(before, rendered), 0, 255, cv2.THRESH_BINARY)
+    changed = cv2.cvtColor(moved, cv2.COLOR_BGR2GRAY)
     # A chroma sample covers 2x2 pixels: it is the rendered one where any of them changed (a mean above 0).
     chroma_changed = cv2.resize(changed, (width // 2, height // 2), interpolation=cv2.INTER_AREA)
     converted = cv2.cvtColor(rendered, cv2.COLOR_BGR2YUV_I420).reshape(-1)

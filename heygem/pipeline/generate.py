@@ -53,6 +53,7 @@ from heygem.pipeline.live import LiveStream
 from heygem.pipeline.media import (
     SAMPLE_RATE,
     BoxedVideo,
+    EncoderError,
     LiveOutput,
     VideoInfo,
     VideoReader,
@@ -222,8 +223,7 @@ def _generate(job: Job, engine: LipSyncEngine, reporter: Reporter) -> dict[str, 
         faceless = boxed.render(engine, reporter, copy.copy(features))
         if faceless is None:
             assert plan is not None and analysis is not None
-            logger.warning("{}: the cached frame boxes did not match the video's frames; rendering again from the "
-                           "video's frames", job.code)
+            logger.warning("{}: {}; rendering again from the video's whole frames", job.code, boxed.failure)
             plan.store.discard()
             feed = FrameFeed(video, size, segments, media, analysis.landmarks, tail, engine.frames_per_render(),
                              plan.store.recorder(len(segments[0]), size))
@@ -325,6 +325,7 @@ class BoxedRender:
         self.shown = shown_frames(segments)
         self.first_pass = len(segments[0])
         self.check_path = output.job.work_dir / f"{output.job.result_path.stem}.boxes.crc"
+        self.failure = ""  # why render gave up on the boxes
         output.job.work_dir.mkdir(parents=True, exist_ok=True)
         self.writer = output.writer(BoxedVideo(output.video, plan.store.box, len(self.shown), len(segments) > 1,
                                                self.check_path))
@@ -361,7 +362,10 @@ class BoxedRender:
         try:
             faceless = self.output.encode(self.writer, lambda: _render_all(
                 engine, reporter, items(), write, len(shown), self.first_pass, features), reporter)
-        except StaleCrops:
+        except (StaleCrops, EncoderError) as exc:
+            # Whole frames do not need what failed here (the cached boxes, ffmpeg reading the video itself); if
+            # they fail too, that failure is the task's.
+            self.failure = str(exc)
             return None
         finally:
             crops.close()
@@ -369,6 +373,7 @@ class BoxedRender:
         self.check_path.unlink(missing_ok=True)
         if decoded != sums:
             self.output.temporary.unlink(missing_ok=True)
+            self.failure = "the cached frame boxes did not match the video's frames"
             return None
         return faceless
 

@@ -313,6 +313,10 @@ def to_bgr(image: np.ndarray) -> np.ndarray:
     return cv2.cvtColor(image, cv2.COLOR_YUV2BGR_I420) if image.ndim == 2 else image
 
 
+class EncoderError(RuntimeError):
+    """The encoder process failed; its own last words are in the message."""
+
+
 @dataclasses.dataclass(frozen=True)
 class BoxedVideo:
     """What the encoder lays the piped frames over (heygem.pipeline.crops): `video` as it decodes, its first
@@ -396,7 +400,7 @@ class VideoWriter:
         self._process.kill()
         self._process.wait()
         message = self._process.stderr.read().decode(errors="replace").strip() if self._process.stderr else ""
-        raise RuntimeError(f"ffmpeg failed to encode {self.path.name}: {message[-500:]}")
+        raise EncoderError(f"ffmpeg failed to encode {self.path.name}: {message[-500:]}")
 
 
 def output_args(path: Path, live: LiveOutput | None) -> list[str]:
