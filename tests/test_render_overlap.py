@@ -210,6 +210,17 @@ def test_a_failing_bank_entry_fails_the_analysis(inputs: tuple[Path, Path], make
         analysis.analyse_video(probe_video(video), (SIDE, SIDE), tracker_settings(make_config().media), BANK)
 
 
+def test_the_frame_tail_of_a_short_video_takes_room_for_its_frames_only() -> None:
+    """The tail's block is mapped whole when the first frame comes (cheaper than a page fault per 4 KB), so it
+    holds no more slots than the analysis expects frames."""
+    tail = FrameTail(max_bytes=1 << 30)
+    tail.expect(3)
+    for grid_index in range(4):
+        tail.add(grid_index, np.full((6, 4), grid_index, np.uint8))
+    assert len(tail) == 3 and tail.start() == 1 and tail.nbytes == 3 * 24
+    assert [tail.take()[0] for _ in range(3)] == [1, 2, 3]
+
+
 def test_a_footage_mouth_shown_on_consecutive_frames_is_decoded_once(monkeypatch: pytest.MonkeyPatch) -> None:
     images = [np.full((6, 8, 3), value, np.uint8) for value in (40, 200)]
     bank = dataclasses.replace(geometry_bank(np.zeros(2), np.full(2, 0.4)),
