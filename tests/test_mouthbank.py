@@ -474,12 +474,10 @@ def test_concurrent_workers_analyse_a_video_once(tmp_path: Path, monkeypatch: py
 
 def mouth_figures(path: Path, points: list[np.ndarray | None], frames: range) -> tuple[list[int], list[float]]:
     """Per frame: teeth-white pixels around the lips (at the source's mouth); the change from the previous frame
-    inside the mouth box (mean absolute difference; the box keeps the first frame's size, so that every pair of
-    frames counts, not only those whose lips span the same whole pixels)."""
+    inside the mouth box (mean absolute difference)."""
     info = probe_video(path)
     teeth, change = [], []
     previous = None
-    size: np.ndarray | None = None
     for index, frame in VideoReader(info, (info.width, info.height)).frames(frames.start, frames.stop):
         face = points[index]
         assert face is not None
@@ -488,10 +486,9 @@ def mouth_figures(path: Path, points: list[np.ndarray | None], frames: range) ->
         cv2.fillPoly(mask, [np.round(outer).astype(np.int32)], 1)
         hsv = cv2.cvtColor(frame, cv2.COLOR_BGR2HSV)
         teeth.append(int(((mask > 0) & (hsv[..., 1] < 45) & (hsv[..., 2] > 180)).sum()))
-        low, high = outer.min(axis=0), outer.max(axis=0)
-        size = np.ceil(high - low).astype(int) + np.array([20, 50]) if size is None else size
-        x0, y0 = np.round((low + high) / 2 - (size[0] / 2, (size[1] - 30) / 2)).astype(int)
-        crop = frame[max(y0, 0):y0 + size[1], max(x0, 0):x0 + size[0]].astype(np.float32)
+        x0, y0 = np.floor(outer.min(axis=0)).astype(int) - 10
+        x1, y1 = np.ceil(outer.max(axis=0)).astype(int) + 10
+        crop = frame[max(y0, 0):y1 + 30, max(x0, 0):x1].astype(np.float32)
         if previous is not None and previous.shape == crop.shape:
             change.append(float(np.abs(crop - previous).mean()))
         previous = crop

@@ -19,11 +19,13 @@ import pytest
 from heygem.cli.generate import generate_video
 from heygem.engines.meshwarp import MeshWarpEngine
 from heygem.options import TaskOptions
-from heygem.pipeline import analysis, phone_decoder, phones, tracking
 from heygem.pipeline import engine as engine_contract
+from heygem.pipeline import phone_decoder, phones, tracking
+from heygem.pipeline import analysis
 from heygem.pipeline.analysis import FrameTail
 from heygem.pipeline.engine import Job
-from heygem.pipeline.generate import _DONE, FrameFeed, plan_segments, tracker_settings
+from heygem.pipeline.generate import _DONE, FrameFeed, plan_segments
+from heygem.pipeline.generate import tracker_settings
 from heygem.pipeline.media import SAMPLE_RATE, VideoReader, probe_video, read_audio
 from heygem.pipeline.mouthbank import BankBuilder, BankSettings
 from tests.conftest import ConfigFactory
@@ -185,7 +187,7 @@ def test_the_analysis_tracking_thread_only_tracks_and_gives_what_tracking_alone_
     monkeypatch.undo()
     tracker, builder = tracking.FaceTracker(info.fps, settings), BankBuilder(BANK, info.frame_count)
     try:
-        for grid_index, frame in VideoReader(info, (SIDE, SIDE)).compact_frames():
+        for grid_index, frame in VideoReader(info, (SIDE, SIDE)).frames():
             points = tracker.track(frame)
             assert points is not None and np.array_equal(points, found.landmarks[grid_index])
             builder.add(grid_index, frame, points)

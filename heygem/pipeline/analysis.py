@@ -35,7 +35,7 @@ from heygem.pipeline.tracking import FaceTracker, TrackerSettings
 
 # Bump whenever tracking, the bank's contents or this file format change: older cache entries are then ignored
 # (and evicted in time), never misread.
-ANALYSIS_VERSION = 5
+ANALYSIS_VERSION = 4
 _SUFFIX = ".npz"
 # Tracked frames that may wait for their bank entry (each holds its BGR frame).
 _ENTRIES_AHEAD = 8
@@ -148,7 +148,7 @@ def analyse_video(video: VideoInfo, size: tuple[int, int], tracker: TrackerSetti
             for grid_index, compact in VideoReader(video, size).compact_frames():
                 if tail is not None:
                     tail.add(grid_index, compact)
-                offer((grid_index, compact))  # as decoded: the tracker and the bank convert the parts they read
+                offer((grid_index, to_bgr(compact)))
             offer(None)
         except BaseException as exc:  # handed to the tracking thread, which raises it
             offer(exc)

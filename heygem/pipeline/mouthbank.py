@@ -23,7 +23,7 @@ import dataclasses
 import cv2
 import numpy as np
 
-from heygem.pipeline import compositing, regions
+from heygem.pipeline import compositing
 from heygem.pipeline import tracking as lm
 
 # Points the mouth and jaw do not move, close to the mouth's own plane (so a turned head maps the mouth where
@@ -35,8 +35,6 @@ _LOWER_FACE = (*lm.OUTER_UPPER, *lm.OUTER_LOWER, 164, 167, 393, 206, 426, 207, 4
                152, 377, 400, 378, 379)
 _LOWER_FACE_INDEX = np.array(_LOWER_FACE)
 _CHEEKS = (205, 425, 50, 280)
-# What interior_appearance reads.
-_APPEARANCE = (*lm.INNER_UPPER, *lm.INNER_LOWER, *_CHEEKS)
 # Teeth are lit less than the cheeks (inside the mouth, under the upper lip): a pixel this bright against the
 # cheeks is teeth. As bright as the cheeks themselves missed most teeth of a small face filmed in warm light
 # (0.05 of the open mouth where they fill 0.4 by eye; bench.mouth_quality counts them the same way).
@@ -165,7 +163,6 @@ class BankBuilder:
         self.entries: list[tuple[int, np.ndarray, float, float, float, float, float, bytes]] = []
 
     def add(self, grid_index: int, frame: np.ndarray, points: np.ndarray | None) -> None:
-        """One frame (BGR, or I420 planes as VideoReader.compact_frames yields them) and its landmarks."""
         if points is None or grid_index % self.stride:
             return
         if self.reference is None:
@@ -176,18 +173,12 @@ class BankBuilder:
         x0, y0, x1, y1 = self.box
         shifted = to_reference.copy()
         shifted[:, 2] -= (x0, y0)
-        # Only the part of the frame the entry reads is converted to BGR (`frame` may be decoded I420 planes): the
-        # lower face the patch is warped from, the inner lips and the cheeks.
-        low, high = points[list(_APPEARANCE)].min(axis=0), points[list(_APPEARANCE)].max(axis=0)
-        sampled = regions.source_box(shifted, (x1 - x0, y1 - y0))
-        part, part_x, part_y = regions.bgr_region(frame, (
-            min(sampled[0], low[0]), min(sampled[1], low[1]), max(sampled[2], high[0]), max(sampled[3], high[1])))
-        patch = cv2.warpAffine(part, regions.warp_matrix_from(shifted, (part_x, part_y)), (x1 - x0, y1 - y0),
-                               flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_REPLICATE)
+        patch = cv2.warpAffine(frame, shifted, (x1 - x0, y1 - y0), flags=cv2.INTER_LINEAR,
+                               borderMode=cv2.BORDER_REPLICATE)
         ok, encoded = cv2.imencode(".jpg", patch, [cv2.IMWRITE_JPEG_QUALITY, 95])
         assert ok
         gap, width = mouth_geometry(points)
-        teeth, dark = interior_appearance(part, points - np.array([part_x, part_y], np.float32))
+        teeth, dark = interior_appearance(frame, points)
         self.entries.append((grid_index, apply_affine(to_reference, points), gap, width, head_turn(points), teeth,
                              dark, encoded.tobytes()))
 

@@ -19,9 +19,6 @@ from types import ModuleType
 import cv2
 import numpy as np
 
-from heygem.pipeline.media import to_bgr
-from heygem.pipeline.regions import warp_rgb
-
 # Landmark indices of the face mesh (468 points) that the pipeline and the engines use.
 UPPER_LIP_INNER = 13
 LOWER_LIP_INNER = 14
@@ -150,9 +147,7 @@ class OneEuroFilter:
 
 
 class FaceTracker:
-    """Feeds frames in display order (BGR, or I420 planes as VideoReader.compact_frames yields them: then only the
-    part around the face is converted while the face is followed); returns smoothed (468, 2) pixel landmarks of the
-    chosen face, or None."""
+    """Feeds frames in display order; returns smoothed (468, 2) pixel landmarks of the chosen face, or None."""
 
     def __init__(self, fps: float, settings: TrackerSettings) -> None:
         face_detection, face_mesh = import_mediapipe()
@@ -205,7 +200,6 @@ class FaceTracker:
         The detector sees the frame at 192 px, where a face under about a tenth of the frame's long side is
         too small; while nothing is found, every few frames it also looks at square tiles of the frame.
         """
-        frame = to_bgr(frame)
         height, width = frame.shape[:2]
         boxes = self._detect_in(frame, (0, 0, width, height))
         if not boxes and self._frames_lost % _TILES_EVERY == 0:
@@ -239,7 +233,8 @@ class FaceTracker:
         # One affine warp crops, pads with black beyond the frame edge and resizes, all at once.
         scale = size / side
         matrix = np.array([[scale, 0, size / 2 - cx * scale], [0, scale, size / 2 - cy * scale]], np.float32)
-        result = self._mesh.process(warp_rgb(frame, matrix, (size, size)))
+        crop = cv2.warpAffine(frame, matrix, (size, size), flags=cv2.INTER_LINEAR)
+        result = self._mesh.process(cv2.cvtColor(crop, cv2.COLOR_BGR2RGB))
         if not result.multi_face_landmarks:
             return None
         points = np.array([(p.x, p.y) for p in result.multi_face_landmarks[0].landmark[:LANDMARK_COUNT]],
