@@ -19,13 +19,11 @@ import pytest
 from heygem.cli.generate import generate_video
 from heygem.engines.meshwarp import MeshWarpEngine
 from heygem.options import TaskOptions
+from heygem.pipeline import analysis, phone_decoder, phones, tracking
 from heygem.pipeline import engine as engine_contract
-from heygem.pipeline import phone_decoder, phones, tracking
-from heygem.pipeline import analysis
 from heygem.pipeline.analysis import FrameTail
 from heygem.pipeline.engine import Job
-from heygem.pipeline.generate import _DONE, FrameFeed, plan_segments
-from heygem.pipeline.generate import tracker_settings
+from heygem.pipeline.generate import _DONE, FrameFeed, plan_segments, tracker_settings
 from heygem.pipeline.media import SAMPLE_RATE, VideoReader, probe_video, read_audio
 from heygem.pipeline.mouthbank import BankBuilder, BankSettings
 from tests.conftest import ConfigFactory
