@@ -20,12 +20,13 @@ from heygem.cli.generate import generate_video
 from heygem.engines.meshwarp import MeshWarpEngine
 from heygem.errors import InputError
 from heygem.options import TaskOptions
+from heygem.pipeline import analysis, media, phone_decoder, phones, tracking
 from heygem.pipeline import engine as engine_contract
-from heygem.pipeline import media, phone_decoder, phones, tracking
 from heygem.pipeline.analysis import FrameTail
 from heygem.pipeline.engine import Job
-from heygem.pipeline.generate import _DONE, FrameFeed, plan_segments
+from heygem.pipeline.generate import _DONE, FrameFeed, plan_segments, tracker_settings
 from heygem.pipeline.media import SAMPLE_RATE, VideoReader, probe_video, read_audio, to_bgr
+from heygem.pipeline.mouthbank import BankBuilder, BankSettings
 from tests.conftest import ConfigFactory
 from tests.media import QuietReporter, astronaut_video, frames_of, speech_wav
 from tests.supervision import wait_until
@@ -154,6 +155,69 @@ def test_the_frame_tail_restarts_when_the_frames_change_layout() -> None:
     grid_index, frame = tail.take()
     assert grid_index == 2 and np.array_equal(to_bgr(frame), np.full((4, 4, 3), 9, np.uint8))
 
+
+
+BANK = BankSettings(max_entries=100, jump_cost=3.0, closed_gap=0.02)
+
+
+def test_the_analysis_tracking_thread_only_tracks_and_gives_what_tracking_alone_gives(
+        inputs: tuple[Path, Path], make_config: ConfigFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The face mesh waits on MediaPipe's threads for every frame, so the thread that tracks sets a first render's
+    analysis time: the bank's entries and the frame tail are filled beside it, and the result is the same as
+    tracking and collecting frame by frame in one thread."""
+    video, _ = inputs
+    info, settings = probe_video(video), tracker_settings(make_config().media)
+    threads: dict[str, set[str]] = {"track": set(), "entry": set(), "tail": set()}
+
+    def recorded(name: str, real: Any) -> Any:
+        def call(*args: Any) -> Any:
+            threads[name].add(threading.current_thread().name)
+            return real(*args)
+        return call
+
+    monkeypatch.setattr(tracking.FaceTracker, "track", recorded("track", tracking.FaceTracker.track))
+    monkeypatch.setattr(BankBuilder, "add", recorded("entry", BankBuilder.add))
+    monkeypatch.setattr(FrameTail, "add", recorded("tail", FrameTail.add))
+    tail = FrameTail(max_bytes=1 << 30)
+    found = analysis.analyse_video(info, (SIDE, SIDE), settings, BANK, tail)
+    assert len(threads["track"]) == 1 and threads["track"].isdisjoint(threads["entry"] | threads["tail"])
+    assert len(tail) == info.frame_count == len(found.bank)
+
+    monkeypatch.undo()
+    tracker, builder = tracking.FaceTracker(info.fps, settings), BankBuilder(BANK, info.frame_count)
+    try:
+        for grid_index, frame in VideoReader(info, (SIDE, SIDE)).frames():
+            points = tracker.track(frame)
+            assert points is not None and np.array_equal(points, found.landmarks[grid_index])
+            builder.add(grid_index, frame, points)
+    finally:
+        tracker.close()
+    for name, array in analysis.to_arrays(analysis.VideoAnalysis(found.landmarks, builder.bank())).items():
+        assert np.array_equal(array, analysis.to_arrays(found)[name]), name
+
+
+def test_a_failing_bank_entry_fails_the_analysis(inputs: tuple[Path, Path], make_config: ConfigFactory,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    video, _ = inputs
+
+    def broken(self: BankBuilder, grid_index: int, frame: np.ndarray, points: np.ndarray | None) -> None:
+        if grid_index == 3:
+            raise MemoryError("no room for the entry")
+
+    monkeypatch.setattr(BankBuilder, "add", broken)
+    with pytest.raises(MemoryError, match="no room"):
+        analysis.analyse_video(probe_video(video), (SIDE, SIDE), tracker_settings(make_config().media), BANK)
+
+
+def test_the_frame_tail_of_a_short_video_takes_room_for_its_frames_only() -> None:
+    """The tail's block is mapped whole when the first frame comes (cheaper than a page fault per 4 KB), so it
+    holds no more slots than the analysis expects frames."""
+    tail = FrameTail(max_bytes=1 << 30)
+    tail.expect(3)
+    for grid_index in range(4):
+        tail.add(grid_index, np.full((6, 4), grid_index, np.uint8))
+    assert len(tail) == 3 and tail.start() == 1 and tail.nbytes == 3 * 24
+    assert [tail.take()[0] for _ in range(3)] == [1, 2, 3]
 
 
 def test_a_footage_mouth_shown_on_consecutive_frames_is_decoded_once(monkeypatch: pytest.MonkeyPatch) -> None:
