@@ -1,6 +1,4 @@
-import sys
-
-from heygem.cli import main
+from heygem.cli import run
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run()

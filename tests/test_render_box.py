@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -247,3 +249,21 @@ def test_the_cli_says_when_a_render_took_the_mouths_box_alone(
     assert said[0].startswith("done: 25 frames, 1.00 s in ") and said[0].endswith(" s (0 without a face)")
     assert said[1].endswith("(0 without a face, the video's analysis from the cache and only its mouth's box "
                             "rendered)")
+
+
+@pytest.mark.slow
+def test_a_render_by_the_command_ends_with_its_result_and_its_words_whole(
+        inputs: tuple[Path, Path], tmp_path: Path) -> None:
+    """`python -m heygem generate` skips the interpreter's teardown: what it printed and wrote is all there."""
+    video, audio = inputs
+    out = tmp_path / "out.mp4"
+    done = subprocess.run([sys.executable, "-m", "heygem", "generate", "--video", str(video), "--audio", str(audio),
+                           "--out", str(out)], capture_output=True, text=True, timeout=120, check=False,
+                          env={**os.environ, "HEYGEM_PATHS__DATA_DIR": str(tmp_path / "data")})
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == f"{out}\n" and done.stderr.rstrip().endswith("(0 without a face)")
+    assert len(frames_of(out)) == 25
+    failed = subprocess.run([sys.executable, "-m", "heygem", "generate", "--video", str(audio), "--audio",
+                             str(audio), "--out", str(tmp_path / "no.mp4")], capture_output=True, text=True,
+                            timeout=120, check=False)
+    assert failed.returncode == 2 and failed.stderr.splitlines()[-1].startswith("error: video file has no video")

@@ -85,7 +85,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                           help="draw a small 'AI-generated' label")
     generate.add_argument("--watermark", action=argparse.BooleanOptionalAction, default=None,
                           help="draw a small 'HeyGem' watermark")
-    generate.set_defaults(handler=run_generate)
+    generate.set_defaults(handler=run_generate, teardown=False)
 
     evaluate = subparsers.add_parser("eval", help="quality figures of a lip-synced video, as JSON")
     evaluate.add_argument("--video", required=True, type=Path, help="the lip-synced video")
