@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import importlib
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from heygem.config import Config
 from heygem.errors import EngineUnavailableError, InputError
 from heygem.options import TaskOptions
-from heygem.pipeline.engine import Availability, Engine
+
+if TYPE_CHECKING:
+    # The engine contract imports NumPy and OpenCV (0.15 s): a render starts reading its speech before them
+    # (recognise_phones_ahead), so they are imported where an engine is resolved.
+    from heygem.pipeline.engine import Availability, Engine
 
 ENGINES: dict[str, str] = {
     "meshwarp": "heygem.engines.meshwarp:MeshWarpEngine",
@@ -30,6 +35,8 @@ def recognise_phones_ahead(engine_name: str, audio: Path, config: Config) -> Non
 
 
 def resolve_engine(name: str) -> type[Engine]:
+    from heygem.pipeline.engine import Engine
+
     target = ENGINES.get(name, name)
     module_name, _, attr = target.partition(":")
     if not attr:
@@ -70,6 +77,8 @@ def options_taken(name: str) -> frozenset[str]:
 
 
 def engine_availability(name: str, config: Config) -> Availability:
+    from heygem.pipeline.engine import Availability
+
     try:
         return resolve_engine(name).availability(config)
     except EngineUnavailableError as exc:

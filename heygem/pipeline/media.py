@@ -18,7 +18,6 @@ from typing import IO
 
 import av
 import av.error
-import cv2
 import numpy as np
 
 from heygem.errors import InputError
@@ -309,6 +308,7 @@ class VideoReader:
 
 def to_bgr(image: np.ndarray) -> np.ndarray:
     """A frame from VideoReader.compact_frames as BGR: I420 planes converted, BGR as it is."""
+    import cv2  # OpenCV where frames are converted: reading a speech (read_audio) needs none of it
     # OpenCV's SIMD conversion is about twice as fast as swscale's for this step.
     return cv2.cvtColor(image, cv2.COLOR_YUV2BGR_I420) if image.ndim == 2 else image
 
@@ -375,6 +375,8 @@ class VideoWriter:
             fcntl.fcntl(self._stdin.fileno(), fcntl.F_SETPIPE_SZ, ENCODER_PIPE_BYTES)
 
     def write(self, frame: np.ndarray) -> None:
+        import cv2  # see to_bgr
+
         if frame.shape[1::-1] != self._size:
             frame = cv2.resize(frame, self._size, interpolation=cv2.INTER_AREA)
         self.write_planar(cv2.cvtColor(frame, cv2.COLOR_BGR2YUV_I420))
