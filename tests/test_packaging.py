@@ -68,7 +68,7 @@ def test_the_wheel_holds_the_default_config_the_command_and_every_pin(wheel: Pat
         assert archive.read("heygem/configs/default.yaml") == (REPO_ROOT / "configs" / "default.yaml").read_bytes()
         assert {"heygem/ui/studio.css", "heygem/ui/live_player.js"} <= set(archive.namelist())
         info = next(name for name in archive.namelist() if name.endswith(".dist-info/entry_points.txt"))
-        assert "heygem = heygem.cli:main" in archive.read(info).decode()
+        assert "heygem = heygem.cli:run" in archive.read(info).decode()
         meta = email.parser.Parser().parsestr(archive.read(info.replace("entry_points.txt", "METADATA")).decode())
     requires = meta.get_all("Requires-Dist")
     assert sorted(r for r in requires if "extra ==" not in r) == sorted(pins(REPO_ROOT / "requirements-base.txt"))

@@ -181,7 +181,7 @@ def test_ffmpeg_errors_become_one_line_task_messages(tmp_path: Path) -> None:
         writer.close()
     assert "\n" in str(failure.value), "ffmpeg explains itself on several lines"
     message = describe_exception(failure.value, "finishing")
-    assert message.startswith("finishing: RuntimeError: ffmpeg failed to encode out.mp4: ") and "\n" not in message
+    assert message.startswith("finishing: EncoderError: ffmpeg failed to encode out.mp4: ") and "\n" not in message
     assert " | " in message
     assert describe_exception(InputError("a\n\n  b  \n"), "rendering") == "rendering: a | b"
 
