@@ -136,7 +136,7 @@ class CropStore:
             return None
         with contextlib.suppress(OSError):
             os.utime(self.path)  # most recently used
-        return StoredCrops(file, offset, shape[0], shape[1])
+        return StoredCrops(file, offset, shape[1])
 
     def recorder(self, frames: int, frame_size: tuple[int, int]) -> CropRecorder:
         return CropRecorder(self, frames, frame_size)
@@ -153,11 +153,8 @@ class StoredCrops:
     """The boxes of a CropStore file, read one at a time (`crops[grid_index]`) from the file as it was opened (a
     worker that removes or replaces it meanwhile changes nothing here)."""
 
-    def __init__(self, file: BinaryIO, offset: int, frames: int, size: int) -> None:
-        self.file, self.offset, self.frames, self.size = file, offset, frames, size
-
-    def __len__(self) -> int:
-        return self.frames
+    def __init__(self, file: BinaryIO, offset: int, size: int) -> None:
+        self.file, self.offset, self.size = file, offset, size
 
     def __getitem__(self, grid_index: int) -> np.ndarray:
         try:
