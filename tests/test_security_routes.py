@@ -26,7 +26,9 @@ from starlette.routing import Route
 from starlette.testclient import TestClient
 
 from heygem.api.events import EventStreams, follow
+from heygem.api.rest import get_result
 from heygem.api.served_files import OpenFileResponse
+from heygem.errors import TaskNotFoundError
 from heygem.supervisor.states import TaskState
 from tests.media import astronaut_video, spoken_wav
 from tests.records import record
@@ -203,6 +205,23 @@ def test_a_task_deleted_while_its_files_are_served_never_breaks_an_answer(server
         outcomes += fetch_while_deleting(server, code)
     assert set(outcomes) == {"200", "404"}, outcomes
     assert "Exception in ASGI application" not in server.log_path.read_text()
+
+
+def test_a_result_deleted_between_its_look_up_and_its_open_is_not_found(tmp_path: Path) -> None:
+    """The race the test above meets by chance (1 answer in 112 once, a 400 "has no result (state: succeeded)"):
+    the route found the task succeeded, then the delete took its file before the route opened it."""
+
+    class DeletedMeanwhile:
+        looks = 0
+
+        def status(self, code: str) -> Any:
+            self.looks += 1
+            if self.looks > 1:
+                raise TaskNotFoundError(f"no task {code}")
+            return record(code=code, state=TaskState.SUCCEEDED, result_path=str(tmp_path / "gone.mp4"))
+
+    with pytest.raises(TaskNotFoundError):
+        get_result("gone", DeletedMeanwhile())  # type: ignore[arg-type]
 
 
 ASK_TIMEOUT_S = 30.0

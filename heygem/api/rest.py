@@ -67,6 +67,8 @@ def get_result(code: str, supervisor: SupervisorDep) -> OpenFileResponse:
     result = record.result_path if record.state is TaskState.SUCCEEDED else None
     opened = open_regular_file(Path(result)) if result else None
     if opened is None:
+        # A delete between the look-up and the open took the file: the task is gone, not resultless (404).
+        record = supervisor.status(code)
         raise InputError(f"task {code} has no result (state: {record.state.value})")
     return OpenFileResponse(opened, media_type="video/mp4", filename=Path(str(result)).name)
 
