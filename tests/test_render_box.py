@@ -84,8 +84,8 @@ def test_a_box_is_cut_from_the_decoded_planes_and_goes_back_with_its_untouched_p
     changed = np.zeros((32, 40), bool)
     changed[9:20, 5:17] = True
     chroma = changed.reshape(16, 2, 20, 2).any(axis=(1, 3))
-    for plane, (kept, new, old, mask) in enumerate(zip(crops._planes(merged, box), crops._planes(converted, box),
-                                                      crops._planes(crop, box), (changed, chroma, chroma),
+    for plane, (kept, new, old, mask) in enumerate(zip(crops._planes(merged, 40, 32), crops._planes(converted, 40, 32),
+                                                      crops._planes(crop, 40, 32), (changed, chroma, chroma),
                                                       strict=True)):
         assert np.array_equal(kept[mask], new[mask]), plane
         assert np.array_equal(kept[~mask], old[~mask]), plane

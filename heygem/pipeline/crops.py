@@ -3,9 +3,10 @@ changes (LipSyncEngine.render_box), as decoded (I420), beside the video's analys
 
 With them, a later render of the same video needs none of its frames in Python: the encoder decodes the video
 itself and lays the rendered box over each frame (media.VideoWriter with a BoxedVideo), so Python converts,
-renders and pipes a box of about a tenth of the frame instead of the whole frame, and every pixel outside the
-box is exactly as the video decodes. The encoder also checks each frame's box as it decoded it against the box
-rendered over it (`check_sums`, ffmpeg's framecrc): a render whose boxes do not match the video it lays them on
+renders and pipes that box instead of the whole frame (37 % of the bench clip's 720p frame, where the face fills
+it; 7 % of the 1080x1920 selfie's), and every pixel outside the box is exactly as the video decodes. The encoder
+also writes the checksum of each frame's box as it decoded it (ffmpeg's framecrc, `read_check_sums`), compared with
+those of the boxes rendered over them (`check_sum`): a render whose boxes do not match the video it lays them on
 is found out, not shipped.
 
 A render that decodes the video anyway (the first one, or one the box does not serve) records the boxes on the
@@ -44,14 +45,10 @@ def crop_bytes(box: Box) -> int:
 def crop_i420(frame: np.ndarray, box: Box) -> np.ndarray:
     """The box of an I420 frame (VideoReader.compact_frames' (h * 3/2, w) planes) as the I420 planes of the box
     alone, flat: its luma rows, then its two chroma planes. The box's corners must be even."""
-    height, width = frame.shape[0] * 2 // 3, frame.shape[1]
-    flat = frame.reshape(-1)
-    luma, quarter = height * width, height * width // 4
     x0, y0, x1, y1 = box
-    planes = (flat[:luma].reshape(height, width)[y0:y1, x0:x1],
-              flat[luma:luma + quarter].reshape(height // 2, width // 2)[y0 // 2:y1 // 2, x0 // 2:x1 // 2],
-              flat[luma + quarter:].reshape(height // 2, width // 2)[y0 // 2:y1 // 2, x0 // 2:x1 // 2])
-    return np.concatenate([plane.reshape(-1) for plane in planes])
+    luma, blue, red = _planes(frame.reshape(-1), frame.shape[1], frame.shape[0] * 2 // 3)
+    chroma = (slice(y0 // 2, y1 // 2), slice(x0 // 2, x1 // 2))
+    return np.concatenate([luma[y0:y1, x0:x1].reshape(-1), blue[chroma].reshape(-1), red[chroma].reshape(-1)])
 
 
 def crop_to_bgr(crop: np.ndarray, box: Box) -> np.ndarray:
@@ -71,15 +68,14 @@ def merged_i420(original: np.ndarray, before: np.ndarray, rendered: np.ndarray, 
     chroma_changed = cv2.resize(changed, (width // 2, height // 2), interpolation=cv2.INTER_AREA)
     converted = cv2.cvtColor(rendered, cv2.COLOR_BGR2YUV_I420).reshape(-1)
     merged = original.copy()
-    for kept, new, mask in zip(_planes(merged, box), _planes(converted, box), (changed, chroma_changed, chroma_changed),
-                               strict=True):
+    for kept, new, mask in zip(_planes(merged, width, height), _planes(converted, width, height),
+                               (changed, chroma_changed, chroma_changed), strict=True):
         cv2.copyTo(new, mask, kept)
     return merged
 
 
-def _planes(flat: np.ndarray, box: Box) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Views of the Y, U and V planes of a box's flat I420 bytes."""
-    width, height = box_size(box)
+def _planes(flat: np.ndarray, width: int, height: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Views of the Y, U and V planes of a width x height image's flat I420 bytes."""
     luma, quarter = width * height, width * height // 4
     return (flat[:luma].reshape(height, width), flat[luma:luma + quarter].reshape(height // 2, width // 2),
             flat[luma + quarter:].reshape(height // 2, width // 2))
