@@ -12,6 +12,10 @@ How a job runs (`generate`):
 A producer thread decodes and tracks frames (PyAV and MediaPipe release the GIL for their heavy parts) while the
 calling thread renders batches and feeds ffmpeg, which encodes in its own process: both cores stay busy, and
 at most a few batches of frames are held at once.
+
+Where the engine's render box serves and the video's boxes are cached (`plan_box`, heygem.pipeline.crops), steps
+3 and 4 take only that box of each frame: ffmpeg decodes the video itself and lays the rendered boxes over it
+(`BoxedRender`), and nothing is decoded here.
 """
 
 from __future__ import annotations
