@@ -330,7 +330,6 @@ class BoxedRender:
         self.first_pass = len(segments[0])
         self.check_path = output.job.work_dir / f"{output.job.result_path.stem}.boxes.crc"
         self.failure = ""  # why render gave up on the boxes
-        output.job.work_dir.mkdir(parents=True, exist_ok=True)
         self.writer = output.writer(BoxedVideo(output.video, plan.store.box, len(self.shown), len(segments) > 1,
                                                self.check_path))
 
